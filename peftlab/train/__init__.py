@@ -1,0 +1,1 @@
+"""The training recipe: data -> model + method -> transformers Trainer -> adapter on disk."""

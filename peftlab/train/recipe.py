@@ -1,0 +1,183 @@
+"""`peftlab train`, top to bottom: check output, load model and data, wrap with the method, train, save."""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from peftlab.config import RunConfig
+from peftlab.data.batching import CountingCollator
+from peftlab.data.examples import build_examples
+from peftlab.data.readers import read_rows
+from peftlab.data.tokenize import TokenizedSet, check_trainable, tokenize, uses_chat_template
+from peftlab.errors import PeftlabError
+from peftlab.methods import count_parameters, get_method
+from peftlab.models import load_model
+from peftlab.train import output
+from peftlab.train.callbacks import LossLog, ProgressBar
+
+
+def load_tokenized(spec: str, config: RunConfig, tokenizer: Any, is_seq2seq: bool, chat: bool) -> TokenizedSet:
+    data = config.data
+    examples = build_examples(read_rows(spec), data)
+    tokenized = tokenize(examples, tokenizer, data.max_length, is_seq2seq, chat, data.answer_only)
+    check_trainable(tokenized, spec, data.max_length)
+    return tokenized
+
+
+def peak_memory_bytes() -> int:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def training_arguments(config: RunConfig, out: Path, has_eval: bool, bf16: bool) -> Any:
+    from transformers import TrainingArguments
+
+    t = config.train
+    early_stop = t.patience is not None
+    return TrainingArguments(
+        output_dir=str(out / output.CHECKPOINTS),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=1,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=early_stop,
+        metric_for_best_model="eval_loss" if early_stop else None,
+        greater_is_better=False if early_stop else None,
+        seed=t.seed,
+        data_seed=t.seed,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        bf16=bf16,
+        dataloader_pin_memory=False,
+    )
+
+
+def check_schedule(config: RunConfig, has_eval: bool) -> None:
+    t = config.train
+    if t.patience is not None:
+        if not has_eval:
+            raise PeftlabError("train.patience (early stopping) needs eval data; pass --eval-data FILE")
+        if t.save_steps % t.eval_steps:
+            raise PeftlabError(f"early stopping needs train.save_steps ({t.save_steps}) to be a multiple of train.eval_steps ({t.eval_steps})")
+
+
+def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
+        callbacks: tuple = (), say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
+
+    from peftlab.train.trainer import PeftlabTrainer
+
+    if not config.data.train:
+        raise PeftlabError("no training data; pass --data FILE (JSONL, CSV, Parquet or hub:NAME)")
+    method = get_method(config.method)
+    settings = method.parse_settings(config.methods.get(config.method))
+    has_eval = bool(config.data.eval)
+    check_schedule(config, has_eval)
+    out = output.prepare(config, resume, overwrite)
+    set_seed(config.train.seed)
+
+    loaded = load_model(config.model.name, config.model.dtype, config.model.attn_implementation)
+    tokenizer = loaded.tokenizer
+    tokenizer.padding_side = "right"
+    if config.train.batching == "packed" and loaded.is_seq2seq:
+        raise PeftlabError("train.batching=packed works for causal LMs only; use length for seq2seq models")
+    chat = uses_chat_template(tokenizer, config.data.chat_template, loaded.is_seq2seq)
+    train_set = load_tokenized(config.data.train, config, tokenizer, loaded.is_seq2seq, chat)
+    say(f"data: {config.data.train}: {train_set.summary()}" + (" (chat template)" if chat else ""))
+    eval_set = load_tokenized(config.data.eval, config, tokenizer, loaded.is_seq2seq, chat) if has_eval else None
+    if eval_set:
+        say(f"eval data: {config.data.eval}: {eval_set.summary()}")
+
+    model = method.build(loaded.model, settings, loaded.is_seq2seq)
+    trainable, total = count_parameters(model)
+    say(f"model: {loaded.spec} ({loaded.dtype}); method: {method.name}")
+    say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f}%)")
+
+    packed = config.train.batching == "packed"
+    collator = CountingCollator(tokenizer, loaded.is_seq2seq, packed)
+    extra = [EarlyStoppingCallback(config.train.patience)] if config.train.patience else []
+    trainer = PeftlabTrainer(
+        model=model,
+        args=training_arguments(config, out, has_eval, bf16=False),
+        train_dataset=_with_lengths(train_set),
+        eval_dataset=_with_lengths(eval_set) if eval_set else None,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[ProgressBar(collator.count), LossLog(out / "log.jsonl"), *extra, *callbacks],
+        eval_collator=CountingCollator(tokenizer, loaded.is_seq2seq, packed),
+        length_grouped=not packed,
+    )
+    trainer.remove_callback(PrinterCallback)
+    checkpoint = output.last_checkpoint(out) if resume else None
+    if resume:
+        say(f"resuming from {checkpoint}" if checkpoint else "nothing to resume: no checkpoint yet, starting fresh")
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start - trainer.eval_seconds
+
+    summary = {
+        "model": loaded.spec,
+        "model_path": loaded.path,
+        "method": method.name,
+        "dtype": loaded.dtype,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "trainable_percent": 100 * trainable / total,
+        "steps": trainer.state.global_step,
+        "train_seconds": seconds,
+        "real_tokens": collator.count.real,
+        "real_tokens_per_second": collator.count.real / seconds,
+        "real_token_share": collator.count.real_share,
+        "peak_memory_bytes": peak_memory_bytes(),
+        "train_loss": _last(trainer.state.log_history, "loss"),
+        "train_loss_mean": result.training_loss,
+        "eval_loss": _final_eval_loss(trainer) if eval_set else None,
+        "rows_truncated": train_set.truncated,
+        "rows_dropped_no_labels": train_set.no_labels,
+    }
+    output.save_adapter(out, model, tokenizer, config, {k: summary[k] for k in ("model", "model_path", "method", "trainable_parameters", "total_parameters")})
+    output.write_json(out / "summary.json", summary)
+    return summary
+
+
+def _last(history: list[dict[str, Any]], key: str) -> float | None:
+    values = [entry[key] for entry in history if key in entry]
+    return values[-1] if values else None
+
+
+def _final_eval_loss(trainer: Any) -> float:
+    """The eval loss of the final model: reuse the Trainer's own if it evaluated at the last step."""
+    last = [e for e in trainer.state.log_history if "eval_loss" in e]
+    if last and last[-1].get("step") == trainer.state.global_step and not trainer.args.load_best_model_at_end:
+        return last[-1]["eval_loss"]
+    return trainer.evaluate()["eval_loss"]
+
+
+def _with_lengths(tokenized: TokenizedSet) -> Any:
+    import datasets
+
+    rows = tokenized.features
+    return datasets.Dataset.from_dict({
+        "input_ids": [f["input_ids"] for f in rows],
+        "labels": [f["labels"] for f in rows],
+        "length": [len(f["input_ids"]) for f in rows],
+    })

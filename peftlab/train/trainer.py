@@ -1,0 +1,108 @@
+"""The transformers Trainer with three changes measured to matter on small hardware.
+
+- batches grouped by length over large windows (little padding, still shuffled),
+- logits computed only where the loss needs them (causal LMs; the vocabulary projection and
+  its fp32 logits are a fifth of the compute and most of the memory otherwise),
+- evaluation batches kept out of the training token count.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+from transformers import Trainer
+
+from peftlab.data.tokenize import IGNORE
+
+
+class LengthGroupedOrder(Sampler):
+    """Shuffle, sort windows of `window` batches by length, cut into batches, shuffle the batches.
+
+    transformers' own LengthGroupedSampler sorts windows of at most a quarter of the data and
+    moves the longest example first, which leaves much padding on small sets. The short batch
+    of each window goes last so that the DataLoader's fixed-size cuts fall on batch edges.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 64):
+        self.lengths, self.batch_size, self.seed, self.window = lengths, batch_size, seed, window
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        size = self.window * self.batch_size
+        full, short = [], []
+        for start in range(0, len(order), size):
+            window = sorted(order[start:start + size], key=lambda i: self.lengths[i], reverse=True)
+            for cut in range(0, len(window), self.batch_size):
+                batch = window[cut:cut + self.batch_size]
+                (full if len(batch) == self.batch_size else short).append(batch)
+        shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
+        for batch in shuffled + short:
+            yield from batch
+
+
+class PeftlabTrainer(Trainer):
+    def __init__(self, *args: Any, eval_collator: Any = None, length_grouped: bool = True, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.eval_collator = eval_collator
+        self.length_grouped = length_grouped
+        self.eval_seconds = 0.0  # so throughput can be reported for training alone
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Sampler | None:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.length_grouped:
+            return super()._get_train_sampler(train_dataset)
+        return LengthGroupedOrder(dataset["length"], self.args.train_batch_size, self.args.data_seed or self.args.seed)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        train_collator, self.data_collator = self.data_collator, self.eval_collator or self.data_collator
+        start = time.perf_counter()
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self.data_collator = train_collator
+            self.eval_seconds += time.perf_counter() - start
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        if return_outputs or not _answer_logits_apply(model, inputs):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        targets = labels[:, 1:]
+        # the first position whose next token is a label; logits before it are never used
+        start = int((targets != IGNORE).any(dim=0).nonzero()[0])
+        keep = torch.arange(start, labels.shape[1] - 1, device=labels.device)
+        logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
+        loss = torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), targets[:, start:].reshape(-1),
+            ignore_index=IGNORE, reduction="sum",
+        )
+        if num_items_in_batch is None:
+            return loss / (targets != IGNORE).sum().clamp(min=1)
+        return loss / num_items_in_batch
+
+
+def _answer_logits_apply(model: Any, inputs: dict[str, Any]) -> bool:
+    """Only for causal LMs whose forward takes logits_to_keep, and not for prompt-learning methods
+    (their virtual tokens shift positions)."""
+    base = model.module if hasattr(model, "module") else model
+    if getattr(base.config, "is_encoder_decoder", False) or "labels" not in inputs:
+        return False
+    peft_config = getattr(base, "active_peft_config", None)
+    if peft_config is not None and peft_config.is_prompt_learning:
+        return False
+    inner = base.get_base_model() if hasattr(base, "get_base_model") else base
+    import inspect
+
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
