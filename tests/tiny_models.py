@@ -1,0 +1,58 @@
+"""Tiny random Llama and T5 models with a small byte-level BPE tokenizer, saved as local folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CORPUS = [
+    "#Person1#: Hello, how are you today? #Person2#: I am fine, thank you. And you?",
+    "Summarize the following conversation. Summary: Person1 and Person2 talk about the weather.",
+    "The quick brown fox jumps over the lazy dog. 0123456789 !?.,:;'\"()[]{}<>-_/\\@#$%^&*+=~`|",
+    "#Person1#: Can I book a table for two at seven? #Person2#: Sure, under what name?",
+]
+
+
+def tiny_tokenizer(eos: str = "</s>", pad: str = "<pad>", bos: str | None = "<s>"):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [pad, eos, "<unk>"] + ([bos] if bos else [])
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
+    kwargs = {"bos_token": bos} if bos else {}
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=eos, pad_token=pad, unk_token="<unk>", **kwargs)
+
+
+def save_tiny_llama(folder: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_t5(folder: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tokenizer = tiny_tokenizer(bos=None)
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    T5ForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
