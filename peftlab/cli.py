@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -37,6 +38,28 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
 
 
+def _add_generation_options(parser: argparse.ArgumentParser, batch_flag: str = "--batch-size") -> None:
+    parser.add_argument("--max-new-tokens", type=int, help="longest generated summary in tokens (default 128)")
+    parser.add_argument("--num-beams", type=int, default=1, help="beam search width (default 1: greedy)")
+    parser.add_argument(batch_flag, dest="gen_batch_size", type=int, default=16, help="prompts generated at once (default 16)")
+    parser.add_argument("--samples", type=int, default=3, help="samples to print side by side (default 3)")
+
+
+def _add_eval_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="base model: hub id, folder or .gguf (default: the adapter's base, else the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--adapter", help="adapter folder from `peftlab train` (DIR/adapter or DIR); prompt and columns come from its run")
+    parser.add_argument("--data", required=True, help="test data: .jsonl, .csv, .parquet or hub:NAME[:SPLIT]")
+    parser.add_argument("--output", help="folder for predictions.jsonl and metrics.json")
+    parser.add_argument("--columns", help="map template fields to columns, e.g. prompt=dialogue,response=summary")
+    parser.add_argument("--template", help="prompt template (without --adapter; an adapter's own template is used)")
+    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16"], help="weights dtype (auto: bf16 where fast)")
+    parser.add_argument("--max-samples", type=int, help="evaluate at most N rows")
+    parser.add_argument("--every", type=int, default=1, help="use every K-th row")
+    parser.add_argument("--skip-base", action="store_true", help="with --adapter: do not also evaluate the base model")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. --set data.chat_template=off")
+    _add_generation_options(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peftlab", description="Parameter-efficient fine-tuning, evaluated and compared.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
@@ -47,9 +70,57 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
     train.add_argument("--overwrite", action="store_true", help="replace a different run in --output")
 
+    evaluate = commands.add_parser("eval", help="generate for a test set in batches and score ROUGE (base and tuned)")
+    _add_eval_options(evaluate)
+
+    demo = commands.add_parser("demo", help="the whole workflow: evaluate the base model, train LoRA, evaluate the tuned one, write an HTML page")
+    _add_run_options(demo)
+    demo.add_argument("--test-data", help="test data (default: the demo set's; with --data, the last 10%% of its rows)")
+    demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --output")
+    _add_generation_options(demo, batch_flag="--gen-batch-size")
+
     methods = commands.add_parser("methods", help="list the training methods and their defaults")
     methods.add_argument("--model", help="also show the trainable share on this model")
+    _add_use_commands(commands)
     return parser
+
+
+def _add_use_commands(commands: Any) -> None:
+    """generate, merge, serve: using a trained adapter."""
+    generate = commands.add_parser("generate", help="generate for one prompt or a file of rows (base or base + adapter)")
+    generate.add_argument("prompt", nargs="?", help="the prompt (with --adapter: filled into its template's {prompt})")
+    generate.add_argument("--model", help="base model (default: the adapter's base, else the embedded SmolLM2-135M-Instruct)")
+    generate.add_argument("--adapter", help="adapter folder from `peftlab train` (DIR/adapter or DIR)")
+    generate.add_argument("--data", help="rows to generate for: .jsonl, .csv, .parquet or hub:NAME[:SPLIT]")
+    generate.add_argument("--output", help="write JSONL here (default: print)")
+    generate.add_argument("--columns", help="map template fields to columns, e.g. prompt=dialogue")
+    generate.add_argument("--template", help="prompt template (without --adapter; default: the prompt as written)")
+    generate.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
+    generate.add_argument("--max-samples", type=int, help="at most N rows of --data")
+    generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. --set data.chat_template=off")
+    generate.add_argument("--max-new-tokens", type=int, help="longest answer in tokens (default 128)")
+    generate.add_argument("--num-beams", type=int, default=1, help="beam search width (default 1: greedy)")
+    generate.add_argument("--batch-size", dest="gen_batch_size", type=int, default=16, help="prompts generated at once (default 16)")
+
+    merge = commands.add_parser("merge", help="merge an adapter into its base and save a plain transformers model")
+    merge.add_argument("--model", help="base model (default: the one the adapter was trained on)")
+    merge.add_argument("--adapter", required=True, help="adapter folder from `peftlab train`")
+    merge.add_argument("--output", required=True, help="folder for the merged model")
+    merge.add_argument("--dtype", choices=["auto", "fp32", "bf16"], help="dtype to merge and save in (default: the training run's)")
+    merge.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+
+    serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server: the base and named adapters, chosen per request")
+    serve.add_argument("--model", help="base model (default: the first adapter's base, else the embedded SmolLM2-135M-Instruct)")
+    serve.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="serve an adapter as model NAME (repeatable)")
+    serve.add_argument("--name", help="the base model's name in requests (default: --model, or SmolLM2-135M-Instruct)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", default=os.environ.get("PEFTLAB_API_KEY"), help="require 'Authorization: Bearer KEY' (default: $PEFTLAB_API_KEY)")
+    serve.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto", help="weights dtype (fp32: answers never depend on batching)")
+    serve.add_argument("--max-tokens", type=int, default=512, help="the most tokens one completion may ask for (default 512)")
+    serve.add_argument("--max-batch-size", type=int, default=32, help="requests generated together (1 = one at a time)")
+    serve.add_argument("--batch-window-ms", type=float, default=10, help="how long a batch waits for more requests (default 10)")
+    serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
 
 
 def run_config(args: argparse.Namespace) -> Any:
@@ -87,6 +158,48 @@ def command_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def generation_settings(args: argparse.Namespace, default_max_new_tokens: int = 128) -> Any:
+    from peftlab.evaluate.generation import GenerationSettings
+
+    settings = GenerationSettings(args.max_new_tokens or default_max_new_tokens, args.num_beams, args.gen_batch_size)
+    settings.check()
+    return settings
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    from peftlab import config as cfg
+    from peftlab.evaluate.recipe import eval_config, evaluate
+    from peftlab.report.tables import rouge_table, samples_text
+
+    overrides = list(args.set)
+    if args.columns:
+        overrides += [f"data.columns.{name}={column}" for name, column in cfg.parse_mapping(args.columns).items()]
+    flags = {"model.name": args.model, "model.dtype": args.dtype, "data.template": args.template}
+    config = eval_config(args.adapter, overrides, flags, args.max_samples, args.every)
+    result = evaluate(config, args.data, args.output, args.adapter, generation_settings(args), not args.skip_base, say=_say)
+    _say("\n" + rouge_table(result["results"]))
+    if args.samples:
+        _say("\n" + samples_text(result["records"], args.samples))
+    if args.output:
+        _say(f"\npredictions and metrics: {args.output}")
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    from peftlab.demo import run_demo
+    from peftlab.report.tables import rouge_table, samples_text
+
+    if args.data is None and args.epochs is None and args.max_steps is None:
+        args.epochs = 2  # the demo set is small: two passes make the gain clear in a few minutes
+    args.output = args.output or "runs/demo"
+    result = run_demo(run_config(args), args.test_data, generation_settings(args, default_max_new_tokens=48), args.overwrite, say=_say)
+    _say("\n" + rouge_table(result["results"]))
+    if args.samples:
+        _say("\n" + samples_text(result["records"], args.samples))
+    _say(f"\npage: {result['page']}")
+    return 0
+
+
 def command_methods(args: argparse.Namespace) -> int:
     from peftlab.methods import get_method, method_names
 
@@ -97,7 +210,49 @@ def command_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": command_train, "methods": command_methods}
+def command_generate(args: argparse.Namespace) -> int:
+    from peftlab import config as cfg
+    from peftlab.serve.generate import generate_config, run_generate
+
+    overrides = list(args.set)
+    if args.columns:
+        overrides += [f"data.columns.{name}={column}" for name, column in cfg.parse_mapping(args.columns).items()]
+    config = generate_config(args.adapter, overrides, {"model.name": args.model, "model.dtype": args.dtype, "data.template": args.template})
+    config.data.max_samples = args.max_samples
+    records = run_generate(config, args.adapter, args.prompt, args.data, args.output, generation_settings(args),
+                           say=lambda text: print(text, file=sys.stderr, flush=True))
+    if args.output:
+        _say(f"{len(records)} answers written to {args.output}")
+    elif args.prompt is not None:
+        _say(records[0]["output"])
+    else:
+        for record in records:
+            _say(json.dumps(record, ensure_ascii=False))
+    return 0
+
+
+def command_merge(args: argparse.Namespace) -> int:
+    from peftlab.serve.merge import merge
+
+    merge(args.adapter, args.output, args.model, args.dtype, args.overwrite, say=_say)
+    return 0
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    from peftlab.serve.http import Limits
+    from peftlab.serve.recipe import serve
+
+    for flag in ("max_tokens", "max_batch_size", "max_body_bytes"):
+        if getattr(args, flag) < 1:
+            raise PeftlabError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_tokens=args.max_tokens)
+    serve(args.model, args.adapter, args.host, args.port, args.api_key, args.dtype, limits, args.max_batch_size,
+          args.batch_window_ms / 1000, args.name, say=_say)
+    return 0
+
+
+COMMANDS = {"train": command_train, "eval": command_eval, "demo": command_demo, "methods": command_methods,
+            "generate": command_generate, "merge": command_merge, "serve": command_serve}
 
 
 def _quiet_libraries() -> None:

@@ -45,12 +45,14 @@ def field_value(row: Row, columns: dict[str, str], name: str) -> str:
     return str(value)
 
 
+def fill_template(row: Row, data: DataConfig) -> str:
+    """The row's prompt: the template with every field taken from its column."""
+    return data.template.format(**{name: field_value(row, data.columns, name) for name in template_fields(data.template)})
+
+
 def build_examples(rows: list[Row], data: DataConfig) -> list[Example]:
-    fields = template_fields(data.template)
+    template_fields(data.template)  # a broken template fails before any row does
     examples = []
     for row in subsample(rows, data.every, data.max_samples):
-        values = {name: field_value(row, data.columns, name) for name in fields}
-        prompt = data.template.format(**values)
-        response = field_value(row, data.columns, "response")
-        examples.append(Example(prompt, response, row.where))
+        examples.append(Example(fill_template(row, data), field_value(row, data.columns, "response"), row.where))
     return examples

@@ -1,4 +1,4 @@
-"""LoRA and its variants DoRA and rsLoRA, through peft."""
+"""LoRA and its variants DoRA, rsLoRA and AdaLoRA, through peft."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftlab.errors import PeftlabError
-from peftlab.methods.registry import Method, register
+from peftlab.methods.registry import BuildContext, Method, get_peft_model_checked, peft_task_type, register
 
 # Attention query/value projection names per architecture family (the classic recipe's targets).
 QUERY_VALUE_NAMES = [("q_proj", "v_proj"), ("q", "v"), ("query", "value"), ("c_attn",), ("query_key_value",)]
@@ -34,8 +34,8 @@ def linear_module_names(model: Any) -> set[str]:
     return {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
 
 
-def target_modules(model: Any, target: str) -> list[str] | str:
-    """Resolve a target spec to module names of this architecture."""
+def target_modules(model: Any, target: str, setting: str = "lora.target") -> list[str] | str:
+    """Resolve a target spec to module names of this architecture; `setting` names the knob in errors."""
     present = linear_module_names(model)
     if target == "all-linear":
         return "all-linear"
@@ -43,31 +43,83 @@ def target_modules(model: Any, target: str) -> list[str] | str:
         for names in QUERY_VALUE_NAMES:
             if all(name in present for name in names):
                 return list(names)
-        raise PeftlabError(f"cannot find query/value projections in this model; set lora.target to some of: {', '.join(sorted(present))}")
+        raise PeftlabError(f"cannot find query/value projections in this model; set {setting} to some of: {', '.join(sorted(present))}")
     wanted = [name.strip() for name in target.split(",") if name.strip()]
     missing = [name for name in wanted if name not in present]
     if missing or not wanted:
-        raise PeftlabError(f"lora.target names no linear layer of this model ({', '.join(missing) or target}); choose from: {', '.join(sorted(present))}, or qv, all-linear")
+        raise PeftlabError(f"{setting} names no linear layer of this model ({', '.join(missing) or target}); choose from: {', '.join(sorted(present))}, or qv, all-linear")
     return wanted
 
 
-def build_lora(model: Any, settings: LoraSettings, is_seq2seq: bool, **variant: bool) -> Any:
-    from peft import LoraConfig, TaskType, get_peft_model
+def build_lora(model: Any, settings: LoraSettings, context: BuildContext, method: str = "lora", **variant: bool) -> Any:
+    from peft import LoraConfig
 
     config = LoraConfig(
-        task_type=TaskType.SEQ_2_SEQ_LM if is_seq2seq else TaskType.CAUSAL_LM,
+        task_type=peft_task_type(context.is_seq2seq),
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=target_modules(model, settings.target),
+        target_modules=target_modules(model, settings.target, f"{method}.target"),
         bias="none",
         **variant,
     )
-    return get_peft_model(model, config)
+    return get_peft_model_checked(model, config, method)
 
 
-register(Method("lora", "Low-rank adapters on the chosen projections (Hu et al. 2021)", LoraSettings, build_lora))
+@dataclass
+class AdaLoraSettings:
+    """peft's AdaLoraConfig defaults (Zhang et al. 2023); the schedule phases are shares of the run's steps."""
+
+    init_r: int = 12
+    target_r: int = 8
+    alpha: float = 32
+    dropout: float = 0.05
+    target: str = "qv"
+    warmup_share: float = 0.1  # tinit: steps before ranks are pruned
+    final_share: float = 0.2  # tfinal: steps at the end with ranks fixed
+    delta_t: int = 1  # steps between two budget allocations
+    beta1: float = 0.85
+    beta2: float = 0.85
+    orth_reg_weight: float = 0.5
+
+    def check(self) -> None:
+        if not 1 <= self.target_r <= self.init_r:
+            raise PeftlabError(f"adalora needs 1 <= target_r <= init_r, got target_r={self.target_r}, init_r={self.init_r}")
+        if self.warmup_share < 0 or self.final_share < 0 or self.warmup_share + self.final_share >= 1:
+            raise PeftlabError("adalora.warmup_share and adalora.final_share must be >= 0 and sum to less than 1")
+
+
+def build_adalora(model: Any, settings: AdaLoraSettings, context: BuildContext) -> Any:
+    from peft import AdaLoraConfig
+
+    if not context.total_steps:
+        raise PeftlabError("adalora needs the number of training steps for its rank schedule; set train.max_steps or train.epochs")
+    tinit = int(settings.warmup_share * context.total_steps)
+    tfinal = int(settings.final_share * context.total_steps)
+    config = AdaLoraConfig(
+        task_type=peft_task_type(context.is_seq2seq), init_r=settings.init_r, target_r=settings.target_r,
+        lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=target_modules(model, settings.target, "adalora.target"),
+        tinit=tinit, tfinal=tfinal, deltaT=settings.delta_t, beta1=settings.beta1, beta2=settings.beta2,
+        orth_reg_weight=settings.orth_reg_weight, total_step=context.total_steps,
+    )
+    return get_peft_model_checked(model, config, "adalora")
+
+
+def adalora_callbacks(model: Any) -> list:
+    """AdaLoRA reallocates ranks from the gradients after each optimizer step, before they are zeroed."""
+    from transformers import TrainerCallback
+
+    class RankAllocation(TrainerCallback):
+        def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            model.base_model.update_and_allocate(state.global_step)
+
+    return [RankAllocation()]
+
+
+register(Method("lora", "Low-rank adapters on the chosen projections (Hu et al. 2021)", LoraSettings, build_lora, vllm=True))
 register(Method("dora", "LoRA with a learned magnitude per output (Liu et al. 2024)", LoraSettings,
-                lambda model, s, seq2seq: build_lora(model, s, seq2seq, use_dora=True)))
+                lambda model, s, context: build_lora(model, s, context, "dora", use_dora=True)))
 register(Method("rslora", "LoRA scaled by alpha/sqrt(r), stable at high rank (Kalajdzievski 2023)", LoraSettings,
-                lambda model, s, seq2seq: build_lora(model, s, seq2seq, use_rslora=True)))
+                lambda model, s, context: build_lora(model, s, context, "rslora", use_rslora=True), vllm=True))
+register(Method("adalora", "LoRA whose rank budget is pruned to the important layers during training (Zhang et al. 2023)",
+                AdaLoraSettings, build_adalora, callbacks=adalora_callbacks))

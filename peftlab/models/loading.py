@@ -23,6 +23,7 @@ class LoadedModel:
     path: str  # what transformers loaded: a folder or a hub id
     is_seq2seq: bool
     dtype: str  # fp32 | bf16
+    quantization: str | None = None  # None | 4bit (NF4) | 8bit: base weights loaded through bitsandbytes
 
 
 def resolve_source(name: str | None) -> tuple[str, str]:
@@ -79,8 +80,12 @@ def load_tokenizer(path: str, label: str | None = None) -> Any:
     return tokenizer
 
 
-def load_model(name: str | None, dtype: str = "auto", attn_implementation: str = "sdpa") -> LoadedModel:
-    """Load model and tokenizer; seq2seq (T5) or causal is read from the model's config."""
+def load_model(name: str | None, dtype: str = "auto", attn_implementation: str = "sdpa",
+               quantization: str | None = None) -> LoadedModel:
+    """Load model and tokenizer; seq2seq (T5) or causal is read from the model's config.
+
+    quantization: None, "4bit" (NF4 with double quantization, bf16 compute: QLoRA) or "8bit" (LLM.int8()).
+    """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -90,6 +95,15 @@ def load_model(name: str | None, dtype: str = "auto", attn_implementation: str =
     loader = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
     resolved = resolve_dtype(dtype)
     torch_dtype = torch.bfloat16 if resolved == "bf16" else torch.float32
-    model = _from_pretrained(loader, label, path, dtype=torch_dtype, attn_implementation=attn_implementation)
+    extra = {}
+    if quantization:
+        from peftlab.models.quantization import bitsandbytes_config
+
+        extra["quantization_config"] = bitsandbytes_config(quantization, torch.bfloat16)
+    model = _from_pretrained(loader, label, path, dtype=torch_dtype, attn_implementation=attn_implementation, **extra)
+    if quantization:
+        from peftlab.models.quantization import keep_trainable_layout
+
+        keep_trainable_layout(model)
     tokenizer = load_tokenizer(path, label)
-    return LoadedModel(model, tokenizer, label, path, is_seq2seq, resolved)
+    return LoadedModel(model, tokenizer, label, path, is_seq2seq, resolved, quantization)

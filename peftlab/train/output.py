@@ -32,8 +32,8 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
 
 
-def prepare(config: RunConfig, resume: bool, overwrite: bool) -> Path:
-    """Check the output folder before anything slow runs; write the resolved config into it."""
+def check(config: RunConfig, resume: bool, overwrite: bool) -> Path:
+    """Refuse an output folder that holds something else, before anything slow runs (reads only)."""
     if not config.output:
         raise PeftlabError("no output folder; pass --output DIR")
     out = Path(config.output)
@@ -51,17 +51,21 @@ def prepare(config: RunConfig, resume: bool, overwrite: bool) -> Path:
             raise PeftlabError(f"output folder {out} already holds this finished run; pass --overwrite to train it again")
         if not resume:
             raise PeftlabError(f"output folder {out} holds an unfinished run of this config; pass --resume to continue it or --overwrite to start over")
+    return out
+
+
+def initialize(out: Path, config: RunConfig, overwrite: bool) -> None:
+    """Empty the folder if asked, and write the resolved config into it (the main process only)."""
     if overwrite and out.is_dir():
         for entry in out.iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(run_file, config.to_yaml())
+        atomic.write_text(out / RUN_FILE, config.to_yaml())
     except PermissionError:
         raise PeftlabError(f"output folder {out} is not writable; choose another --output") from None
     except OSError as error:
         raise PeftlabError(f"cannot write to output folder {out}: {error.strerror}; choose another --output") from None
-    return out
 
 
 def last_checkpoint(out: Path) -> str | None:
@@ -73,9 +77,11 @@ def last_checkpoint(out: Path) -> str | None:
 
 def save_adapter(out: Path, model: Any, tokenizer: Any, config: RunConfig, info: dict[str, Any]) -> Path:
     """Write DIR/adapter in the method's format, with tokenizer and run config, all at once."""
+    from peftlab.methods import get_method
+
     target = out / ADAPTER
     with atomic.folder(target) as tmp:
-        model.save_pretrained(tmp)
+        get_method(config.method).save(model, tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / RUN_FILE).write_text(config.to_yaml(), encoding="utf-8")
         (tmp / "peftlab.json").write_text(json.dumps(info, indent=2), encoding="utf-8")

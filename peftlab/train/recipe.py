@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import resource
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from peftlab.data.examples import build_examples
 from peftlab.data.readers import read_rows
 from peftlab.data.tokenize import TokenizedSet, check_trainable, tokenize, uses_chat_template
 from peftlab.errors import PeftlabError
-from peftlab.methods import count_parameters, get_method
+from peftlab.methods import BuildContext, count_parameters, get_method
 from peftlab.models import load_model
 from peftlab.train import output
 from peftlab.train.callbacks import LossLog, ProgressBar
@@ -36,6 +37,7 @@ def peak_memory_bytes() -> int:
 
 
 def training_arguments(config: RunConfig, out: Path, has_eval: bool, bf16: bool) -> Any:
+    import torch
     from transformers import TrainingArguments
 
     t = config.train
@@ -68,6 +70,7 @@ def training_arguments(config: RunConfig, out: Path, has_eval: bool, bf16: bool)
         disable_tqdm=True,
         bf16=bf16,
         dataloader_pin_memory=False,
+        use_cpu=not torch.cuda.is_available(),  # also what joins several CPU processes over gloo
     )
 
 
@@ -82,6 +85,7 @@ def check_schedule(config: RunConfig, has_eval: bool) -> None:
 
 def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
         callbacks: tuple = (), say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    from accelerate import PartialState
     from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
 
     from peftlab.train.trainer import PeftlabTrainer
@@ -92,10 +96,21 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
     settings = method.parse_settings(config.methods.get(config.method))
     has_eval = bool(config.data.eval)
     check_schedule(config, has_eval)
-    out = output.prepare(config, resume, overwrite)
+    # Under `accelerate launch` every process runs this recipe; only the main one writes files.
+    import torch
+
+    # no GPU: several processes talk over gloo on the CPU
+    processes = PartialState(cpu=not torch.cuda.is_available())
+    if not processes.is_main_process:
+        say = lambda text: None  # noqa: E731 - one voice on the terminal
+    out = output.check(config, resume, overwrite)
+    processes.wait_for_everyone()
+    if processes.is_main_process:
+        output.initialize(out, config, overwrite)
+    processes.wait_for_everyone()
     set_seed(config.train.seed)
 
-    loaded = load_model(config.model.name, config.model.dtype, config.model.attn_implementation)
+    loaded = load_model(config.model.name, config.model.dtype, config.model.attn_implementation, method.quantization)
     tokenizer = loaded.tokenizer
     tokenizer.padding_side = "right"
     if config.train.batching == "packed" and loaded.is_seq2seq:
@@ -107,9 +122,11 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
     if eval_set:
         say(f"eval data: {config.data.eval}: {eval_set.summary()}")
 
-    model = method.build(loaded.model, settings, loaded.is_seq2seq)
+    model = method.build(loaded.model, settings, BuildContext(loaded.is_seq2seq, total_steps(config, len(train_set.features))))
+    if config.train.batching == "packed" and getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+        raise PeftlabError(f"{method.name} prepends virtual tokens to each row, which packed batches cannot hold; use train.batching=length")
     trainable, total = count_parameters(model)
-    say(f"model: {loaded.spec} ({loaded.dtype}); method: {method.name}")
+    say(f"model: {loaded.spec} ({loaded.dtype}{', ' + loaded.quantization if loaded.quantization else ''}); method: {method.name}")
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f}%)")
 
     packed = config.train.batching == "packed"
@@ -122,7 +139,7 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
         eval_dataset=_with_lengths(eval_set) if eval_set else None,
         data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[ProgressBar(collator.count), LossLog(out / "log.jsonl"), *extra, *callbacks],
+        callbacks=[ProgressBar(collator.count), LossLog(out / "log.jsonl"), *extra, *method.callbacks(model), *callbacks],
         eval_collator=CountingCollator(tokenizer, loaded.is_seq2seq, packed),
         length_grouped=not packed,
     )
@@ -133,20 +150,23 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start - trainer.eval_seconds
+    real_tokens, computed_tokens = _sum_over_processes(trainer, collator.count.real, collator.count.total)
 
     summary = {
         "model": loaded.spec,
         "model_path": loaded.path,
         "method": method.name,
         "dtype": loaded.dtype,
+        "quantization": loaded.quantization,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "trainable_percent": 100 * trainable / total,
         "steps": trainer.state.global_step,
         "train_seconds": seconds,
-        "real_tokens": collator.count.real,
-        "real_tokens_per_second": collator.count.real / seconds,
-        "real_token_share": collator.count.real_share,
+        "processes": processes.num_processes,
+        "real_tokens": real_tokens,
+        "real_tokens_per_second": real_tokens / seconds,
+        "real_token_share": real_tokens / max(computed_tokens, 1),
         "peak_memory_bytes": peak_memory_bytes(),
         "train_loss": _last(trainer.state.log_history, "loss"),
         "train_loss_mean": result.training_loss,
@@ -154,9 +174,29 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
         "rows_truncated": train_set.truncated,
         "rows_dropped_no_labels": train_set.no_labels,
     }
-    output.save_adapter(out, model, tokenizer, config, {k: summary[k] for k in ("model", "model_path", "method", "trainable_parameters", "total_parameters")})
-    output.write_json(out / "summary.json", summary)
+    if processes.is_main_process:
+        info = {k: summary[k] for k in ("model", "model_path", "method", "trainable_parameters", "total_parameters")}
+        output.save_adapter(out, model, tokenizer, config, info)
+        output.write_json(out / "summary.json", summary)
+    processes.wait_for_everyone()
     return summary
+
+
+def _sum_over_processes(trainer: Any, *counts: int) -> list[int]:
+    """Token counts of all processes (each counts only its own shard of the data)."""
+    import torch
+
+    totals = trainer.accelerator.reduce(torch.tensor(counts, dtype=torch.long, device=trainer.args.device), reduction="sum")
+    return [int(value) for value in totals.tolist()]
+
+
+def total_steps(config: RunConfig, rows: int) -> int:
+    """Optimizer steps the Trainer will take (as it counts them): max_steps, else epochs over the batches."""
+    t = config.train
+    if t.max_steps > 0:
+        return t.max_steps
+    updates_per_epoch = max(math.ceil(rows / t.batch_size) // t.grad_accum, 1)
+    return math.ceil(t.epochs * updates_per_epoch)
 
 
 def _last(history: list[dict[str, Any]], key: str) -> float | None:

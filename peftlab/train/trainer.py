@@ -62,7 +62,10 @@ class PeftlabTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not self.length_grouped:
             return super()._get_train_sampler(train_dataset)
-        return LengthGroupedOrder(dataset["length"], self.args.train_batch_size, self.args.data_seed or self.args.seed)
+        # group by the global batch: under N processes each takes its share of every group, so the
+        # run sees the same batches as one process with N times the batch size
+        global_batch = self.args.train_batch_size * self.args.world_size
+        return LengthGroupedOrder(dataset["length"], global_batch, self.args.data_seed or self.args.seed)
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         train_collator, self.data_collator = self.data_collator, self.eval_collator or self.data_collator
@@ -90,18 +93,21 @@ class PeftlabTrainer(Trainer):
         )
         if num_items_in_batch is None:
             return loss / (targets != IGNORE).sum().clamp(min=1)
-        return loss / num_items_in_batch
+        loss = loss / num_items_in_batch  # the label count of all processes and accumulation steps
+        if self.args.average_tokens_across_devices:
+            loss = loss * self.accelerator.num_processes  # as Trainer does: DDP then averages gradients
+        return loss
 
 
 def _answer_logits_apply(model: Any, inputs: dict[str, Any]) -> bool:
     """Only for causal LMs whose forward takes logits_to_keep, and not for prompt-learning methods
-    (their virtual tokens shift positions)."""
+    (their virtual tokens shift positions) or AdaLoRA (its regulariser rides on the model's loss)."""
     base = model.module if hasattr(model, "module") else model
     if getattr(base.config, "is_encoder_decoder", False) or "labels" not in inputs:
         return False
     peft_config = getattr(base, "active_peft_config", None)
-    if peft_config is not None and peft_config.is_prompt_learning:
-        return False
+    if peft_config is not None and (peft_config.is_prompt_learning or peft_config.peft_type == "ADALORA"):
+        return False  # AdaLoRA adds its orthogonality loss to the model's own loss
     inner = base.get_base_model() if hasattr(base, "get_base_model") else base
     import inspect
 

@@ -1,0 +1,82 @@
+"""Generation speed: DialogSum summaries one at a time (the classic recipe) vs batched, in one run.
+
+Both use the same model, prompts (the training template through the chat template) and greedy
+settings; the script checks the outputs are identical, prints summaries/s of both and the ratio,
+and writes JSON. Run: python benchmarks/generation.py [--rows 64] [--dtype fp32] [--batch-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DIALOGSUM_TEST = ROOT.parent / "shared" / "data" / "dialogsum" / "test.jsonl"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="default: the embedded SmolLM2-135M-Instruct")
+    parser.add_argument("--data", default=str(DIALOGSUM_TEST))
+    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="fp32: batched and single outputs agree exactly")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "generation.json"))
+    args = parser.parse_args()
+    if not Path(args.data).is_file():
+        print(f"skipped: {args.data} not found (DialogSum lives in ../shared/data/dialogsum beside the repository)")
+        return 0
+
+    import torch
+
+    from peftlab import atomic
+    from peftlab.config import DataConfig
+    from peftlab.data.readers import read_rows
+    from peftlab.data.tokenize import uses_chat_template
+    from peftlab.evaluate.generation import GenerationSettings, generate, source_ids
+    from peftlab.evaluate.references import eval_examples
+    from peftlab.models import load_model
+
+    loaded = load_model(args.model, args.dtype)
+    examples = eval_examples(read_rows(args.data), DataConfig(max_samples=args.rows))
+    chat = uses_chat_template(loaded.tokenizer, "auto", loaded.is_seq2seq)
+    prompts = [source_ids(loaded.tokenizer, e.prompt, chat, loaded.is_seq2seq) for e in examples]
+
+    def timed(batch_size: int) -> tuple[list[str], float]:
+        start = time.perf_counter()
+        texts = generate(loaded.model, loaded.tokenizer, prompts, loaded.is_seq2seq,
+                         GenerationSettings(args.max_new_tokens, 1, batch_size))
+        return texts, time.perf_counter() - start
+
+    generate(loaded.model, loaded.tokenizer, prompts[:2], loaded.is_seq2seq, GenerationSettings(4, 1, 2))  # warm-up
+    batched, batched_seconds = timed(args.batch_size)
+    single, single_seconds = timed(1)
+    differing = [i for i, (a, b) in enumerate(zip(single, batched)) if a != b]
+    result = {
+        "model": loaded.spec, "dtype": loaded.dtype, "rows": len(prompts), "max_new_tokens": args.max_new_tokens,
+        "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts), "batch_size": args.batch_size,
+        "one_at_a_time_seconds": single_seconds, "batched_seconds": batched_seconds,
+        "one_at_a_time_summaries_per_second": len(prompts) / single_seconds,
+        "batched_summaries_per_second": len(prompts) / batched_seconds,
+        "speedup": single_seconds / batched_seconds,
+        "identical_outputs": len(prompts) - len(differing), "differing_rows": differing,
+        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+    }
+    print(f"{'mode':<14}{'seconds':>10}{'summaries/s':>14}")
+    print(f"{'one at a time':<14}{single_seconds:>10.1f}{result['one_at_a_time_summaries_per_second']:>14.3f}")
+    print(f"{'batched':<14}{batched_seconds:>10.1f}{result['batched_summaries_per_second']:>14.3f}")
+    print(f"speedup {result['speedup']:.1f}x; identical greedy outputs: {result['identical_outputs']}/{len(prompts)} ({loaded.dtype})")
+    atomic.write_text(args.json, json.dumps(result, indent=2) + "\n")
+    print(f"written: {args.json}")
+    return 0 if not differing else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

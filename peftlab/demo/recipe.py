@@ -1,0 +1,93 @@
+"""The whole workflow on one page: base zero-shot ROUGE, LoRA training, tuned ROUGE, samples side by side."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from peftlab import atomic
+from peftlab.config import RunConfig
+from peftlab.data.readers import read_rows
+from peftlab.errors import PeftlabError
+from peftlab.evaluate.generation import GenerationSettings
+from peftlab.evaluate.recipe import evaluate
+from peftlab.evaluate.rouge import MULTI_REFERENCE
+from peftlab.report.html import evaluation_page
+from peftlab.report.tables import rouge_table
+
+DATA = Path(__file__).resolve().parent / "data"
+DEMO_TRAIN = str(DATA / "train.jsonl")
+DEMO_TEST = str(DATA / "test.jsonl")
+MARKER = "demo.json"  # results; also marks the folder as a demo's, safe to replace with --overwrite
+PAGE = "report.html"
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise PeftlabError(f"output {out} is a file, not a folder; choose another --output")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise PeftlabError(f"output folder {out} is not empty; pass --overwrite to replace it or choose another --output")
+        if not (out / MARKER).is_file() and not (out / "train").is_dir():
+            raise PeftlabError(f"output folder {out} holds something other than a peftlab demo; choose another --output")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def split_rows(spec: str, out: Path) -> tuple[str, str]:
+    """Hold out the last 10% of the rows (at least 1, at most 100) as the test set; write both as JSONL."""
+    rows = read_rows(spec)
+    if len(rows) < 2:
+        raise PeftlabError(f"{spec} has {len(rows)} row; the demo needs at least 2 (or pass --test-data)")
+    held = min(100, max(1, len(rows) // 10))
+    paths = []
+    for name, part in (("train", rows[:-held]), ("test", rows[-held:])):
+        path = out / "data" / f"{name}.jsonl"
+        atomic.write_text(path, "".join(json.dumps(row.values, ensure_ascii=False, default=str) + "\n" for row in part))
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
+def run_demo(config: RunConfig, test_data: str | None, settings: GenerationSettings, overwrite: bool = False,
+             say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    """Base eval -> train -> tuned eval on the same test rows and prompt; writes demo.json and report.html."""
+    from peftlab.train.recipe import run as train
+
+    out = Path(config.output or "runs/demo")
+    prepare_output(out, overwrite)
+    train_data = config.data.train or DEMO_TRAIN
+    if test_data is None:
+        train_data, test_data = (train_data, DEMO_TEST) if train_data == DEMO_TRAIN else split_rows(train_data, out)
+    config = dataclasses.replace(config, output=str(out / "train"), data=dataclasses.replace(config.data, train=train_data))
+    # every test row, whatever sub-sampling the training data uses
+    eval_run = dataclasses.replace(config, data=dataclasses.replace(config.data, max_samples=None, every=1))
+
+    say("1/3 base model, zero-shot")
+    base = evaluate(eval_run, test_data, str(out / "base"), settings=settings, say=say)
+    say(rouge_table(base["results"]))
+    say("2/3 training LoRA" if config.method == "lora" else f"2/3 training {config.method}")
+    summary = train(config, overwrite=True, say=say)
+    say(f"trained in {summary['train_seconds']:.0f} s ({summary['real_tokens_per_second']:.0f} real tokens/s)")
+    say("3/3 tuned model")
+    tuned = evaluate(eval_run, test_data, str(out / "tuned"), adapter=str(out / "train" / "adapter"),
+                     settings=settings, include_base=False, say=say)
+
+    results = {"base": base["results"]["base"], "tuned": tuned["results"]["tuned"]}
+    records = [{**b, "predictions": {**b["predictions"], **t["predictions"]}, "rouge": {**b["rouge"], **t["rouge"]}}
+               for b, t in zip(base["records"], tuned["records"], strict=True)]
+    facts = {
+        "model": base["model"], "method": summary["method"], "train data": train_data, "test data": test_data,
+        "test rows": base["rows"], "training steps": summary["steps"], "training seconds": round(summary["train_seconds"], 1),
+        "trainable parameters": f"{summary['trainable_parameters']:,} ({summary['trainable_percent']:.2f}%)",
+        "generation": f"greedy, batch {settings.batch_size}, at most {settings.max_new_tokens} new tokens" if settings.num_beams == 1
+        else f"beam search ({settings.num_beams}), batch {settings.batch_size}, at most {settings.max_new_tokens} new tokens",
+        "several references": MULTI_REFERENCE,
+    }
+    note = "Demo data: synthetic dialogues written by peftlab, not DialogSum." if test_data == DEMO_TEST else ""
+    page = evaluation_page("peftlab demo: base vs tuned", facts, results, records, note)
+    atomic.write_text(out / PAGE, page)
+    atomic.write_text(out / MARKER, json.dumps({"results": results, "facts": facts, "train": summary}, indent=2) + "\n")
+    return {"results": results, "records": records, "page": str(out / PAGE), "summary": summary}

@@ -1,0 +1,143 @@
+"""Bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2021), written here: peft has none.
+
+Each adapter is down-projection -> nonlinearity -> up-projection with a residual connection,
+applied to the output of a sublayer's output projection, before the block's residual sum:
+
+- houlsby: after the self-attention output projection and after the feed-forward output,
+- pfeiffer: after the feed-forward output only.
+
+The up-projection starts at zero, so the adapted model starts out equal to the base model.
+
+Saved format (peftlab-specific, in the shape of a PEFT folder):
+- `adapter_config.json`: {"peft_type": "BOTTLENECK", "library": "peftlab", "placement", "reduction_factor",
+  "activation", "bottleneck_size", "modules": [the projection modules adapted],
+  "base_model_name_or_path"}
+- `adapter_model.safetensors`: fp32 tensors `<module>.bottleneck_adapter.{down,up}.{weight,bias}`
+  under the base model's own module names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from peftlab.errors import PeftlabError
+from peftlab.methods.registry import BuildContext, Method, register
+
+PEFT_TYPE = "BOTTLENECK"
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+CHILD = "bottleneck_adapter"  # the adapter's name under the projection it follows
+# output projections per architecture family: Llama-style (Llama, Mistral, Qwen, SmolLM) and T5
+ATTENTION_OUTPUTS = ("self_attn.o_proj", "SelfAttention.o")
+FEEDFORWARD_OUTPUTS = ("mlp.down_proj", "DenseReluDense.wo")
+ACTIVATIONS = {"relu": nn.ReLU, "swish": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+PLACEMENT_ACTIVATION = {"houlsby": "swish", "pfeiffer": "relu"}  # AdapterHub's defaults per placement
+
+
+@dataclass
+class AdapterSettings:
+    """AdapterHub's defaults: reduction factor 16 (bottleneck = hidden size / 16)."""
+
+    placement: str = "houlsby"  # houlsby (after attention and feed-forward) | pfeiffer (after feed-forward)
+    reduction_factor: int = 16
+    activation: str = "auto"  # auto (swish for houlsby, relu for pfeiffer) | relu | swish | gelu | tanh
+
+    def check(self) -> None:
+        if self.placement not in PLACEMENT_ACTIVATION:
+            raise PeftlabError(f"adapter.placement must be houlsby or pfeiffer, got '{self.placement}'")
+        if self.reduction_factor < 1:
+            raise PeftlabError(f"adapter.reduction_factor must be at least 1, got {self.reduction_factor}")
+        if self.activation != "auto" and self.activation not in ACTIVATIONS:
+            raise PeftlabError(f"adapter.activation must be auto or one of {', '.join(ACTIVATIONS)}, got '{self.activation}'")
+
+
+class BottleneckAdapter(nn.Module):
+    def __init__(self, hidden_size: int, bottleneck_size: int, activation: str):
+        super().__init__()
+        self.down = nn.Linear(hidden_size, bottleneck_size)
+        self.activation = ACTIVATIONS[activation]()
+        self.up = nn.Linear(bottleneck_size, hidden_size)
+        nn.init.normal_(self.down.weight, std=1e-2)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)  # start as the identity
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # computed in the adapter's dtype (fp32) whatever the base model's
+        delta = self.up(self.activation(self.down(hidden_states.to(self.down.weight.dtype))))
+        return hidden_states + delta.to(hidden_states.dtype)
+
+
+def _apply_adapter(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+    return getattr(module, CHILD)(output)
+
+
+def adapted_module_names(model: nn.Module, placement: str) -> list[str]:
+    suffixes = FEEDFORWARD_OUTPUTS + (ATTENTION_OUTPUTS if placement == "houlsby" else ())
+    names = [name for name, module in model.named_modules()
+             if isinstance(module, nn.Linear) and any(name.endswith("." + suffix) for suffix in suffixes)]
+    if not names:
+        raise PeftlabError(f"adapter: found no attention/feed-forward output projection ({', '.join(ATTENTION_OUTPUTS + FEEDFORWARD_OUTPUTS)}) "
+                           f"in {type(model).__name__}; bottleneck adapters support Llama-style and T5 models; try lora or ia3")
+    return names
+
+
+def insert_adapters(model: nn.Module, config: dict[str, Any]) -> nn.Module:
+    """Freeze the model and attach one fp32 adapter after each named projection (a forward hook applies it)."""
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    for name in config["modules"]:
+        projection = model.get_submodule(name)
+        adapter = BottleneckAdapter(projection.out_features, config["bottleneck_size"], config["activation"])
+        projection.add_module(CHILD, adapter.to(device=projection.weight.device))
+        projection.register_forward_hook(_apply_adapter)
+    model.bottleneck_config = config
+    return model
+
+
+def build_adapter(model: Any, settings: AdapterSettings, context: BuildContext) -> Any:
+    names = adapted_module_names(model, settings.placement)
+    hidden_size = model.get_submodule(names[0]).out_features
+    config = {
+        "peft_type": PEFT_TYPE, "library": "peftlab", "placement": settings.placement,
+        "reduction_factor": settings.reduction_factor,
+        "activation": PLACEMENT_ACTIVATION[settings.placement] if settings.activation == "auto" else settings.activation,
+        "bottleneck_size": max(1, hidden_size // settings.reduction_factor), "modules": names,
+        "base_model_name_or_path": model.config.name_or_path,
+    }
+    return insert_adapters(model, config)
+
+
+def save_adapter(model: Any, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items() if f".{CHILD}." in name}
+    save_file(tensors, str(Path(folder) / WEIGHTS_FILE), metadata={"format": "pt"})
+    (Path(folder) / CONFIG_FILE).write_text(json.dumps(model.bottleneck_config, indent=2), encoding="utf-8")
+
+
+def load_adapter(base_model: Any, folder: Path) -> Any:
+    from safetensors.torch import load_file
+
+    config = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+    try:
+        insert_adapters(base_model, config)
+    except AttributeError as error:  # get_submodule: the saved module names are not in this model
+        raise PeftlabError(f"adapter in {folder} does not fit this base model ({error}); load the base model it was trained on "
+                           f"({config.get('base_model_name_or_path')})") from None
+    tensors = load_file(str(Path(folder) / WEIGHTS_FILE))
+    missing, unexpected = base_model.load_state_dict(tensors, strict=False)
+    missing = [name for name in missing if f".{CHILD}." in name]
+    if missing or unexpected:
+        raise PeftlabError(f"adapter weights in {folder} do not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return base_model
+
+
+register(Method("adapter", "Bottleneck adapters after attention and/or feed-forward outputs (Houlsby 2019, Pfeiffer 2021)",
+                AdapterSettings, build_adapter, save=save_adapter, load=load_adapter))

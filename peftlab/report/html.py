@@ -1,0 +1,64 @@
+"""A self-contained HTML page (inline CSS, no scripts, no network) of a before/after evaluation."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from peftlab.report.tables import ROUGE_COLUMNS, pick_samples
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222;line-height:1.45}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0}th,td{padding:.3rem .7rem;border-bottom:1px solid #ddd;text-align:right}
+th:first-child,td:first-child{text-align:left}.gain{color:#176b2c;font-weight:600}
+.bar{display:inline-block;height:.6rem;background:#4a7bd0;vertical-align:middle;margin-right:.4rem}
+.sample{border:1px solid #ddd;border-radius:6px;padding:.6rem .9rem;margin:.8rem 0}
+.sample dt{font-weight:600;margin-top:.3rem}.sample dd{margin:0 0 .2rem 0}
+pre{white-space:pre-wrap;background:#f6f6f6;padding:.5rem;border-radius:4px;font-size:.85rem}
+.meta{color:#555;font-size:.9rem}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _rouge_rows(results: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for name, row in results.items():
+        cells = "".join(f"<td><span class='bar' style='width:{100 * row[c]:.0f}px'></span>{100 * row[c]:.2f}</td>" for c in ROUGE_COLUMNS)
+        rows.append(f"<tr><td>{_e(name)}</td>{cells}<td>{row['summaries_per_second']:.2f}</td></tr>")
+    if len(results) > 1:
+        first, last = list(results.values())[0], list(results.values())[-1]
+        gains = "".join(f"<td class='gain'>{100 * (last[c] - first[c]):+.2f}</td>" for c in ROUGE_COLUMNS)
+        rows.append(f"<tr><td>gain</td>{gains}<td></td></tr>")
+    head = "".join(f"<th>{c}</th>" for c in ROUGE_COLUMNS)
+    return f"<table><tr><th>model</th>{head}<th>summaries/s</th></tr>{''.join(rows)}</table>"
+
+
+def _sample(record: dict[str, Any]) -> str:
+    refs = "".join(f"<dd>{_e(r)}</dd>" for r in record["references"])
+    outputs = "".join(
+        f"<dt>{_e(name)} <span class='meta'>(ROUGE-L {100 * record['rouge'][name]['rougeL']:.1f})</span></dt><dd>{_e(text) or '<em>(empty)</em>'}</dd>"
+        for name, text in record["predictions"].items()
+    )
+    return (f"<div class='sample'><div class='meta'>{_e(record['where'])}</div>"
+            f"<details><summary>input</summary><pre>{_e(record['input'])}</pre></details>"
+            f"<dl><dt>human</dt>{refs}{outputs}</dl></div>")
+
+
+def evaluation_page(title: str, facts: dict[str, Any], results: dict[str, dict[str, Any]],
+                    records: list[dict[str, Any]], note: str = "", samples: int = 8) -> str:
+    """The page: facts about the run, the ROUGE table (percent F1), a few samples side by side."""
+    fact_rows = "".join(f"<tr><td>{_e(k)}</td><td style='text-align:left'>{_e(v)}</td></tr>" for k, v in facts.items())
+    body = "".join(_sample(r) for r in pick_samples(records, samples))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{STYLE}</style></head>
+<body><h1>{_e(title)}</h1>
+<p class="meta">{_e(note)}</p>
+<h2>ROUGE F1 (%)</h2>{_rouge_rows(results)}
+<h2>Run</h2><table>{fact_rows}</table>
+<h2>Samples</h2>{body}
+</body></html>
+"""

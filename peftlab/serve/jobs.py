@@ -1,0 +1,115 @@
+"""One generation request in flight: its tokens arrive step by step, become text deltas and a finish event."""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass, field
+from typing import Any
+
+GREEDY = (0.0, 1.0)  # (temperature, top_p)
+
+
+class TextStream:
+    """Token ids -> text, released only where it is final: no half characters, nothing a stop string may still claim."""
+
+    def __init__(self, tokenizer: Any, stop: list[str]):
+        self.tokenizer = tokenizer
+        self.stop = [s for s in stop if s]
+        self.ids: list[int] = []
+        self.released = 0  # characters of the text handed out so far
+        self.stopped = False  # a stop string appeared: the text ends before it
+
+    def _text(self) -> str:
+        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
+
+    def add(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self._text()
+        hits = [text.find(s, max(0, self.released - len(s))) for s in self.stop]
+        hits = [i for i in hits if i >= 0]
+        if hits:
+            self.stopped = True
+            return self._release(text[:min(hits)], len(text))
+        if text.endswith("\ufffd"):
+            return ""  # a multi-byte character is not complete yet
+        held = max((n for s in self.stop for n in range(len(s) - 1, 0, -1) if text.endswith(s[:n])), default=0)
+        return self._release(text, len(text) - held)
+
+    def flush(self) -> str:
+        return "" if self.stopped else self._release(self._text(), None)
+
+    def _release(self, text: str, end: int | None) -> str:
+        end = len(text) if end is None else min(end, len(text))
+        delta = text[self.released:end] if end > self.released else ""
+        self.released = max(self.released, end)
+        return delta
+
+
+@dataclass
+class Job:
+    """One prompt of one request; events go to the request's queue as (kind, index, ...) tuples."""
+
+    model: str
+    prompt_ids: list[int]
+    max_tokens: int
+    text: TextStream
+    events: queue.Queue
+    index: int = 0
+    sampling: tuple[float, float] = GREEDY
+    cancelled: bool = False  # the client went away: stop spending compute on it
+    done: bool = False
+    completion_tokens: int = 0
+    output: list[str] = field(default_factory=list)
+
+    def on_token(self, token_id: int, eos_ids: set[int]) -> bool:
+        """Take the next generated token; True once the job needs no more."""
+        if self.done:
+            return True
+        if self.cancelled:
+            self.finish("cancelled")
+        elif token_id in eos_ids:
+            self.finish("stop")
+        else:
+            self.completion_tokens += 1
+            self._send(self.text.add(token_id))
+            if self.text.stopped:
+                self.finish("stop")
+            elif self.completion_tokens >= self.max_tokens:
+                self.finish("length")
+        return self.done
+
+    def _send(self, delta: str) -> None:
+        if delta:
+            self.output.append(delta)
+            self.events.put(("delta", self.index, delta))
+
+    def finish(self, reason: str) -> None:
+        if self.done:
+            return
+        self._send(self.text.flush())
+        self.done = True
+        self.events.put(("end", self.index, reason, len(self.prompt_ids), self.completion_tokens))
+
+    def fail(self, message: str) -> None:
+        if not self.done:
+            self.done = True
+            self.events.put(("error", self.index, message))
+
+
+class StepHook:
+    """A transformers stopping criterion used as a per-step callback: it sees every row's newest token.
+
+    It hands each token to its job and ends rows individually (their own max_tokens, eos, stop
+    string, a departed client); generate stops when every row has ended.
+    """
+
+    def __init__(self, jobs: list[Job], eos_ids: set[int]):
+        self.jobs = jobs
+        self.eos_ids = eos_ids
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        newest = input_ids[:, -1].tolist()
+        done = [job.on_token(token, self.eos_ids) for job, token in zip(self.jobs, newest)]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

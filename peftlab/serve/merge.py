@@ -1,0 +1,113 @@
+"""`peftlab merge`: fold an adapter into its base, check the merged model answers as base + adapter, save it plainly.
+
+Quantized-base adapters (qlora, lora-8bit) are merged into the base the adapter was trained on,
+dequantized to fp32/bf16 first: never into 4-bit or 8-bit weights, where rounding the merged
+update back to the quantization grid loses most of it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from peftlab import atomic
+from peftlab.errors import PeftlabError
+from peftlab.models.adapters import ADAPTER_CONFIG, adapter_folder, check_base, misfit_error, recorded_model_name
+from peftlab.models.loading import LoadedModel, load_model, resolve_dtype
+
+# max |merged logit - base+adapter logit| / (1 + max |logit|): rounding of W + BA in the weights' dtype
+TOLERANCE = {"fp32": 1e-4, "bf16": 3e-2}
+PROBE_TEXT = "Summarize the following conversation.\n\n#Person1#: Hello, can I book a table for two?\n#Person2#: Sure.\n\nSummary: "
+MERGE_INFO = "peftlab-merge.json"
+
+
+def _mergeable(folder: Path, method: Any) -> None:
+    config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8")) if (folder / ADAPTER_CONFIG).is_file() else {}
+    peft_type = config.get("peft_type")
+    if peft_type in (None, "BOTTLENECK") or peft_type in ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING"):
+        why = {None: "it is not a PEFT adapter (its trained weights are saved whole)",
+               "BOTTLENECK": "bottleneck adapters add layers, which no weight of the base can absorb"}.get(
+            peft_type, "prompt-learning methods add virtual tokens, not weight updates")
+        raise PeftlabError(f"method {method.name} cannot be merged: {why}; serve it as an adapter instead "
+                           f"(peftlab serve --adapter NAME={folder})")
+
+
+def _probe(loaded: LoadedModel) -> dict[str, Any]:
+    import torch
+
+    ids = loaded.tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"]
+    inputs = {"input_ids": ids}
+    if loaded.is_seq2seq:
+        inputs["decoder_input_ids"] = torch.tensor([[loaded.model.config.decoder_start_token_id, *ids[0, :8].tolist()]])
+    return inputs
+
+
+def _logits(model: Any, inputs: dict[str, Any]) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return model(**{k: v.to(model.device) for k, v in inputs.items()}).logits.float().cpu()
+
+
+def _load_base(name: str | None, dtype: str, quantization: str | None) -> LoadedModel:
+    """The base as the adapter saw it; a quantized base dequantized to `dtype` (fp32/bf16)."""
+    import torch
+
+    if not quantization:
+        return load_model(name, dtype)
+    loaded = load_model(name, dtype, quantization=quantization)
+    loaded.model = loaded.model.dequantize(dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
+    loaded.model.to(torch.bfloat16 if dtype == "bf16" else torch.float32)
+    loaded.quantization = None
+    return loaded
+
+
+def merge(adapter: str, output: str, model: str | None = None, dtype: str | None = None, overwrite: bool = False,
+          say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    """Merge, verify against base + adapter on a probe prompt, and write OUT (a plain transformers folder)."""
+    from peftlab.methods import load_trained, saved_method
+
+    folder = adapter_folder(adapter)
+    name = model or recorded_model_name(folder)
+    check_base(folder, name)
+    method = saved_method(folder)
+    _mergeable(folder, method)
+    out = Path(output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise PeftlabError(f"output {out} already exists; pass --overwrite to replace it or choose another --output")
+    dtype = resolve_dtype(dtype or _run_dtype(folder))
+    loaded = _load_base(name, dtype, method.quantization)
+    say(f"merge: {method.name} adapter {folder} into {loaded.spec} ({dtype}"
+        + (f", {method.quantization} base dequantized" if method.quantization else "") + ")")
+    try:
+        adapted = load_trained(loaded.model, folder).eval()
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise misfit_error(folder, loaded.spec, error) from None
+    if not hasattr(adapted, "merge_and_unload"):
+        raise PeftlabError(f"method {method.name} cannot be merged (peft has no merge for it); serve it as an adapter instead")
+    inputs = _probe(loaded)
+    expected = _logits(adapted, inputs)
+    merged = adapted.merge_and_unload()
+    difference = float((_logits(merged, inputs) - expected).abs().max() / (1 + expected.abs().max()))
+    if difference > TOLERANCE[dtype]:
+        raise PeftlabError(f"the merged model differs from base + adapter by {difference:.2e} (relative logits, limit "
+                           f"{TOLERANCE[dtype]:.0e} in {dtype}); nothing was written; try --dtype fp32")
+    info = {"base": loaded.spec, "base_path": loaded.path, "adapter": str(folder), "method": method.name, "dtype": dtype,
+            "dequantized_from": method.quantization, "relative_logit_difference": difference, "tolerance": TOLERANCE[dtype]}
+    try:
+        with atomic.folder(out) as tmp:
+            merged.save_pretrained(tmp)
+            loaded.tokenizer.save_pretrained(tmp)
+            (tmp / MERGE_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    except OSError as error:
+        raise PeftlabError(f"cannot write {out}: {error.strerror}; choose another --output") from None
+    say(f"merged model matches base + adapter (relative logit difference {difference:.1e}, limit {TOLERANCE[dtype]:.0e}); saved to {out}")
+    return info
+
+
+def _run_dtype(folder: Path) -> str:
+    from peftlab import config as cfg
+    from peftlab.models.adapters import RUN_FILE
+
+    return cfg.load(str(folder / RUN_FILE)).model.dtype if (folder / RUN_FILE).is_file() else "auto"

@@ -1,0 +1,72 @@
+"""`peftlab serve`, top to bottom: find the base, load it once, attach the named adapters, start the HTTP server."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from peftlab.errors import PeftlabError
+from peftlab.models.adapters import adapter_folder, check_base, recorded_model_name
+from peftlab.models.loading import load_model
+from peftlab.serve import vllm_compat
+from peftlab.serve.engine import Engine
+from peftlab.serve.http import Limits, PeftlabServer, start, stop
+
+DEFAULT_BASE_NAME = "SmolLM2-135M-Instruct"
+
+
+def parse_adapters(specs: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name.strip() or not folder.strip():
+            raise PeftlabError(f"--adapter {spec!r} is not NAME=DIR; example: --adapter support=runs/support/adapter")
+        pairs.append((name.strip(), folder.strip()))
+    return pairs
+
+
+def base_model(model: str | None, adapters: list[tuple[str, str]]) -> str | None:
+    """--model, else the base the first adapter was trained on (None = the embedded default)."""
+    if model or not adapters:
+        return model
+    return recorded_model_name(adapter_folder(adapters[0][1]))
+
+
+def load_engine(model: str | None, adapters: list[tuple[str, str]], dtype: str = "auto", base_name: str | None = None) -> Engine:
+    spec = base_model(model, adapters)
+    for _, folder in adapters:  # refuse a wrong base before spending the load time
+        check_base(adapter_folder(folder), spec)
+    engine = Engine(load_model(spec, dtype), base_name or spec or DEFAULT_BASE_NAME, spec)
+    for name, folder in adapters:
+        engine.add_adapter(name, folder)
+    return engine
+
+
+def serve(model: str | None, adapter_specs: list[str], host: str, port: int, api_key: str | None, dtype: str,
+          limits: Limits, max_batch_size: int, window_seconds: float, base_name: str | None = None,
+          say: Callable[[str], None] = print) -> None:
+    """Load and serve until interrupted."""
+    adapters = parse_adapters(adapter_specs)
+    engine = load_engine(model, adapters, dtype, base_name)
+    say(f"base: {engine.base_name} ({engine.loaded.path}, {engine.loaded.dtype}, context {engine.context_tokens} tokens)")
+    for name, served in engine.models.items():
+        if served.folder:
+            line = vllm_compat.check(served.folder)
+            mixing = "mixed into shared batches" if served.row_name else "batched per adapter"
+            say(f"adapter: {name} = {served.folder} ({served.method}; {mixing}; {line})")
+    try:
+        server, thread = start(engine, host, port, api_key, limits, max_batch_size, window_seconds)
+    except OSError as error:
+        raise PeftlabError(f"cannot listen on {host}:{port}: {error.strerror}; choose another --port") from None
+    say(f"serving on http://{host}:{server.server_address[1]}/v1 (models: {', '.join(engine.models)})"
+        + ("; API key required" if api_key else ""))
+    try:
+        thread.join()
+    finally:
+        _stop_quietly(server)
+
+
+def _stop_quietly(server: PeftlabServer) -> None:
+    try:
+        stop(server)
+    except Exception:  # shutting down after Ctrl-C: nothing left to save
+        pass

@@ -1,0 +1,93 @@
+"""`peftlab eval` end to end on tiny models: the files it writes, the adapter's prompt, and bad input."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from peftlab.cli import main
+from tests.conftest import TOY_ROWS, write_jsonl
+
+FAST = ["--max-new-tokens", "6", "--batch-size", "3", "--dtype", "fp32"]
+
+
+def run_eval(*args):
+    return main(["eval", *args, *FAST])
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_writes_predictions_and_metrics(tiny_model, tmp_path, capsys):
+    rows = [{"dialogue": r["dialogue"], "summary1": r["summary"], "summary2": "Another summary."} for r in TOY_ROWS]
+    data = write_jsonl(tmp_path / "test.jsonl", rows)
+    assert run_eval("--model", tiny_model, "--data", str(data), "--output", str(tmp_path / "out")) == 0
+    out = capsys.readouterr().out
+    assert "rouge1" in out and "human:" in out and "base:" in out
+    records = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == len(rows)
+    assert records[1]["references"] == [TOY_ROWS[1]["summary"], "Another summary."]
+    assert TOY_ROWS[1]["dialogue"] in records[1]["input"]
+    assert set(records[0]["predictions"]) == {"base"} and set(records[0]["rouge"]["base"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["rows"] == len(rows) and metrics["adapter"] is None
+    mean = sum(r["rouge"]["base"]["rouge1"] for r in records) / len(records)
+    assert metrics["results"]["base"]["rouge1"] == pytest.approx(mean)
+    assert metrics["generation"] == {"max_new_tokens": 6, "num_beams": 1, "batch_size": 3}
+
+
+def test_adapter_runs_base_and_tuned_with_the_training_template(tiny_llama, tiny_adapter, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "test.jsonl", TOY_ROWS)
+    # no --model: the base recorded in the adapter is used
+    assert run_eval("--adapter", tiny_adapter, "--data", str(data), "--output", str(tmp_path / "out")) == 0
+    assert "tuned" in capsys.readouterr().out
+    record = json.loads((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()[0])
+    assert record["input"].startswith("Summary of ") and set(record["predictions"]) == {"base", "tuned"}
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(metrics["results"]) == {"base", "tuned"} and metrics["template"] == "Summary of {prompt} ->"
+    # the training run's max_samples / every do not sub-sample the test set
+    assert metrics["rows"] == len(TOY_ROWS)
+
+
+def test_another_template_than_the_adapters_is_refused(tiny_adapter, toy_data, capsys):
+    assert run_eval("--adapter", tiny_adapter, "--data", toy_data, "--template", "TL;DR {prompt}") == 2
+    assert "was trained with the template" in one_error_line(capsys)
+
+
+def test_missing_reference_column(tiny_llama, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "test.jsonl", [{"dialogue": "hi", "label": "x"}])
+    assert run_eval("--model", tiny_llama, "--data", str(data)) == 2
+    line = one_error_line(capsys)
+    assert "test.jsonl line 1" in line and "'summary'" in line and "--columns response=" in line
+
+
+def test_empty_test_file(tiny_llama, tmp_path, capsys):
+    (tmp_path / "empty.jsonl").write_text("")
+    assert run_eval("--model", tiny_llama, "--data", str(tmp_path / "empty.jsonl")) == 2
+    assert "holds no rows" in one_error_line(capsys)
+
+
+def test_folder_that_is_not_an_adapter(tiny_llama, toy_data, tmp_path, capsys):
+    assert run_eval("--model", tiny_llama, "--adapter", str(tmp_path), "--data", toy_data) == 2
+    assert "is not a PEFT adapter folder" in one_error_line(capsys)
+
+
+def test_adapter_for_another_base_is_refused(wider_llama, tiny_adapter, toy_data, capsys):
+    assert run_eval("--model", wider_llama, "--adapter", tiny_adapter, "--data", toy_data) == 2
+    line = one_error_line(capsys)
+    assert "was trained on" in line and wider_llama in line and "--model" in line
+
+
+def test_foreign_adapter_that_does_not_fit_is_one_line(wider_llama, tiny_adapter, toy_data, tmp_path, capsys):
+    foreign = Path(shutil.copytree(tiny_adapter, tmp_path / "foreign"))
+    (foreign / "peftlab.json").unlink()  # a plain PEFT adapter: only the weights can tell
+    (foreign / "run.yaml").unlink()
+    assert run_eval("--model", wider_llama, "--adapter", str(foreign), "--data", toy_data) == 2
+    line = one_error_line(capsys)
+    assert "does not fit base" in line and wider_llama in line

@@ -1,0 +1,55 @@
+"""`accelerate launch` on two CPU processes (gloo): data sharded, gradients all-reduced, outputs written once."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from peftlab import config as cfg
+from peftlab.train.recipe import run
+
+CPU_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "accelerate" / "cpu_2proc.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tiny_llama, toy_data, tmp_path):
+    common = ["--model", tiny_llama, "--data", toy_data, "--dtype", "fp32", "--max-steps", "4", "--lr", "0.03",
+              "--set", "lora.r=4", "--set", "lora.dropout=0", "--set", "train.save_steps=2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+    launched = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_CONFIG),
+         "--main_process_port", str(free_port()), "-m", "peftlab", "train", *common,
+         "--batch-size", "2", "--output", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    # one voice: the summary lines appear once, not once per process
+    assert launched.stdout.count("trainable parameters:") == 1, launched.stdout
+
+    single = cfg.load(None, [f"model.name={tiny_llama}", f"data.train={toy_data}", "model.dtype=fp32", "train.max_steps=4",
+                             "train.lr=0.03", "lora.r=4", "lora.dropout=0", "train.save_steps=2", "train.batch_size=4",
+                             f"output={tmp_path / 'one'}"])
+    run(single)
+
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert two["real_tokens"] == one["real_tokens"]  # both ranks' shards together = the single run's batches
+    a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    steps = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps if "loss" in s] == [1, 2, 3, 4]  # logged once, by the main process
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["adapter", "checkpoints", "log.jsonl", "run.yaml", "summary.json"]
