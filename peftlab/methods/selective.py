@@ -6,8 +6,8 @@ BitFit and freeze save only the tensors they trained (peftlab-specific format):
   "added_biases": [linear modules given a bias the base model lacks], "base_model_name_or_path"}.
 Full fine-tuning saves a complete transformers model (`save_pretrained`); LN tuning uses peft's format.
 
-bf16 base models are trained (and reloaded) in fp32 by bitfit, freeze and full: small updates to bf16
-weights round away.
+bf16 base models are trained (and reloaded) in fp32 by bitfit, freeze, ln-tuning and full: small updates
+to bf16 weights round away.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.errors import PeftlabError
-from peftlab.methods.registry import BuildContext, Method, get_peft_model_checked, peft_task_type, register
+from peftlab.methods.registry import BuildContext, Method, get_peft_model_checked, load_peft, peft_task_type, register
 
 FORMAT = "peftlab-selective"
 CONFIG_FILE = "trained_parameters.json"
@@ -169,6 +169,8 @@ class LnTuningSettings:
 def build_ln_tuning(model: Any, settings: LnTuningSettings, context: BuildContext) -> Any:
     from peft import LNTuningConfig
 
+    # peft trains copies of the norms in the model's dtype, and updates of ~1e-3 to weights near 1 round away in bf16
+    model = _in_fp32(model)
     return get_peft_model_checked(model, LNTuningConfig(task_type=peft_task_type(context.is_seq2seq)), "ln-tuning")
 
 
@@ -196,7 +198,8 @@ def load_full(base_model: Any, folder: Path) -> Any:
 register(Method("bitfit", "Bias terms only (Ben Zaken et al. 2022); models without biases need bitfit.add_missing_biases=true",
                 BitfitSettings, build_bitfit, save=lambda model, folder: save_trained_parameters(model, folder, "bitfit"),
                 load=load_trained_parameters))
-register(Method("ln-tuning", "Normalization layers only (Zhao et al. 2024)", LnTuningSettings, build_ln_tuning))
+register(Method("ln-tuning", "Normalization layers only (Zhao et al. 2024)", LnTuningSettings, build_ln_tuning,
+                load=lambda base_model, folder: load_peft(_in_fp32(base_model), folder)))
 register(Method("freeze", "Only the last N blocks (and named modules) train; the rest is frozen", FreezeSettings, build_freeze,
                 save=lambda model, folder: save_trained_parameters(model, folder, "freeze"), load=load_trained_parameters))
 register(Method("full", "Full fine-tuning of every weight in fp32 (the baseline)", FullSettings, build_full,

@@ -32,6 +32,7 @@ class Limits:
 class PeftlabServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # the listen backlog: many clients connect at once (the default 5 resets them)
 
     def __init__(self, address: tuple[str, int], engine: Any, scheduler: Scheduler, api_key: str | None, limits: Limits):
         super().__init__(address, Handler)

@@ -137,7 +137,8 @@ def test_bitfit_trains_only_the_existing_biases(tiny_llama, tmp_path):
     config = AutoConfig.from_pretrained(tiny_llama)
     config.attention_bias = config.mlp_bias = True
     LlamaForCausalLM(config).save_pretrained(tmp_path / "biased")
-    loaded = load_model(tiny_llama, "fp32")  # tokenizer
+    loaded = load_model(tiny_llama, "fp32")
+    loaded.tokenizer.save_pretrained(tmp_path / "biased")
     method = get_method("bitfit")
     model = method.build(load_model(str(tmp_path / "biased"), "fp32").model, method.parse_settings({}), BuildContext(False, 4))
     trained = [name for name, p in model.named_parameters() if p.requires_grad]
