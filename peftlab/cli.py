@@ -79,10 +79,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --output")
     _add_generation_options(demo, batch_flag="--gen-batch-size")
 
+    compare = commands.add_parser("compare", help="base, full fine-tuning and PEFT methods side by side: quality, cost, forgetting, HTML report")
+    _add_compare_options(compare)
+
     methods = commands.add_parser("methods", help="list the training methods and their defaults")
     methods.add_argument("--model", help="also show the trainable share on this model")
     _add_use_commands(commands)
     return parser
+
+
+def _add_compare_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="hub id, local model folder or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--data", required=True, help="training data, shared by every run")
+    parser.add_argument("--eval-data", required=True, help="test data with reference column(s), shared by every run")
+    parser.add_argument("--methods", default="base,lora", help="comma-separated, e.g. base,full,lora,dora,ia3,prompt-tuning,qlora")
+    parser.add_argument("--output", required=True, help="comparison folder (rerun the same command to resume or add methods)")
+    parser.add_argument("--budget-steps", type=int, help="optimizer steps per run (the same token budget for every method)")
+    parser.add_argument("--epochs", type=float, help="epochs per run, instead of --budget-steps")
+    parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2", help="vary a setting, e.g. lora.r=8,32 or lora.target=qv,all-linear (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting for every run, e.g. train.lr=5e-4")
+    parser.add_argument("--columns", help="map template fields to columns, e.g. prompt=dialogue,response=summary")
+    parser.add_argument("--template", help="prompt template with {field} placeholders")
+    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--max-samples", type=int, help="training rows per run")
+    parser.add_argument("--eval-samples", type=int, help="test rows to score (default: all)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--launcher-config", help="run each training under `accelerate launch --config_file FILE`")
+    parser.add_argument("--overwrite", action="store_true", help="discard an earlier comparison in --output")
+    _add_generation_options(parser, batch_flag="--gen-batch-size")
 
 
 def _add_use_commands(commands: Any) -> None:
@@ -200,13 +225,43 @@ def command_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_compare(args: argparse.Namespace) -> int:
+    from peftlab import config as cfg
+    from peftlab.compare.recipe import run_compare
+
+    if args.budget_steps is not None and args.epochs is not None:
+        raise PeftlabError("pass --budget-steps or --epochs, not both")
+    flags = {"model.name": args.model, "model.dtype": args.dtype, "data.train": args.data, "data.template": args.template,
+             "data.max_samples": args.max_samples, "train.max_steps": args.budget_steps, "train.epochs": args.epochs,
+             "train.batch_size": args.batch_size, "train.seed": args.seed}
+    overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.set)
+    if args.columns:
+        overrides += [f"data.columns.{name}={column}" for name, column in cfg.parse_mapping(args.columns).items()]
+    settings = generation_settings(args, default_max_new_tokens=64)
+    setup = {"overrides": overrides, "eval_data": args.eval_data, "eval_rows": args.eval_samples,
+             "generation": {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams}}
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    run_compare(setup, methods, args.sweep, args.output, settings, args.eval_samples, args.launcher_config, args.overwrite, say=_say)
+    return 0
+
+
 def command_methods(args: argparse.Namespace) -> int:
     from peftlab.methods import get_method, method_names
 
+    shares = {}
+    if args.model:
+        from peftlab.methods.shares import trainable_shares
+
+        shares = {share.method: share for share in trainable_shares(args.model)}
     for name in method_names():
         method = get_method(name)
         defaults = ", ".join(f"{k}={v}" for k, v in method.defaults().items())
         _say(f"{name:<14} {method.description}\n{'':<14} defaults: {defaults or '-'}")
+        share = shares.get(name)
+        if share and share.problem:
+            _say(f"{'':<14} on {args.model}: cannot apply with defaults: {share.problem}")
+        elif share:
+            _say(f"{'':<14} on {args.model}: {share.trainable:,} of {share.total:,} parameters trainable ({share.percent:.4f}%)")
     return 0
 
 
@@ -251,7 +306,7 @@ def command_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": command_train, "eval": command_eval, "demo": command_demo, "methods": command_methods,
+COMMANDS = {"train": command_train, "eval": command_eval, "demo": command_demo, "compare": command_compare, "methods": command_methods,
             "generate": command_generate, "merge": command_merge, "serve": command_serve}
 
 

@@ -117,6 +117,7 @@ def build_adapter(model: Any, settings: AdapterSettings, context: BuildContext) 
 def save_adapter(model: Any, folder: Path) -> None:
     from safetensors.torch import save_file
 
+    Path(folder).mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items() if f".{CHILD}." in name}
     save_file(tensors, str(Path(folder) / WEIGHTS_FILE), metadata={"format": "pt"})
     (Path(folder) / CONFIG_FILE).write_text(json.dumps(model.bottleneck_config, indent=2), encoding="utf-8")

@@ -131,6 +131,7 @@ def build_freeze(model: Any, settings: FreezeSettings, context: BuildContext) ->
 def save_trained_parameters(model: Any, folder: Path, method: str) -> None:
     from safetensors.torch import save_file
 
+    Path(folder).mkdir(parents=True, exist_ok=True)
     trained = set(model.trained_parameters)
     tensors = {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if name in trained}
     save_file(tensors, str(Path(folder) / WEIGHTS_FILE), metadata={"format": "pt"})

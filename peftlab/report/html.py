@@ -45,7 +45,7 @@ def _sample(record: dict[str, Any]) -> str:
     )
     return (f"<div class='sample'><div class='meta'>{_e(record['where'])}</div>"
             f"<details><summary>input</summary><pre>{_e(record['input'])}</pre></details>"
-            f"<dl><dt>human</dt>{refs}{outputs}</dl></div>")
+            f"<dl><dt>reference</dt>{refs}{outputs}</dl></div>")
 
 
 def evaluation_page(title: str, facts: dict[str, Any], results: dict[str, dict[str, Any]],

@@ -29,14 +29,14 @@ def pick_samples(records: list[dict[str, Any]], count: int) -> list[dict[str, An
 
 
 def samples_text(records: list[dict[str, Any]], count: int = 3, width: int = 100) -> str:
-    """Human summary beside each model's, for a few rows."""
+    """The (first) reference summary beside each model's, for a few rows."""
     blocks = []
     for record in pick_samples(records, count):
         lines = [f"--- {record['where']} ---"]
-        rows = [("human", record["references"][0])] + list(record["predictions"].items())
+        rows = [("reference", record["references"][0])] + list(record["predictions"].items())
         for label, text in rows:
-            wrapped = textwrap.wrap(text or "(empty)", width=width - 9) or ["(empty)"]
-            lines.append(f"{label + ':':<8} {wrapped[0]}")
-            lines += [f"{'':<8} {more}" for more in wrapped[1:]]
+            wrapped = textwrap.wrap(text or "(empty)", width=width - 11) or ["(empty)"]
+            lines.append(f"{label + ':':<10} {wrapped[0]}")
+            lines += [f"{'':<10} {more}" for more in wrapped[1:]]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

@@ -68,6 +68,10 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(error.status, error.body())
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except Exception as error:  # a bug, not the client's fault: say so, keep serving
+            log.exception("request failed")
+            self.close_connection = True
+            self._send_json(500, ApiError(500, f"internal error: {type(error).__name__}", None, "internal_error", "server_error").body())
 
     def _check_key(self) -> None:
         key = self.server.api_key

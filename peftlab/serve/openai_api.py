@@ -207,6 +207,6 @@ def models_list(engine: Any, created: int) -> dict[str, Any]:
         entry = {"id": name, "object": "model", "created": created, "owned_by": "peftlab", "root": engine.base_name,
                  "parent": None if name == engine.base_name else engine.base_name}
         if served.method:
-            entry["peftlab"] = {"method": served.method, "adapter": served.folder}
+            entry["peftlab"] = {"method": served.method}  # not the folder: clients need not learn server paths
         data.append(entry)
     return {"object": "list", "data": data}

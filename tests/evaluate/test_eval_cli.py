@@ -29,7 +29,7 @@ def test_writes_predictions_and_metrics(tiny_model, tmp_path, capsys):
     data = write_jsonl(tmp_path / "test.jsonl", rows)
     assert run_eval("--model", tiny_model, "--data", str(data), "--output", str(tmp_path / "out")) == 0
     out = capsys.readouterr().out
-    assert "rouge1" in out and "human:" in out and "base:" in out
+    assert "rouge1" in out and "reference:" in out and "base:" in out
     records = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert len(records) == len(rows)
     assert records[1]["references"] == [TOY_ROWS[1]["summary"], "Another summary."]

@@ -24,7 +24,7 @@ def test_table_shows_percent_and_gain():
 
 def test_samples_side_by_side():
     text = samples_text(RECORDS, 2)
-    assert text.count("human:") == 2 and "tuned:" in text and "base:" in text
+    assert text.count("reference:") == 2 and "tuned:" in text and "base:" in text
 
 
 def test_page_is_self_contained_and_escaped():

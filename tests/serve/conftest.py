@@ -10,11 +10,11 @@ from tests.conftest import TOY_ROWS, write_jsonl
 API_KEY = "test-key"
 
 
-def train_adapter(model: str, folder, *settings: str) -> str:
+def train_adapter(model: str | None, folder, *settings: str) -> str:
     from peftlab.train.recipe import run
 
     data = write_jsonl(folder / "toy.jsonl", TOY_ROWS * 2)
-    run(cfg.load(None, [f"model.name={model}", "model.dtype=fp32", f"data.train={data}", f"output={folder / 'run'}",
+    run(cfg.load(None, [*([f"model.name={model}"] if model else []), "model.dtype=fp32", f"data.train={data}", f"output={folder / 'run'}",
                         "train.max_steps=4", "train.batch_size=2", "train.lr=0.03", "lora.r=4", *settings]))
     return str(folder / "run" / "adapter")
 

@@ -1,0 +1,143 @@
+"""`peftlab compare`, top to bottom: plan the runs, train each (resumable), score each, write the report."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from peftlab import atomic
+from peftlab import config as cfg
+from peftlab.compare.plan import PlannedRun, plan_runs
+from peftlab.compare.scoring import Scored, base_bytes, score, stored_bytes, test_examples
+from peftlab.errors import PeftlabError
+from peftlab.evaluate.generation import GenerationSettings
+
+SETUP = "compare.yaml"  # what every run shares; a later call must match it to add runs
+RESULT = "result.json"
+
+
+def check_output(out: Path, setup: dict[str, Any], overwrite: bool) -> None:
+    """A compare folder may be continued or extended with more methods, but only with the same setup."""
+    from peftlab.train.output import config_differences
+
+    if out.exists() and not out.is_dir():
+        raise PeftlabError(f"output {out} is a file, not a folder; choose another --output")
+    recorded = out / SETUP
+    if recorded.is_file() and not overwrite:
+        changed = config_differences(yaml.safe_load(recorded.read_text(encoding="utf-8")) or {}, setup)
+        if changed:
+            raise PeftlabError(f"output folder {out} holds a comparison with another setup (differs in {', '.join(changed[:5])}); "
+                               "pass --overwrite to start over or choose another --output")
+    elif out.is_dir() and any(out.iterdir()) and not recorded.is_file() and not overwrite:
+        raise PeftlabError(f"output folder {out} is not empty and holds no comparison; choose another --output or pass --overwrite")
+    if overwrite and out.is_dir():
+        import shutil
+
+        shutil.rmtree(out)
+    try:
+        atomic.write_text(recorded, yaml.safe_dump(setup, sort_keys=False))
+    except OSError as error:
+        raise PeftlabError(f"cannot write to output folder {out}: {error.strerror}; choose another --output") from None
+
+
+def train_command(config_file: Path, launcher_config: str | None) -> list[str]:
+    prefix = [sys.executable, "-m", "peftlab"]
+    if launcher_config:
+        prefix = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launcher_config, "-m", "peftlab"]
+    return [*prefix, "train", "--config", str(config_file), "--resume"]
+
+
+def train(run: PlannedRun, folder: Path, config: cfg.RunConfig, launcher_config: str | None, say: Callable[[str], None]) -> dict[str, Any]:
+    """Train one run in its own process (its peak memory is its own), resuming a half-finished one."""
+    train_dir = folder / "train"
+    if not (train_dir / "adapter").is_dir():
+        config_file = folder / "config.yaml"
+        atomic.write_text(config_file, config.to_yaml())
+        command = train_command(config_file, launcher_config)
+        say(f"[{run.name}] training: {shlex.join(command)}")
+        with open(folder / "train.log", "a", encoding="utf-8") as log:
+            finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+        if finished.returncode != 0:
+            tail = (folder / "train.log").read_text(encoding="utf-8").strip().splitlines()[-1:] or [""]
+            raise PeftlabError(f"run {run.name} failed (exit {finished.returncode}): {tail[0][:300]}; full log: {folder / 'train.log'}")
+    return json.loads((train_dir / "summary.json").read_text(encoding="utf-8"))
+
+
+def result_record(name: str, method: str, settings: dict[str, str], scored: Scored, base_general_loss: float,
+                  summary: dict[str, Any] | None, stored: int, base_size: int | None) -> dict[str, Any]:
+    summary = summary or {}
+    return {
+        "name": name, "method": method, "settings": settings,
+        "rouge": scored.rouge,
+        "train_seconds": summary.get("train_seconds", 0.0),
+        "real_tokens_per_second": summary.get("real_tokens_per_second"),
+        "peak_memory_bytes": summary.get("peak_memory_bytes"),
+        "trainable_parameters": summary.get("trainable_parameters", 0),
+        "total_parameters": summary.get("total_parameters"),
+        "trainable_percent": summary.get("trainable_percent", 0.0),
+        "stored_bytes": stored, "base_bytes": base_size,
+        "stored_share": stored / base_size if base_size else None,
+        "general_text_loss": scored.general_loss,
+        "forgetting": scored.general_loss - base_general_loss,
+        "train_loss": summary.get("train_loss"), "eval_loss": summary.get("eval_loss"),
+        "eval_seconds": scored.eval_seconds,
+        "predictions": scored.predictions,
+        "example_rouge": scored.example_rouge,
+    }
+
+
+def run_compare(setup: dict[str, Any], methods: list[str], sweeps: list[str], output: str, settings: GenerationSettings,
+                eval_rows: int | None = None, launcher_config: str | None = None, overwrite: bool = False,
+                say: Callable[[str], None] = lambda text: None) -> list[dict[str, Any]]:
+    """setup: the --set overrides every run shares (model, data, budget, seed). Returns one record per run."""
+    from peftlab.report.compare import write_report
+
+    out = Path(output)
+    runs = plan_runs(methods, sweeps)  # checks method names and sweeps before anything slow
+    shared = cfg.load(None, setup["overrides"])
+    if not shared.data.train or not setup.get("eval_data"):
+        raise PeftlabError("compare needs --data TRAIN and --eval-data TEST")
+    check_output(out, setup, overwrite)
+    examples = test_examples(cfg.load(None, setup["overrides"]), setup["eval_data"], eval_rows)
+    say(f"compare: {len(runs)} trained run(s) + base on {len(examples)} test rows; output {out}")
+
+    base_file = out / "runs" / "base" / RESULT
+    if not base_file.is_file():
+        say("[base] scoring the zero-shot model")
+        scored = score(shared, examples, settings)
+        from peftlab.models import resolve_source
+
+        size = base_bytes(resolve_source(shared.model.name)[1])
+        atomic.write_text(base_file, json.dumps(result_record("base", "base", {}, scored, scored.general_loss, None, 0, size)))
+    base = json.loads(base_file.read_text(encoding="utf-8"))
+
+    records = [base] if "base" in methods else []
+    for run in runs:
+        folder = out / "runs" / run.folder
+        if (folder / RESULT).is_file():
+            say(f"[{run.name}] done earlier, kept")
+        else:
+            config = cfg.load(None, [*setup["overrides"], *run.overrides(), f"output={folder / 'train'}"])
+            summary = train(run, folder, config, launcher_config, say)
+            say(f"[{run.name}] scoring")
+            scored = score(config, examples, settings, trained=str(folder / "train" / "adapter"))
+            record = result_record(run.name, run.method, run.settings, scored, base["general_text_loss"], summary,
+                                   stored_bytes(folder / "train" / "adapter"), base["base_bytes"])
+            atomic.write_text(folder / RESULT, json.dumps(record))
+        records.append(json.loads((folder / RESULT).read_text(encoding="utf-8")))
+    if "base" not in methods:
+        records.insert(0, base)  # the reference every gain is measured against
+    table = write_report(out, records, examples_info(examples), setup)
+    say(table)
+    say(f"report: {out / 'report.html'}")
+    return records
+
+
+def examples_info(examples: list[Any]) -> list[dict[str, Any]]:
+    return [{"where": e.where, "input": e.prompt, "references": e.references} for e in examples]

@@ -1,0 +1,46 @@
+"""The trainable share of every method on one model, for `peftlab methods --model`."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from peftlab.errors import PeftlabError
+from peftlab.methods.registry import BuildContext, count_parameters, get_method, method_names
+
+NOMINAL_STEPS = 100  # AdaLoRA's schedule needs a step count; its starting size does not depend on it
+
+
+@dataclass
+class Share:
+    method: str
+    trainable: int = 0
+    total: int = 0
+    problem: str | None = None  # why the method cannot apply to this model with its defaults
+
+    @property
+    def percent(self) -> float:
+        return 100 * self.trainable / self.total if self.total else 0.0
+
+
+def trainable_shares(model_name: str | None, dtype: str = "fp32") -> list[Share]:
+    """Build every method with its default settings on (a copy of) the model and count parameters."""
+    from peftlab.models import load_model
+
+    bases = {}
+    shares = []
+    for name in method_names():
+        method = get_method(name)
+        try:
+            if method.quantization not in bases:
+                bases[method.quantization] = load_model(model_name, dtype, quantization=method.quantization)
+            loaded = bases[method.quantization]
+            # a quantized base is used once (its layers are prepared in place); others are copied
+            base = loaded.model if method.quantization else copy.deepcopy(loaded.model)
+            if method.quantization:
+                del bases[method.quantization]
+            model = method.build(base, method.parse_settings({}), BuildContext(loaded.is_seq2seq, NOMINAL_STEPS))
+            shares.append(Share(name, *count_parameters(model)))
+        except PeftlabError as error:
+            shares.append(Share(name, problem=str(error)))
+    return shares

@@ -1,0 +1,98 @@
+"""`peftlab compare` on a tiny model: killed part-way it resumes without redoing runs; the report renders."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compare_command(tiny_llama, data, out, methods="base,lora,ia3"):
+    return [sys.executable, "-m", "peftlab", "compare", "--model", tiny_llama, "--data", data, "--eval-data", data,
+            "--methods", methods, "--budget-steps", "4", "--dtype", "fp32", "--set", "train.lr=0.03",
+            "--set", "lora.r=4", "--max-new-tokens", "6", "--output", str(out)]
+
+
+def environment():
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.fixture(scope="module")
+def finished_compare(tiny_llama, tmp_path_factory):
+    """A compare killed once it finished its first trained run, then run again to the end."""
+    from tests.conftest import TOY_ROWS, write_jsonl
+
+    folder = tmp_path_factory.mktemp("compare")
+    data = str(write_jsonl(folder / "toy.jsonl", TOY_ROWS * 2))
+    out = folder / "out"
+    process = subprocess.Popen(compare_command(tiny_llama, data, out), env=environment(), start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = out / "runs" / "lora" / "result.json"
+    deadline = time.time() + 300
+    while not first.is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # the whole group: the compare and its training child
+    process.wait()
+    assert first.is_file(), "the first run never finished"
+    stamp = first.stat().st_mtime_ns
+    again = subprocess.run(compare_command(tiny_llama, data, out), env=environment(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    return out, again.stdout, stamp
+
+
+def test_a_killed_compare_resumes_without_redoing_finished_runs(finished_compare):
+    out, printed, stamp = finished_compare
+    assert "[lora] done earlier, kept" in printed
+    assert (out / "runs" / "lora" / "result.json").stat().st_mtime_ns == stamp
+    results = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in results] == ["base", "lora", "ia3"]
+    lora = results[1]
+    assert 0 < lora["trainable_percent"] < 100 and lora["stored_bytes"] > 0 and lora["peak_memory_bytes"] > 0
+    assert lora["forgetting"] == pytest.approx(lora["general_text_loss"] - results[0]["general_text_loss"])
+    assert {"results.csv", "results.md", "report.html"} <= {p.name for p in out.iterdir()}
+    assert {p.name for p in (out / "plots").iterdir()} >= {"forgetting.svg", "forgetting.png", "peak_memory.png",
+                                                          "quality_vs_trainable_share.png", "quality_vs_training_time.svg"}
+
+
+def test_adding_a_method_later_extends_the_same_report(finished_compare, tiny_llama):
+    out, _, stamp = finished_compare
+    data = str(out.parent / "toy.jsonl")
+    extended = subprocess.run(compare_command(tiny_llama, data, out, "base,lora,ia3,loha"), env=environment(),
+                              capture_output=True, text=True, timeout=600)
+    assert extended.returncode == 0, extended.stderr[-2000:]
+    assert [r["name"] for r in json.loads((out / "results.json").read_text())] == ["base", "lora", "ia3", "loha"]
+    assert (out / "runs" / "lora" / "result.json").stat().st_mtime_ns == stamp
+    other_budget = subprocess.run([*compare_command(tiny_llama, data, out), "--set", "train.seed=7"], env=environment(),
+                                  capture_output=True, text=True, timeout=600)
+    assert other_budget.returncode == 2 and "holds a comparison with another setup" in other_budget.stderr
+
+
+def test_the_html_report_renders_in_headless_chromium(finished_compare, tmp_path):
+    out, _, _ = finished_compare
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
+        pytest.skip("Debian's chromium is not installed here (apt-get install chromium); CI installs it")
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--no-first-run", "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--enable-logging=stderr", "--v=0"]
+    page = (out / "report.html").as_uri()
+    dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0
+    assert "CONSOLE" not in dom.stderr and "Uncaught" not in dom.stderr  # no console messages, no script errors
+    table = dom.stdout[dom.stdout.index('<table id="results"'):]
+    table = table[:table.index("</table>")]
+    assert len(re.findall(r"<tr>", table.split("<tbody>")[1])) == 4  # one row per run: base, lora, ia3, loha
+    assert dom.stdout.count("<svg") >= 4  # the four plots are inlined
+    shot = subprocess.run([*flags, "--window-size=1200,1800", f"--screenshot={tmp_path / 'report.png'}", page],
+                          capture_output=True, text=True, timeout=120)
+    assert shot.returncode == 0 and (tmp_path / "report.png").stat().st_size > 10_000

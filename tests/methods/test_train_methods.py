@@ -1,0 +1,65 @@
+"""Methods through `peftlab train`'s recipe: quantized loading, AdaLoRA's schedule, each save format, early errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from peftlab import config as cfg
+from peftlab.cli import main
+from peftlab.errors import PeftlabError
+from peftlab.methods import load_trained, saved_method
+from peftlab.models import load_model
+from peftlab.train.recipe import run
+
+
+def make_config(model, data, out, method, *extra):
+    return cfg.load(None, [
+        f"model.name={model}", "model.dtype=fp32", f"data.train={data}", f"output={out}", f"method={method}",
+        "train.batch_size=4", "train.max_steps=3", "train.lr=0.03", *extra,
+    ])
+
+
+@pytest.mark.parametrize("method, files, extra", [
+    ("adalora", {"adapter_config.json", "adapter_model.safetensors"}, ["adalora.init_r=4", "adalora.target_r=2"]),
+    ("qlora", {"adapter_config.json", "adapter_model.safetensors"}, ["qlora.r=4"]),
+    ("adapter", {"adapter_config.json", "adapter_model.safetensors"}, []),
+    ("bitfit", {"trained_parameters.json", "trained_parameters.safetensors"}, ["bitfit.add_missing_biases=true"]),
+    ("full", {"config.json", "model.safetensors"}, []),
+])
+def test_train_saves_the_method_format_and_reloads(method, files, extra, tiny_model, toy_data, tmp_path):
+    summary = run(make_config(tiny_model, toy_data, tmp_path / "out", method, *extra))
+    assert summary["steps"] == 3 and 0 < summary["trainable_parameters"] <= summary["total_parameters"]
+    adapter = tmp_path / "out" / "adapter"
+    assert files <= {p.name for p in adapter.iterdir()}
+    assert json.loads((adapter / "peftlab.json").read_text())["method"] == method
+    found = saved_method(tmp_path / "out")
+    assert found.name == method
+    base = load_model(tiny_model, "fp32", quantization=found.quantization).model
+    assert load_trained(base, tmp_path / "out") is not None
+
+
+def test_adalora_schedule_follows_the_run_length(tiny_llama, toy_data, tmp_path):
+    run(make_config(tiny_llama, toy_data, tmp_path / "out", "adalora", "train.max_steps=-1", "train.epochs=2"))
+    saved = json.loads((tmp_path / "out" / "adapter" / "adapter_config.json").read_text())
+    assert saved["total_step"] == 4  # 8 rows / batch 4 = 2 steps per epoch, 2 epochs
+
+
+def test_bitfit_on_a_model_without_biases_stops_before_training(tiny_llama, toy_data, tmp_path):
+    with pytest.raises(PeftlabError, match="bitfit.add_missing_biases=true"):
+        run(make_config(tiny_llama, toy_data, tmp_path / "out", "bitfit"))
+    assert not (tmp_path / "out" / "log.jsonl").exists() and not (tmp_path / "out" / "adapter").exists()
+
+
+def test_soft_prompts_refuse_packed_batches(tiny_llama, toy_data, tmp_path):
+    with pytest.raises(PeftlabError, match="use train.batching=length"):
+        run(make_config(tiny_llama, toy_data, tmp_path / "out", "prompt-tuning", "train.batching=packed"))
+
+
+def test_methods_command_lists_every_method_with_its_share(tiny_t5, capsys):
+    assert main(["methods", "--model", tiny_t5]) == 0
+    out = capsys.readouterr().out
+    for name in ("lora", "qlora", "adapter", "prefix-tuning", "full"):
+        assert f"\n{name} " in f"\n{out}"
+    assert "parameters trainable" in out and "cannot apply with defaults: bitfit trains bias terms" in out
