@@ -5,7 +5,7 @@ is given, so each adapter answers differently); clients on 127.0.0.1 send chat r
 cycle through base and adapters, all greedy. The same engine is served twice: with the batching
 scheduler (--max-batch-size) and with batches of one. The script checks both give the same
 answers, prints a table and writes JSON.
-Run: python benchmarks/serving.py [--model MODEL] [--clients 1,8,32] [--requests-per-client 2] [--max-tokens 32]
+Run: python benchmarks/serving.py [--model MODEL] [--clients 1,8,32] [--requests-per-client 1] [--max-tokens 16]
 """
 
 from __future__ import annotations
@@ -90,8 +90,9 @@ def main() -> int:
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="default: two random LoRA adapters")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="fp32: batched and single answers agree exactly")
     parser.add_argument("--clients", default="1,8,32")
-    parser.add_argument("--requests-per-client", type=int, default=2)
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--requests-per-client", type=int, default=1)
+    parser.add_argument("--min-requests", type=int, default=4, help="per level: a single client sends this many back to back")
+    parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
     args = parser.parse_args()
@@ -122,7 +123,7 @@ def main() -> int:
         ask(port, models[0], prompts[0], 4, False)  # warm-up
         runs[mode] = []
         for clients in levels:
-            per_client = max(args.requests_per_client, -(-8 // clients))  # at least 8 requests per level: p95 means something
+            per_client = max(args.requests_per_client, -(-args.min_requests // clients))
             result = level(port, clients, per_client, models, prompts, args.max_tokens)
             result["mean_batch_size"] = server.scheduler.batched_jobs / max(1, server.scheduler.batches)
             runs[mode].append(result)
