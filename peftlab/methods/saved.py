@@ -10,6 +10,10 @@ from peftlab.errors import PeftlabError
 from peftlab.methods.registry import Method, get_method
 
 RUN_INFO = "peftlab.json"  # written by `peftlab train` beside the method's own files
+# adapter_config.json's peft_type -> our method (LoRA variants are told apart by their flags below)
+PEFT_TYPE_METHODS = {"LORA": "lora", "ADALORA": "adalora", "LOHA": "loha", "LOKR": "lokr", "IA3": "ia3",
+                     "PROMPT_TUNING": "prompt-tuning", "PREFIX_TUNING": "prefix-tuning", "P_TUNING": "p-tuning",
+                     "LN_TUNING": "ln-tuning", "BOTTLENECK": "adapter"}
 
 
 def _folder(folder: str | Path) -> Path:
@@ -31,9 +35,11 @@ def saved_method(folder: str | Path) -> Method:
         if name:
             return get_method(name)
     if (folder / bottleneck.CONFIG_FILE).is_file():
-        peft_type = json.loads((folder / bottleneck.CONFIG_FILE).read_text(encoding="utf-8")).get("peft_type")
-        # every peft method reloads the same way, through PeftModel.from_pretrained
-        return get_method("adapter" if peft_type == bottleneck.PEFT_TYPE else "lora")
+        config = json.loads((folder / bottleneck.CONFIG_FILE).read_text(encoding="utf-8"))
+        name = PEFT_TYPE_METHODS.get(config.get("peft_type"), "lora")  # other peft types reload as lora does
+        if name == "lora":
+            name = "dora" if config.get("use_dora") else "rslora" if config.get("use_rslora") else "lora"
+        return get_method(name)
     if (folder / selective.CONFIG_FILE).is_file():
         return get_method(json.loads((folder / selective.CONFIG_FILE).read_text(encoding="utf-8"))["method"])
     if (folder / "config.json").is_file():

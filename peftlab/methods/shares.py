@@ -27,18 +27,16 @@ def trainable_shares(model_name: str | None, dtype: str = "fp32") -> list[Share]
     """Build every method with its default settings on (a copy of) the model and count parameters."""
     from peftlab.models import load_model
 
-    bases = {}
+    bases = {}  # a model-loading error is the user's to fix once, so it is not caught here
     shares = []
     for name in method_names():
         method = get_method(name)
+        if method.quantization not in bases:
+            bases[method.quantization] = load_model(model_name, dtype, quantization=method.quantization)
+        loaded = bases[method.quantization]
+        # a quantized base is used once (its layers are prepared in place); the others are copied
+        base = bases.pop(method.quantization).model if method.quantization else copy.deepcopy(loaded.model)
         try:
-            if method.quantization not in bases:
-                bases[method.quantization] = load_model(model_name, dtype, quantization=method.quantization)
-            loaded = bases[method.quantization]
-            # a quantized base is used once (its layers are prepared in place); others are copied
-            base = loaded.model if method.quantization else copy.deepcopy(loaded.model)
-            if method.quantization:
-                del bases[method.quantization]
             model = method.build(base, method.parse_settings({}), BuildContext(loaded.is_seq2seq, NOMINAL_STEPS))
             shares.append(Share(name, *count_parameters(model)))
         except PeftlabError as error:
