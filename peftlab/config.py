@@ -43,7 +43,7 @@ class TrainConfig:
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 8
     grad_accum: int = 1
-    lr: float = 1e-3  # the classic LoRA recipe's rate
+    lr: float | None = None  # None: the method's own rate (1e-3 for LoRA-style, 5e-5 for full, 3e-2 for prompt tuning)
     scheduler: str = "linear"
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
@@ -187,7 +187,7 @@ def validate(config: RunConfig) -> None:
     t, d = config.train, config.data
     checks = [
         (config.model.dtype in ("auto", "fp32", "bf16"), f"model.dtype '{config.model.dtype}' is not one of auto, fp32, bf16"),
-        (t.lr > 0, f"train.lr must be positive, got {t.lr}"),
+        (t.lr is None or t.lr > 0, f"train.lr must be positive, got {t.lr}"),
         (t.batch_size >= 1, f"train.batch_size must be at least 1, got {t.batch_size}"),
         (t.grad_accum >= 1, f"train.grad_accum must be at least 1, got {t.grad_accum}"),
         (t.epochs > 0 or t.max_steps > 0, "train needs epochs > 0 or max_steps > 0"),

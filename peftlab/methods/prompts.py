@@ -84,8 +84,8 @@ def build_p_tuning(model: Any, settings: PTuningSettings, context: BuildContext)
 
 
 register(Method("prompt-tuning", "Learned virtual-token embeddings prepended to the input (Lester et al. 2021)",
-                PromptTuningSettings, build_prompt_tuning))
+                PromptTuningSettings, build_prompt_tuning, lr=3e-2))
 register(Method("prefix-tuning", "Learned key/value prefixes in every attention layer (Li & Liang 2021)",
-                PrefixTuningSettings, build_prefix_tuning))
+                PrefixTuningSettings, build_prefix_tuning, lr=1e-2))
 register(Method("p-tuning", "Virtual tokens produced by a small prompt encoder MLP (Liu et al. 2021)",
-                PTuningSettings, build_p_tuning))
+                PTuningSettings, build_p_tuning, lr=1e-2))

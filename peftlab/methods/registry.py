@@ -40,6 +40,7 @@ class Method:
     quantization: str | None = None  # how the base model must be loaded: None | "4bit" | "8bit"
     callbacks: Callable[[Any], list] = lambda model: []  # Trainer callbacks the method needs (AdaLoRA)
     vllm: bool = False  # vLLM can serve the saved result (FACTS.md: plain LoRA / rsLoRA only)
+    lr: float = 1e-3  # the learning rate used when train.lr is not set (the classic LoRA recipe's)
 
     def parse_settings(self, raw: dict[str, Any] | None) -> Any:
         settings = from_dict(raw or {}, self.settings, where=f".{self.name}")

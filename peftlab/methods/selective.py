@@ -202,6 +202,6 @@ register(Method("bitfit", "Bias terms only (Ben Zaken et al. 2022); models witho
 register(Method("ln-tuning", "Normalization layers only (Zhao et al. 2024)", LnTuningSettings, build_ln_tuning,
                 load=lambda base_model, folder: load_peft(_in_fp32(base_model), folder)))
 register(Method("freeze", "Only the last N blocks (and named modules) train; the rest is frozen", FreezeSettings, build_freeze,
-                save=lambda model, folder: save_trained_parameters(model, folder, "freeze"), load=load_trained_parameters))
+                save=lambda model, folder: save_trained_parameters(model, folder, "freeze"), load=load_trained_parameters, lr=5e-5))
 register(Method("full", "Full fine-tuning of every weight in fp32 (the baseline)", FullSettings, build_full,
-                save=save_full, load=load_full))
+                save=save_full, load=load_full, lr=5e-5))

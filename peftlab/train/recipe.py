@@ -36,7 +36,7 @@ def peak_memory_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def training_arguments(config: RunConfig, out: Path, has_eval: bool, bf16: bool) -> Any:
+def training_arguments(config: RunConfig, out: Path, has_eval: bool, lr: float) -> Any:
     import torch
     from transformers import TrainingArguments
 
@@ -47,7 +47,7 @@ def training_arguments(config: RunConfig, out: Path, has_eval: bool, bf16: bool)
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.lr,
+        learning_rate=lr,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
         lr_scheduler_type=t.scheduler,
@@ -68,7 +68,6 @@ def training_arguments(config: RunConfig, out: Path, has_eval: bool, bf16: bool)
         remove_unused_columns=False,
         report_to="none",
         disable_tqdm=True,
-        bf16=bf16,
         dataloader_pin_memory=False,
         use_cpu=not torch.cuda.is_available(),  # also what joins several CPU processes over gloo
     )
@@ -128,13 +127,14 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
     trainable, total = count_parameters(model)
     say(f"model: {loaded.spec} ({loaded.dtype}{', ' + loaded.quantization if loaded.quantization else ''}); method: {method.name}")
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f}%)")
+    lr = config.train.lr if config.train.lr is not None else method.lr
 
     packed = config.train.batching == "packed"
     collator = CountingCollator(tokenizer, loaded.is_seq2seq, packed)
     extra = [EarlyStoppingCallback(config.train.patience)] if config.train.patience else []
     trainer = PeftlabTrainer(
         model=model,
-        args=training_arguments(config, out, has_eval, bf16=False),
+        args=training_arguments(config, out, has_eval, lr),
         train_dataset=_with_lengths(train_set),
         eval_dataset=_with_lengths(eval_set) if eval_set else None,
         data_collator=collator,
@@ -161,6 +161,7 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "trainable_percent": 100 * trainable / total,
+        "learning_rate": lr,
         "steps": trainer.state.global_step,
         "train_seconds": seconds,
         "processes": processes.num_processes,
