@@ -46,8 +46,10 @@ def bitsandbytes_config(kind: str, compute_dtype: Any) -> Any:
         raise PeftlabError(f"{kind} loading needs bitsandbytes; install it with `pip install bitsandbytes` (CPU works)")
     offline_bitsandbytes()
     if kind == "4bit":
+        # 4-bit values stored in the compute dtype's storage (same bytes as uint8): FSDP can only
+        # shard floating-point tensors, so FSDP-QLoRA needs it; it changes nothing elsewhere
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=compute_dtype)
+                                  bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=compute_dtype)
     return BitsAndBytesConfig(load_in_8bit=True)
 
 

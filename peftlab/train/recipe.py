@@ -84,42 +84,23 @@ def check_schedule(config: RunConfig, has_eval: bool) -> None:
 
 def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
         callbacks: tuple = (), say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
-    from accelerate import PartialState
-    from transformers import EarlyStoppingCallback, PrinterCallback, set_seed
-
-    from peftlab.train.trainer import PeftlabTrainer
-
     if not config.data.train:
         raise PeftlabError("no training data; pass --data FILE (JSONL, CSV, Parquet or hub:NAME)")
     method = get_method(config.method)
     settings = method.parse_settings(config.methods.get(config.method))
-    has_eval = bool(config.data.eval)
-    check_schedule(config, has_eval)
-    # Under `accelerate launch` every process runs this recipe; only the main one writes files.
-    import torch
-
-    # no GPU: several processes talk over gloo on the CPU
-    processes = PartialState(cpu=not torch.cuda.is_available())
+    check_schedule(config, bool(config.data.eval))
+    processes, out = _start(config, resume, overwrite)
     if not processes.is_main_process:
         say = lambda text: None  # noqa: E731 - one voice on the terminal
-    out = output.check(config, resume, overwrite)
-    processes.wait_for_everyone()
-    if processes.is_main_process:
-        output.initialize(out, config, overwrite)
-    processes.wait_for_everyone()
-    set_seed(config.train.seed)
 
+    from transformers import set_seed
+
+    set_seed(config.train.seed)
     loaded = load_model(config.model.name, config.model.dtype, config.model.attn_implementation, method.quantization)
-    tokenizer = loaded.tokenizer
-    tokenizer.padding_side = "right"
+    loaded.tokenizer.padding_side = "right"
     if config.train.batching == "packed" and loaded.is_seq2seq:
         raise PeftlabError("train.batching=packed works for causal LMs only; use length for seq2seq models")
-    chat = uses_chat_template(tokenizer, config.data.chat_template, loaded.is_seq2seq)
-    train_set = load_tokenized(config.data.train, config, tokenizer, loaded.is_seq2seq, chat)
-    say(f"data: {config.data.train}: {train_set.summary()}" + (" (chat template)" if chat else ""))
-    eval_set = load_tokenized(config.data.eval, config, tokenizer, loaded.is_seq2seq, chat) if has_eval else None
-    if eval_set:
-        say(f"eval data: {config.data.eval}: {eval_set.summary()}")
+    train_set, eval_set = _load_data(config, loaded, say)
 
     model = method.build(loaded.model, settings, BuildContext(loaded.is_seq2seq, total_steps(config, len(train_set.features))))
     if config.train.batching == "packed" and getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
@@ -129,21 +110,7 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f}%)")
     lr = config.train.lr if config.train.lr is not None else method.lr
 
-    packed = config.train.batching == "packed"
-    collator = CountingCollator(tokenizer, loaded.is_seq2seq, packed)
-    extra = [EarlyStoppingCallback(config.train.patience)] if config.train.patience else []
-    trainer = PeftlabTrainer(
-        model=model,
-        args=training_arguments(config, out, has_eval, lr),
-        train_dataset=_with_lengths(train_set),
-        eval_dataset=_with_lengths(eval_set) if eval_set else None,
-        data_collator=collator,
-        processing_class=tokenizer,
-        callbacks=[ProgressBar(collator.count), LossLog(out / "log.jsonl"), *extra, *method.callbacks(model), *callbacks],
-        eval_collator=CountingCollator(tokenizer, loaded.is_seq2seq, packed),
-        length_grouped=not packed,
-    )
-    trainer.remove_callback(PrinterCallback)
+    trainer, collator = _trainer(config, out, model, loaded, train_set, eval_set, lr, [*method.callbacks(model), *callbacks])
     checkpoint = output.last_checkpoint(out) if resume else None
     if resume:
         say(f"resuming from {checkpoint}" if checkpoint else "nothing to resume: no checkpoint yet, starting fresh")
@@ -153,34 +120,74 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
     real_tokens, computed_tokens = _sum_over_processes(trainer, collator.count.real, collator.count.total)
 
     summary = {
-        "model": loaded.spec,
-        "model_path": loaded.path,
-        "method": method.name,
-        "dtype": loaded.dtype,
-        "quantization": loaded.quantization,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "trainable_percent": 100 * trainable / total,
-        "learning_rate": lr,
-        "steps": trainer.state.global_step,
-        "train_seconds": seconds,
-        "processes": processes.num_processes,
-        "real_tokens": real_tokens,
-        "real_tokens_per_second": real_tokens / seconds,
-        "real_token_share": real_tokens / max(computed_tokens, 1),
-        "peak_memory_bytes": peak_memory_bytes(),
-        "train_loss": _last(trainer.state.log_history, "loss"),
-        "train_loss_mean": result.training_loss,
-        "eval_loss": _final_eval_loss(trainer) if eval_set else None,
-        "rows_truncated": train_set.truncated,
-        "rows_dropped_no_labels": train_set.no_labels,
+        "model": loaded.spec, "model_path": loaded.path, "method": method.name, "dtype": loaded.dtype,
+        "quantization": loaded.quantization, "trainable_parameters": trainable, "total_parameters": total,
+        "trainable_percent": 100 * trainable / total, "learning_rate": lr, "steps": trainer.state.global_step,
+        "train_seconds": seconds, "processes": processes.num_processes, "real_tokens": real_tokens,
+        "real_tokens_per_second": real_tokens / seconds, "real_token_share": real_tokens / max(computed_tokens, 1),
+        "peak_memory_bytes": peak_memory_bytes(), "train_loss": _last(trainer.state.log_history, "loss"),
+        "train_loss_mean": result.training_loss, "eval_loss": _final_eval_loss(trainer) if eval_set else None,
+        "rows_truncated": train_set.truncated, "rows_dropped_no_labels": train_set.no_labels,
     }
     if processes.is_main_process:
         info = {k: summary[k] for k in ("model", "model_path", "method", "trainable_parameters", "total_parameters")}
-        output.save_adapter(out, model, tokenizer, config, info)
+        output.save_adapter(out, model, loaded.tokenizer, config, info)
         output.write_json(out / "summary.json", summary)
     processes.wait_for_everyone()
     return summary
+
+
+def _start(config: RunConfig, resume: bool, overwrite: bool) -> tuple[Any, Path]:
+    """Check the output folder everywhere, write to it from the main process only.
+
+    Under `accelerate launch` every process runs this recipe; without a GPU the processes join
+    over gloo on the CPU.
+    """
+    import torch
+    from accelerate import PartialState
+
+    processes = PartialState(cpu=not torch.cuda.is_available())
+    out = output.check(config, resume, overwrite)
+    processes.wait_for_everyone()
+    if processes.is_main_process:
+        output.initialize(out, config, overwrite)
+    processes.wait_for_everyone()
+    return processes, out
+
+
+def _load_data(config: RunConfig, loaded: Any, say: Callable[[str], None]) -> tuple[TokenizedSet, TokenizedSet | None]:
+    chat = uses_chat_template(loaded.tokenizer, config.data.chat_template, loaded.is_seq2seq)
+    train_set = load_tokenized(config.data.train, config, loaded.tokenizer, loaded.is_seq2seq, chat)
+    say(f"data: {config.data.train}: {train_set.summary()}" + (" (chat template)" if chat else ""))
+    if not config.data.eval:
+        return train_set, None
+    eval_set = load_tokenized(config.data.eval, config, loaded.tokenizer, loaded.is_seq2seq, chat)
+    say(f"eval data: {config.data.eval}: {eval_set.summary()}")
+    return train_set, eval_set
+
+
+def _trainer(config: RunConfig, out: Path, model: Any, loaded: Any, train_set: TokenizedSet,
+             eval_set: TokenizedSet | None, lr: float, callbacks: list) -> tuple[Any, CountingCollator]:
+    from transformers import EarlyStoppingCallback, PrinterCallback
+
+    from peftlab.train.trainer import PeftlabTrainer
+
+    packed = config.train.batching == "packed"
+    collator = CountingCollator(loaded.tokenizer, loaded.is_seq2seq, packed)
+    early_stop = [EarlyStoppingCallback(config.train.patience)] if config.train.patience else []
+    trainer = PeftlabTrainer(
+        model=model,
+        args=training_arguments(config, out, eval_set is not None, lr),
+        train_dataset=_with_lengths(train_set),
+        eval_dataset=_with_lengths(eval_set) if eval_set else None,
+        data_collator=collator,
+        processing_class=loaded.tokenizer,
+        callbacks=[ProgressBar(collator.count), LossLog(out / "log.jsonl"), *early_stop, *callbacks],
+        eval_collator=CountingCollator(loaded.tokenizer, loaded.is_seq2seq, packed),
+        length_grouped=not packed,
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer, collator
 
 
 def _sum_over_processes(trainer: Any, *counts: int) -> list[int]:
