@@ -102,7 +102,7 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
         raise PeftlabError("train.batching=packed works for causal LMs only; use length for seq2seq models")
     train_set, eval_set = _load_data(config, loaded, say)
 
-    model = method.build(loaded.model, settings, BuildContext(loaded.is_seq2seq, total_steps(config, len(train_set.features))))
+    model = method.build(loaded.model, settings, BuildContext(loaded.is_seq2seq, total_steps(config, len(train_set.features), processes.num_processes)))
     if config.train.batching == "packed" and getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
         raise PeftlabError(f"{method.name} prepends virtual tokens to each row, which packed batches cannot hold; use train.batching=length")
     trainable, total = count_parameters(model)
@@ -198,12 +198,12 @@ def _sum_over_processes(trainer: Any, *counts: int) -> list[int]:
     return [int(value) for value in totals.tolist()]
 
 
-def total_steps(config: RunConfig, rows: int) -> int:
+def total_steps(config: RunConfig, rows: int, processes: int = 1) -> int:
     """Optimizer steps the Trainer will take (as it counts them): max_steps, else epochs over the batches."""
     t = config.train
     if t.max_steps > 0:
         return t.max_steps
-    updates_per_epoch = max(math.ceil(rows / t.batch_size) // t.grad_accum, 1)
+    updates_per_epoch = max(math.ceil(rows / (t.batch_size * processes)) // t.grad_accum, 1)
     return math.ceil(t.epochs * updates_per_epoch)
 
 
