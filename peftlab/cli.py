@@ -172,6 +172,10 @@ def command_train(args: argparse.Namespace) -> int:
 
     config = run_config(args)
     summary = run(config, resume=args.resume, overwrite=args.overwrite, say=_say)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return 0  # under `accelerate launch`, the main process reports for all
     _say(
         f"done in {summary['train_seconds']:.1f} s: {summary['real_tokens_per_second']:.0f} real tokens/s, "
         f"{100 * summary['real_token_share']:.1f}% of batch tokens real, peak memory {summary['peak_memory_bytes'] / 2**30:.2f} GiB"

@@ -39,6 +39,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_llama, 
     assert launched.returncode == 0, launched.stderr[-3000:]
     # one voice: the summary lines appear once, not once per process
     assert launched.stdout.count("trainable parameters:") == 1, launched.stdout
+    assert launched.stdout.count("real tokens/s") == 1, launched.stdout
 
     single = cfg.load(None, [f"model.name={tiny_llama}", f"data.train={toy_data}", "model.dtype=fp32", "train.max_steps=4",
                              "train.lr=0.03", "lora.r=4", "lora.dropout=0", "train.save_steps=2", "train.batch_size=4",
