@@ -104,7 +104,7 @@ def run_compare(setup: dict[str, Any], methods: list[str], sweeps: list[str], ou
     if not shared.data.train or not setup.get("eval_data"):
         raise PeftlabError("compare needs --data TRAIN and --eval-data TEST")
     check_output(out, setup, overwrite)
-    examples = test_examples(cfg.load(None, setup["overrides"]), setup["eval_data"], eval_rows)
+    examples = test_examples(shared, setup["eval_data"], eval_rows)
     say(f"compare: {len(runs)} trained run(s) + base on {len(examples)} test rows; output {out}")
 
     base_file = out / "runs" / "base" / RESULT

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,10 +12,12 @@ from peftlab.compare.forgetting import general_text_loss
 from peftlab.config import RunConfig
 from peftlab.data.readers import read_rows
 from peftlab.data.tokenize import uses_chat_template
-from peftlab.evaluate.generation import GenerationSettings, generate, source_ids
+from peftlab.evaluate.generation import GenerationSettings, source_ids
+from peftlab.evaluate.recipe import score_generations
 from peftlab.evaluate.references import EvalExample, eval_examples
-from peftlab.evaluate.rouge import example_scores, mean_scores
+from peftlab.evaluate.rouge import ROUGE_TYPES
 from peftlab.models import load_model
+from peftlab.models.adapters import load_adapted
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
@@ -30,28 +32,21 @@ class Scored:
 
 
 def test_examples(config: RunConfig, data: str, max_rows: int | None) -> list[EvalExample]:
-    data_config = config.data
-    data_config.max_samples, data_config.every = max_rows, 1
-    return eval_examples(read_rows(data), data_config)
+    """The test rows every run is scored on (the first `max_rows`; the training sub-sampling does not apply)."""
+    return eval_examples(read_rows(data), dataclasses.replace(config.data, max_samples=max_rows, every=1))
 
 
 def score(config: RunConfig, examples: list[EvalExample], settings: GenerationSettings, trained: str | None = None) -> Scored:
     """Load the base (with the trained result in `trained` applied), generate, score, free the model."""
-    from peftlab.methods import load_trained, saved_method
-
-    quantization = saved_method(trained).quantization if trained else None
-    loaded = load_model(config.model.name, config.model.dtype, config.model.attn_implementation, quantization)
-    model = load_trained(loaded.model, trained) if trained else loaded.model
+    name, dtype = config.model.name, config.model.dtype
+    loaded = load_adapted(trained, name, dtype, config.model.attn_implementation) if trained else load_model(name, dtype)
     chat = uses_chat_template(loaded.tokenizer, config.data.chat_template, loaded.is_seq2seq)
     prompts = [source_ids(loaded.tokenizer, e.prompt, chat, loaded.is_seq2seq) for e in examples]
-    start = time.perf_counter()
-    texts = generate(model, loaded.tokenizer, prompts, loaded.is_seq2seq, settings)
-    seconds = time.perf_counter() - start
-    per_example = example_scores(texts, [e.references for e in examples])
-    general = general_text_loss(model, loaded.tokenizer, loaded.is_seq2seq)
-    del model, loaded
+    texts, per_example, summary = score_generations(trained or "base", loaded, prompts, examples, settings, lambda text: None)
+    general = general_text_loss(loaded.model, loaded.tokenizer, loaded.is_seq2seq)
+    del loaded
     gc.collect()
-    return Scored(texts, per_example, mean_scores(per_example), general, seconds)
+    return Scored(texts, per_example, {k: summary[k] for k in ROUGE_TYPES}, general, summary["seconds"])
 
 
 def stored_bytes(folder: Path) -> int:

@@ -46,7 +46,7 @@ def eval_config(adapter: str | None, overrides: list[str], flags: dict[str, Any]
     return config
 
 
-def _score(name: str, loaded: Any, prompts: list[list[int]], examples: list[EvalExample],
+def score_generations(name: str, loaded: Any, prompts: list[list[int]], examples: list[EvalExample],
            settings: GenerationSettings, say: Callable[[str], None]) -> tuple[list[str], list[dict[str, float]], dict[str, Any]]:
     start = time.perf_counter()
     texts = generate(loaded.model, loaded.tokenizer, prompts, loaded.is_seq2seq, settings,
@@ -73,9 +73,12 @@ def evaluate(config: RunConfig, data: str, output: str | None, adapter: str | No
 
     runs: dict[str, tuple] = {}
     if adapter and include_base:
-        with loaded.model.disable_adapter():
-            runs["base"] = _score("base", loaded, prompts, examples, settings, say)
-    runs["tuned" if adapter else "base"] = _score("tuned" if adapter else "base", loaded, prompts, examples, settings, say)
+        if hasattr(loaded.model, "disable_adapter"):  # a PEFT model: the base is one switch away
+            with loaded.model.disable_adapter():
+                runs["base"] = score_generations("base", loaded, prompts, examples, settings, say)
+        else:  # a result that replaced or changed weights (full, freeze, bitfit, bottleneck): load the base
+            runs["base"] = score_generations("base", load_model(name, config.model.dtype), prompts, examples, settings, say)
+    runs["tuned" if adapter else "base"] = score_generations("tuned" if adapter else "base", loaded, prompts, examples, settings, say)
 
     metrics = {
         "data": data, "rows": len(examples), "model": loaded.spec, "model_path": loaded.path, "dtype": loaded.dtype,

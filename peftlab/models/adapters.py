@@ -14,14 +14,19 @@ PEFTLAB_INFO = "peftlab.json"  # written by `peftlab train`: the base's label an
 RUN_FILE = "run.yaml"
 
 
+def _holds_result(folder: Path) -> bool:
+    """A PEFT adapter, or any method's result written by `peftlab train` (it records peftlab.json)."""
+    return (folder / ADAPTER_CONFIG).is_file() or (folder / PEFTLAB_INFO).is_file()
+
+
 def adapter_folder(path: str) -> Path:
-    """The folder holding adapter_config.json: DIR itself, or DIR/adapter of a training output."""
+    """The folder holding the trained result: DIR itself, or DIR/adapter of a training output."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise PeftlabError(f"adapter folder {path} does not exist; pass the adapter/ folder a `peftlab train` run wrote")
-    if not (folder / ADAPTER_CONFIG).is_file() and (folder / "adapter" / ADAPTER_CONFIG).is_file():
+    if not _holds_result(folder) and _holds_result(folder / "adapter"):
         folder = folder / "adapter"
-    if not (folder / ADAPTER_CONFIG).is_file():
+    if not _holds_result(folder):
         raise PeftlabError(
             f"{path} is not a PEFT adapter folder (no {ADAPTER_CONFIG}); pass the adapter/ folder inside a "
             "`peftlab train` output, e.g. --adapter runs/NAME/adapter"
@@ -71,16 +76,6 @@ def _named(label: str | None, path: str | None) -> str:
     return f"{label} ({path})" if label and path and label != path else str(label or path or "an unrecorded base")
 
 
-def attach_adapter(loaded: LoadedModel, folder: Path) -> Any:
-    """Wrap a loaded base with the adapter's weights (inference mode); one clear line if they do not fit."""
-    from peft import PeftModel
-
-    try:
-        return PeftModel.from_pretrained(loaded.model, str(folder), is_trainable=False)
-    except (RuntimeError, ValueError, KeyError) as error:
-        raise misfit_error(folder, loaded.spec, error) from None
-
-
 def misfit_error(folder: Path, spec: str, error: Exception) -> PeftlabError:
     """One line for an adapter whose weights do not fit the base they are loaded onto."""
     label, path = recorded_base(folder)
@@ -111,9 +106,18 @@ def recorded_model_name(folder: Path) -> str | None:
 
 
 def load_adapted(adapter: str, model_name: str | None, dtype: str = "auto", attn_implementation: str = "sdpa") -> LoadedModel:
-    """Load `model_name` (None = the embedded default) with the adapter in `adapter` applied."""
+    """Load `model_name` (None = the embedded default) with the result in `adapter` applied.
+
+    Any method's result: the method registry knows how each is reloaded (PEFT adapters, bottleneck
+    adapters, trained-parameter files, whole models) and how its base must be loaded (4/8-bit).
+    """
+    from peftlab.methods import load_trained, saved_method
+
     folder = adapter_folder(adapter)
     check_base(folder, model_name)
-    loaded = load_model(model_name, dtype, attn_implementation)
-    loaded.model = attach_adapter(loaded, folder)
+    loaded = load_model(model_name, dtype, attn_implementation, saved_method(folder).quantization)
+    try:
+        loaded.model = load_trained(loaded.model, folder)
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise misfit_error(folder, loaded.spec, error) from None
     return loaded
