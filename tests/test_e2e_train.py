@@ -45,7 +45,7 @@ def test_lora_on_the_default_model_trains_and_reloads_in_plain_peft(dialogsum, t
                                  "data.max_samples": 16, "train.max_steps": 2, "output": str(out)})
     summary = run(config, callbacks=(Keep(),), say=said.append)
     assert any(line.startswith("trainable parameters: 1,843,200 of") for line in said), said
-    assert summary["eval_loss"] is not None and summary["steps"] == 2 and summary["dtype"] == "bf16"
+    assert 0 < summary["eval_loss"] < 10 and summary["steps"] == 2 and summary["dtype"] == "bf16"
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["real_tokens"] == summary["real_tokens"] > 0
     # the adapter loads with peft alone (no peftlab) and gives the logits of the trained model

@@ -1,6 +1,7 @@
 """The train recipe on tiny models: loss falls, the adapter reloads, resume is exact, outputs are guarded."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -22,14 +23,17 @@ def losses(out):
 
 
 def test_loss_falls_and_summary_is_written(tiny_model, toy_data, tmp_path):
-    summary = run(make_config(tiny_model, toy_data, tmp_path / "out"))
+    """24 steps through the whole recipe. Measured (last 3 / first 3 losses): Llama 0.28, T5 0.67 under the AVX2 and
+    the portable kernels alike; 0.8 leaves a margin several times the spread kernels cause."""
+    settings = ["train.max_steps=24", "train.lr=0.01", "lora.target=all-linear", "lora.r=8"]
+    summary = run(make_config(tiny_model, toy_data, tmp_path / "out", *settings))
     steps = losses(tmp_path / "out")
-    assert len(steps) == 12
-    assert sum(steps[-3:]) / 3 < sum(steps[:3]) / 3 * 0.9
+    assert len(steps) == 24 and all(math.isfinite(loss) for loss in steps)
+    assert sum(steps[-3:]) < 0.8 * sum(steps[:3]), steps
     assert 0 < summary["trainable_parameters"] < summary["total_parameters"]
     assert summary["real_token_share"] > 0.5 and summary["real_tokens_per_second"] > 0
     on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert on_disk["steps"] == 12
+    assert on_disk["steps"] == 24
 
 
 def test_adapter_reloads_with_plain_peft_to_the_same_logits(tiny_model, toy_data, tmp_path):
@@ -91,7 +95,7 @@ def test_eval_loss_early_stopping_and_packed_batches(tiny_llama, toy_data, tmp_p
     config = make_config(tiny_llama, toy_data, tmp_path / "out", f"data.eval={toy_data}", "train.eval_steps=2",
                          "train.save_steps=2", "train.patience=1", "train.lr=1.0", "train.batching=packed")
     summary = run(config)
-    assert summary["eval_loss"] is not None
+    assert math.isfinite(summary["eval_loss"]) and summary["eval_loss"] > 0
     assert summary["real_token_share"] == 1.0  # packing adds no padding
     assert summary["steps"] < 12  # a learning rate of 1.0 stops improving early
 
