@@ -188,7 +188,7 @@ def command_train(args: argparse.Namespace) -> int:
 
 
 def generation_settings(args: argparse.Namespace, default_max_new_tokens: int = 128) -> Any:
-    from peftlab.evaluate.generation import GenerationSettings
+    from peftlab.inference import GenerationSettings
 
     settings = GenerationSettings(args.max_new_tokens or default_max_new_tokens, args.num_beams, args.gen_batch_size)
     settings.check()
@@ -197,7 +197,7 @@ def generation_settings(args: argparse.Namespace, default_max_new_tokens: int = 
 
 def command_eval(args: argparse.Namespace) -> int:
     from peftlab import config as cfg
-    from peftlab.evaluate.recipe import eval_config, evaluate
+    from peftlab.evaluate.evaluation import eval_config, evaluate
     from peftlab.report.tables import rouge_table, samples_text
 
     overrides = list(args.set)
@@ -231,7 +231,7 @@ def command_demo(args: argparse.Namespace) -> int:
 
 def command_compare(args: argparse.Namespace) -> int:
     from peftlab import config as cfg
-    from peftlab.compare.recipe import run_compare
+    from peftlab.compare.comparison import run_compare
 
     if args.budget_steps is not None and args.epochs is not None:
         raise PeftlabError("pass --budget-steps or --epochs, not both")
@@ -271,7 +271,7 @@ def command_methods(args: argparse.Namespace) -> int:
 
 def command_generate(args: argparse.Namespace) -> int:
     from peftlab import config as cfg
-    from peftlab.serve.generate import generate_config, run_generate
+    from peftlab.evaluate.generate import generate_config, run_generate
 
     overrides = list(args.set)
     if args.columns:
@@ -291,7 +291,7 @@ def command_generate(args: argparse.Namespace) -> int:
 
 
 def command_merge(args: argparse.Namespace) -> int:
-    from peftlab.serve.merge import merge
+    from peftlab.export.merge import merge
 
     merge(args.adapter, args.output, args.model, args.dtype, args.overwrite, say=_say)
     return 0
@@ -299,7 +299,7 @@ def command_merge(args: argparse.Namespace) -> int:
 
 def command_serve(args: argparse.Namespace) -> int:
     from peftlab.serve.http import Limits
-    from peftlab.serve.recipe import serve
+    from peftlab.serve.launch import serve
 
     for flag in ("max_tokens", "max_batch_size", "max_body_bytes"):
         if getattr(args, flag) < 1:

@@ -12,12 +12,12 @@ from peftlab.compare.forgetting import general_text_loss
 from peftlab.config import RunConfig
 from peftlab.data.readers import read_rows
 from peftlab.data.tokenize import uses_chat_template
-from peftlab.evaluate.generation import GenerationSettings, source_ids
-from peftlab.evaluate.recipe import score_generations
+from peftlab.inference import GenerationSettings, source_ids
+from peftlab.evaluate.evaluation import score_generations
 from peftlab.evaluate.references import EvalExample, eval_examples
 from peftlab.evaluate.rouge import ROUGE_TYPES
 from peftlab.models import load_model
-from peftlab.models.adapters import load_adapted
+from peftlab.artifacts import load_adapted
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.errors import PeftlabError
-from peftlab.evaluate.generation import GenerationSettings, _generation_config, _pad, source_ids
-from peftlab.models.adapters import ADAPTER_CONFIG, add_named_adapter, adapter_folder, check_base, misfit_error
+from peftlab.inference import GenerationSettings, _generation_config, _pad, source_ids
+from peftlab.artifacts import ADAPTER_CONFIG, add_named_adapter, adapter_folder, check_base, misfit_error
 from peftlab.models.loading import LoadedModel
 from peftlab.serve.jobs import Job, StepHook
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from peftlab.models.adapters import ADAPTER_CONFIG, adapter_folder, recorded_base
+from peftlab.artifacts import ADAPTER_CONFIG, adapter_folder, recorded_base
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # values vLLM's --max-lora-rank accepts
 ALLOWED_TENSORS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from peftlab.config import RunConfig
-from peftlab.data.batching import CountingCollator
+from peftlab.data.collator import CountingCollator
 from peftlab.data.examples import build_examples
 from peftlab.data.readers import read_rows
 from peftlab.data.tokenize import TokenizedSet, check_trainable, tokenize, uses_chat_template

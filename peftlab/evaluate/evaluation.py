@@ -13,11 +13,11 @@ from peftlab.config import RunConfig
 from peftlab.data.readers import read_rows
 from peftlab.data.tokenize import uses_chat_template
 from peftlab.errors import PeftlabError
-from peftlab.evaluate.generation import GenerationSettings, generate, source_ids
+from peftlab.inference import GenerationSettings, generate, source_ids
 from peftlab.evaluate.references import EvalExample, eval_examples
 from peftlab.evaluate.rouge import MULTI_REFERENCE, example_scores, mean_scores
 from peftlab.models import load_model
-from peftlab.models.adapters import RUN_FILE, adapter_folder, load_adapted, recorded_base
+from peftlab.artifacts import RUN_FILE, adapter_folder, load_adapted, recorded_base
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"

@@ -16,7 +16,7 @@ from peftlab import config as cfg
 from peftlab.compare.plan import PlannedRun, plan_runs
 from peftlab.compare.scoring import Scored, base_bytes, score, stored_bytes, test_examples
 from peftlab.errors import PeftlabError
-from peftlab.evaluate.generation import GenerationSettings
+from peftlab.inference import GenerationSettings
 
 SETUP = "compare.yaml"  # what every run shares; a later call must match it to add runs
 RESULT = "result.json"

@@ -12,10 +12,10 @@ from peftlab.data.examples import fill_template, subsample
 from peftlab.data.readers import Row, read_rows
 from peftlab.data.tokenize import uses_chat_template
 from peftlab.errors import PeftlabError
-from peftlab.evaluate.generation import GenerationSettings, generate, source_ids
-from peftlab.evaluate.recipe import eval_config
+from peftlab.inference import GenerationSettings, generate, source_ids
+from peftlab.evaluate.evaluation import eval_config
 from peftlab.models import load_model
-from peftlab.models.adapters import load_adapted
+from peftlab.artifacts import load_adapted
 
 RAW_TEMPLATE = "{prompt}"  # without an adapter and without --template a prompt goes to the model as written
 

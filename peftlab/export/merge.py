@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from peftlab import atomic
 from peftlab.errors import PeftlabError
-from peftlab.models.adapters import ADAPTER_CONFIG, adapter_folder, check_base, misfit_error, recorded_model_name
+from peftlab.artifacts import ADAPTER_CONFIG, adapter_folder, check_base, misfit_error, recorded_model_name
 from peftlab.models.loading import LoadedModel, load_model, resolve_dtype
 
 # max |merged logit - base+adapter logit| / (1 + max |logit|): rounding of W + BA in the weights' dtype
@@ -108,6 +108,6 @@ def merge(adapter: str, output: str, model: str | None = None, dtype: str | None
 
 def _run_dtype(folder: Path) -> str:
     from peftlab import config as cfg
-    from peftlab.models.adapters import RUN_FILE
+    from peftlab.artifacts import RUN_FILE
 
     return cfg.load(str(folder / RUN_FILE)).model.dtype if (folder / RUN_FILE).is_file() else "auto"

@@ -12,8 +12,8 @@ from peftlab import atomic
 from peftlab.config import RunConfig
 from peftlab.data.readers import read_rows
 from peftlab.errors import PeftlabError
-from peftlab.evaluate.generation import GenerationSettings
-from peftlab.evaluate.recipe import evaluate
+from peftlab.inference import GenerationSettings
+from peftlab.evaluate.evaluation import evaluate
 from peftlab.evaluate.rouge import MULTI_REFERENCE
 from peftlab.report.html import evaluation_page
 from peftlab.report.tables import rouge_table

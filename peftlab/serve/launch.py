@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from peftlab.errors import PeftlabError
-from peftlab.models.adapters import adapter_folder, check_base, recorded_model_name
+from peftlab.artifacts import adapter_folder, check_base, recorded_model_name
 from peftlab.models.loading import load_model
 from peftlab.serve import vllm_compat
 from peftlab.serve.engine import Engine
