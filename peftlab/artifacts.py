@@ -83,12 +83,18 @@ def read_run_info(folder: Path) -> dict[str, Any] | None:
     return read_json(path) if path.is_file() else None
 
 
+def run_config_path(folder: Path) -> str | None:
+    """run.yaml of a run or adapter folder, to load with overrides (None when the folder records none)."""
+    path = Path(folder) / RUN_FILE
+    return str(path) if path.is_file() else None
+
+
 def read_run_config(folder: Path) -> RunConfig | None:
     """The run config recorded in a run or adapter folder (None when it records none)."""
     from peftlab import config as cfg
 
-    path = Path(folder) / RUN_FILE
-    return cfg.load(str(path)) if path.is_file() else None
+    path = run_config_path(folder)
+    return cfg.load(path) if path else None
 
 
 @dataclass
