@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peftlab.artifacts import ADAPTER_CONFIG, SavedResult, read_saved
+from peftlab.artifacts import SavedResult, read_saved
 from peftlab.errors import PeftlabError
 from peftlab.methods.base import Method, get_method, method_names
 
@@ -17,7 +17,7 @@ def method_for_adapter_config(config: dict[str, Any], folder: Path) -> Method:
     matching = [m for m in candidates if all(config.get(flag) for flag in m.peft_flags)]
     if not matching:
         known = sorted({get_method(name).peft_type for name in method_names()} - {None})
-        raise PeftlabError(f"{folder / ADAPTER_CONFIG} has peft_type {peft_type!r}, which no peftlab method loads "
+        raise PeftlabError(f"the adapter in {folder} has peft_type {peft_type!r}, which no peftlab method loads "
                            f"(known: {', '.join(known)}); use the tool that wrote it, or train with `peftlab train`")
     return max(matching, key=lambda m: len(m.peft_flags))
 
@@ -31,7 +31,7 @@ def method_of(saved: SavedResult) -> Method:
         return get_method(saved.trained_parameters["method"])
     if saved.whole_model:
         return get_method("full")
-    raise PeftlabError(f"{saved.folder} holds no trained model (no {ADAPTER_CONFIG}, trained parameters or config.json); "
+    raise PeftlabError(f"{saved.folder} holds no trained model (no PEFT adapter, trained parameters or whole model); "
                        "point at the output of `peftlab train`")
 
 
