@@ -6,7 +6,6 @@ import dataclasses
 import gc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from peftlab.compare.forgetting import general_text_loss
 from peftlab.config import RunConfig
