@@ -30,14 +30,15 @@ SHARED_FLAGS: dict[str, dict[str, Any]] = {
     "--overwrite": {"action": "store_true", "help": "replace what an earlier run of this command wrote in --output"},
 }
 
-# Flags that set a config key: the same key for every command that has the flag.
+# Flags that set a config key: the same key for every command that has the flag. --data and
+# --output name the training data and the run folder only for the commands that train; the others skip them.
 FLAG_KEYS = {
-    "model": "model.name", "dtype": "model.dtype", "method": "method", "template": "data.template", "eval_data": "data.eval",
-    "max_samples": "data.max_samples", "every": "data.every", "epochs": "train.epochs", "max_steps": "train.max_steps",
-    "budget_steps": "train.max_steps", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
+    "model": "model.name", "dtype": "model.dtype", "method": "method", "output": "output", "data": "data.train",
+    "eval_data": "data.eval", "template": "data.template", "max_samples": "data.max_samples", "every": "data.every",
+    "max_steps": "train.max_steps", "budget_steps": "train.max_steps", "epochs": "train.epochs",
+    "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
 }
-# --data and --output name the training data and run folder only for the commands that train
-TRAINING_KEYS = {"data": "data.train", "output": "output"}
+NOT_TRAINING = ("data", "output")
 
 
 def _shared(parser: argparse.ArgumentParser, *flags: str, **changes: Any) -> None:
@@ -108,7 +109,7 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     _shared(parser, "--model", "--columns", "--template", "--dtype", "--set", "--max-samples", "--batch-size", "--seed", "--overwrite",
             max_samples={"help": "training rows per run"}, set={"help": "a setting for every run, e.g. train.lr=5e-4"})
     parser.add_argument("--data", required=True, help="training data, shared by every run")
-    parser.add_argument("--eval-data", required=True, help="test data with reference column(s), shared by every run")
+    parser.add_argument("--eval-data", dest="test_data", required=True, help="test data with reference column(s), shared by every run")
     parser.add_argument("--methods", default="base,lora", help="comma-separated, e.g. base,full,lora,dora,ia3,prompt-tuning,qlora")
     parser.add_argument("--output", required=True, help="comparison folder (rerun the same command to resume or add methods)")
     parser.add_argument("--budget-steps", type=int, help="optimizer steps per run (the same token budget for every method)")
@@ -152,10 +153,9 @@ def _add_use_commands(commands: Any) -> None:
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
 
 
-def config_flags(args: argparse.Namespace, *extra: dict[str, str]) -> dict[str, Any]:
-    """The config keys this command's flags set (None: not given), through FLAG_KEYS and any `extra` table."""
-    keys = {**FLAG_KEYS, **{dest: key for table in extra for dest, key in table.items()}}
-    return {key: getattr(args, dest) for dest, key in keys.items() if hasattr(args, dest)}
+def config_flags(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The config keys this command's flags set (None: not given), through FLAG_KEYS."""
+    return {key: getattr(args, dest) for dest, key in FLAG_KEYS.items() if hasattr(args, dest) and dest not in skip}
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
@@ -169,7 +169,7 @@ def overrides(args: argparse.Namespace) -> list[str]:
 def run_config(args: argparse.Namespace) -> Any:
     from peftlab import config as cfg
 
-    flags = config_flags(args, TRAINING_KEYS)
+    flags = config_flags(args)
     config = cfg.load(args.config, overrides(args), flags)
     if args.target:  # belongs to whichever method the config ended up with
         config = cfg.load(args.config, [*overrides(args), f"{config.method}.target={args.target}"], flags)
@@ -196,7 +196,7 @@ def command_eval(args: argparse.Namespace) -> int:
     from peftlab.evaluate.settings import eval_config
     from peftlab.report.tables import rouge_table, samples_text
 
-    config = eval_config(args.adapter, overrides(args), config_flags(args), args.max_samples, args.every)
+    config = eval_config(args.adapter, overrides(args), config_flags(args, NOT_TRAINING), args.max_samples, args.every)
     result = evaluate(config, args.data, args.output, args.adapter, generation_settings(args), not args.skip_base, say=_say)
     _say("\n" + rouge_table(result["results"]))
     if args.samples:
@@ -225,10 +225,10 @@ def command_compare(args: argparse.Namespace) -> int:
     from peftlab.compare.comparison import run_compare
     from peftlab.config import CompareSetup
 
-    flags = config_flags(args, {"data": "data.train"})
+    flags = config_flags(args, skip=("output",))
     settings = generation_settings(args, default_max_new_tokens=64)
     setup = CompareSetup([f"{key}={value}" for key, value in flags.items() if value is not None] + overrides(args),
-                         args.eval_data, args.eval_samples, {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams})
+                         args.test_data, args.eval_samples, {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams})
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     run_compare(setup, methods, args.sweep, args.output, settings, args.launcher_config, args.overwrite, say=_say)
     return 0
@@ -259,7 +259,7 @@ def command_generate(args: argparse.Namespace) -> int:
     from peftlab.evaluate.generate import run_generate
     from peftlab.evaluate.settings import generate_config
 
-    config = generate_config(args.adapter, overrides(args), config_flags(args), args.max_samples)
+    config = generate_config(args.adapter, overrides(args), config_flags(args, NOT_TRAINING), args.max_samples)
     records = run_generate(config, args.adapter, args.prompt, args.data, args.output, generation_settings(args),
                            say=lambda text: print(text, file=sys.stderr, flush=True))
     if args.output:
