@@ -17,9 +17,27 @@ def test_demo_data_ships_and_is_reproducible():
     assert not {row["dialogue"] for row in train} & {row["dialogue"] for row in test}
 
 
-def test_pyproject_ships_the_demo_data():
-    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
-    assert '"peftlab.demo" = ["data/*.jsonl", "data/*.md"]' in text
+def test_the_wheel_ships_every_data_file_the_package_reads(tmp_path):
+    """Build the wheel a user would install and look inside: the demo data and compare's general text travel with it."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"  # a copy, so the build writes nothing into the checkout
+    shutil.copytree(root / "peftlab", source / "peftlab", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                            "-w", str(tmp_path / "wheel"), str(source)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = (tmp_path / "wheel").glob("peftlab-*.whl")
+    inside = set(zipfile.ZipFile(wheel).namelist())
+    data_files = {str(path.relative_to(root)) for path in (root / "peftlab").rglob("*")
+                  if path.is_file() and path.suffix in (".jsonl", ".md", ".json", ".yaml")}
+    assert data_files and data_files <= inside, sorted(data_files - inside)
+    assert {"peftlab/demo/data/train.jsonl", "peftlab/demo/data/test.jsonl", "peftlab/compare/general_text.jsonl"} <= inside
 
 
 def test_demo_flow_on_user_data(tiny_llama, tmp_path, capsys):

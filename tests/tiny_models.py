@@ -26,18 +26,19 @@ def tiny_tokenizer(eos: str = "</s>", pad: str = "<pad>", bos: str | None = "<s>
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=eos, pad_token=pad, unk_token="<unk>", **kwargs)
 
 
-def save_tiny_llama(folder: Path, seed: int = 0) -> Path:
+def save_tiny_llama(folder: Path, seed: int = 0, **config: object) -> Path:
+    """A 2-layer Llama with random weights; `config` overrides LlamaConfig fields (hidden_size, attention_bias, ...)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    settings = dict(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.3,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    LlamaForCausalLM(LlamaConfig(**{**settings, **config})).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -56,3 +57,21 @@ def save_tiny_t5(folder: Path, seed: int = 0) -> Path:
     T5ForConditionalGeneration(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def tiny_run_config(model: str | None, data: str | Path, out: str | Path, *settings: str):
+    """A `peftlab train` run for tests: fp32, LoRA r=4, 2 rows a batch, 3 steps; `settings` (key=value) override.
+
+    model=None trains the embedded default model.
+    """
+    from peftlab import config as cfg
+
+    return cfg.load(None, [*([f"model.name={model}"] if model else []), "model.dtype=fp32", f"data.train={data}",
+                           f"output={out}", "train.batch_size=2", "train.max_steps=3", "lora.r=4", *settings])
+
+
+def train_tiny(model: str | None, data: str | Path, out: str | Path, *settings: str) -> dict:
+    """Train a tiny run (see tiny_run_config) and return its summary."""
+    from peftlab.train.recipe import run
+
+    return run(tiny_run_config(model, data, out, *settings))

@@ -96,12 +96,10 @@ def test_foreign_adapter_that_does_not_fit_is_one_line(wider_llama, tiny_adapter
 @pytest.mark.parametrize("method", ["freeze", "adapter"])
 def test_results_of_non_peft_methods_evaluate_beside_their_base(method, tiny_llama, tmp_path, capsys):
     """Any method's result loads through the registry; the base is scored from a fresh load."""
-    from peftlab import config as cfg
-    from peftlab.train.recipe import run
+    from tests.tiny_models import train_tiny
 
     data = write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS * 2)
-    run(cfg.load(None, [f"model.name={tiny_llama}", "model.dtype=fp32", f"data.train={data}", f"output={tmp_path / 'run'}",
-                        f"method={method}", "train.batch_size=2", "train.max_steps=2"]))
+    train_tiny(tiny_llama, data, tmp_path / "run", f"method={method}", "train.max_steps=2")
     assert run_eval("--adapter", str(tmp_path / "run"), "--data", str(data), "--output", str(tmp_path / "out")) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(metrics["results"]) == {"base", "tuned"}

@@ -24,11 +24,29 @@ def test_batched_equals_one_at_a_time(tiny_model, beams):
     assert len(set(single)) > 2  # real, distinct outputs, not all empty
 
 
-def test_causal_prompt_matches_training_prompt(tiny_llama):
-    from peftlab.data.tokenize import prompt_ids
+CHAT_TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 
-    loaded = load_model(tiny_llama, "fp32")
-    assert source_ids(loaded.tokenizer, "Hi there", chat=False, is_seq2seq=False) == prompt_ids(loaded.tokenizer, "Hi there", False)
+
+@pytest.mark.parametrize("arch, chat", [("llama", False), ("llama", True), ("t5", False)])  # chat templates: causal only
+def test_generation_sees_exactly_the_prompt_training_saw(arch, chat, tiny_llama, tiny_t5):
+    """The ids generation starts from are the training example's tokens before its first label, nothing more or less."""
+    from peftlab.data.examples import Example
+    from peftlab.data.tokenize import IGNORE, tokenize
+
+    loaded = load_model(tiny_llama if arch == "llama" else tiny_t5, "fp32")
+    tokenizer = loaded.tokenizer
+    tokenizer.chat_template = CHAT_TEMPLATE if chat else None
+    example = Example(prompt="Summarize: #Person1#: Hello there.", response="A greeting.", where="row 1")
+    [feature] = tokenize([example], tokenizer, 512, loaded.is_seq2seq, chat).features
+    generation = source_ids(tokenizer, example.prompt, chat=chat, is_seq2seq=loaded.is_seq2seq)
+    if loaded.is_seq2seq:
+        assert generation == feature["input_ids"]
+    else:
+        answer_start = next(i for i, label in enumerate(feature["labels"]) if label != IGNORE)
+        assert generation == feature["input_ids"][:answer_start]
+        assert tokenizer.decode(feature["input_ids"][answer_start:], skip_special_tokens=True) == "A greeting."
+    text = tokenizer.decode(generation)
+    assert text.endswith("<|assistant|>") if chat else "<|assistant|>" not in text
 
 
 def test_bad_settings_are_refused(tiny_llama):

@@ -5,30 +5,29 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
-from peftlab import config as cfg
 from peftlab.cli import main
 from peftlab.errors import PeftlabError
 from peftlab.methods import load_trained, saved_method
 from peftlab.models import load_model
 from peftlab.train.recipe import run
+from tests.methods.test_methods import logits, toy_batch
+from tests.tiny_models import tiny_run_config
 
 
 def make_config(model, data, out, method, *extra):
-    return cfg.load(None, [
-        f"model.name={model}", "model.dtype=fp32", f"data.train={data}", f"output={out}", f"method={method}",
-        "train.batch_size=4", "train.max_steps=3", "train.lr=0.03", *extra,
-    ])
+    return tiny_run_config(model, data, out, f"method={method}", "train.batch_size=4", "train.lr=0.03", *extra)
 
 
-@pytest.mark.parametrize("method, files, extra", [
-    ("adalora", {"adapter_config.json", "adapter_model.safetensors"}, ["adalora.init_r=4", "adalora.target_r=2"]),
-    ("qlora", {"adapter_config.json", "adapter_model.safetensors"}, ["qlora.r=4"]),
-    ("adapter", {"adapter_config.json", "adapter_model.safetensors"}, []),
-    ("bitfit", {"trained_parameters.json", "trained_parameters.safetensors"}, ["bitfit.add_missing_biases=true"]),
-    ("full", {"config.json", "model.safetensors"}, []),
+@pytest.mark.parametrize("method, files, extra, standard_loader", [
+    ("adalora", {"adapter_config.json", "adapter_model.safetensors"}, ["adalora.init_r=4", "adalora.target_r=2"], "peft"),
+    ("qlora", {"adapter_config.json", "adapter_model.safetensors"}, ["qlora.r=4"], "peft"),
+    ("adapter", {"adapter_config.json", "adapter_model.safetensors"}, [], None),
+    ("bitfit", {"trained_parameters.json", "trained_parameters.safetensors"}, ["bitfit.add_missing_biases=true"], None),
+    ("full", {"config.json", "model.safetensors"}, [], "transformers"),
 ])
-def test_train_saves_the_method_format_and_reloads(method, files, extra, tiny_model, toy_data, tmp_path):
+def test_train_saves_the_method_format_and_reloads(method, files, extra, standard_loader, tiny_model, toy_data, tmp_path):
     summary = run(make_config(tiny_model, toy_data, tmp_path / "out", method, *extra))
     assert summary["steps"] == 3 and 0 < summary["trainable_parameters"] <= summary["total_parameters"]
     adapter = tmp_path / "out" / "adapter"
@@ -36,8 +35,18 @@ def test_train_saves_the_method_format_and_reloads(method, files, extra, tiny_mo
     assert json.loads((adapter / "peftlab.json").read_text())["method"] == method
     found = saved_method(tmp_path / "out")
     assert found.name == method
-    base = load_model(tiny_model, "fp32", quantization=found.quantization).model
-    assert load_trained(base, tmp_path / "out") is not None
+
+    fresh = lambda: load_model(tiny_model, "fp32", quantization=found.quantization)  # noqa: E731
+    loaded = fresh()
+    batch = toy_batch(loaded.tokenizer, loaded.is_seq2seq)
+    reloaded = logits(load_trained(loaded.model, tmp_path / "out"), batch)
+    assert not torch.allclose(reloaded, logits(fresh().model, batch), atol=1e-4)  # what was trained is applied
+    if standard_loader == "peft":  # the standard PEFT format: plain peft reads it to the same model
+        from peft import PeftModel
+
+        torch.testing.assert_close(logits(PeftModel.from_pretrained(fresh().model, str(adapter)), batch), reloaded)
+    elif standard_loader == "transformers":  # a complete transformers model folder
+        torch.testing.assert_close(logits(type(loaded.model).from_pretrained(str(adapter)), batch), reloaded)
 
 
 def test_adalora_schedule_follows_the_run_length(tiny_llama, toy_data, tmp_path):

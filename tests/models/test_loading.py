@@ -1,5 +1,7 @@
 """Model specs: local folders, missing paths, offline hub ids, the embedded GGUF default."""
 
+import os
+
 import pytest
 
 from peftlab.errors import PeftlabError
@@ -34,12 +36,38 @@ def test_hub_id_offline_is_one_clear_error():
 
 
 @pytest.mark.e2e
-def test_embedded_default_converts_to_a_cached_safetensors_folder():
-    import time
+def test_embedded_default_converts_to_a_cached_safetensors_folder(monkeypatch):
     from pathlib import Path
 
+    from peftlab.models import gguf_cache
+
     label, folder = resolve_source(None)  # converts on first use, then reuses the cache
-    start = time.perf_counter()
+    monkeypatch.setattr(gguf_cache, "_convert", lambda *args: pytest.fail("the cached conversion was not reused"))
     assert resolve_source(None)[1] == folder
-    assert time.perf_counter() - start < 1.0
     assert (Path(folder) / "model.safetensors").is_file() and "SmolLM2" in label
+
+
+def test_conversion_cache_is_keyed_by_content_and_code_versions(tmp_path, monkeypatch):
+    from peftlab.models import gguf_cache
+
+    conversions = []
+
+    def fake_convert(gguf_path, out):
+        conversions.append(gguf_path.read_bytes())
+        (out / "config.json").write_text("{}")
+
+    monkeypatch.setenv("PEFTLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(gguf_cache, "_convert", fake_convert)
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF one")
+    first = gguf_cache.converted_folder(model)
+    assert gguf_cache.converted_folder(model) == first and conversions == [b"GGUF one"]
+
+    model.write_bytes(b"GGUF two")  # same name and size, other content
+    os.utime(model, ns=(1, 1))  # a distinct time stamp even within one clock tick
+    second = gguf_cache.converted_folder(model)
+    assert second != first and conversions[-1] == b"GGUF two"
+
+    monkeypatch.setattr(gguf_cache, "conversion_code_versions", lambda: "transformers=99.0|gguf=99.0")
+    upgraded = gguf_cache.converted_folder(model)
+    assert upgraded not in (first, second) and len(conversions) == 3

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from peftlab import config as cfg
 from tests.conftest import TOY_ROWS, write_jsonl
+from tests.tiny_models import train_tiny
 
 API_KEY = "test-key"
 
 
 def train_adapter(model: str | None, folder, *settings: str) -> str:
-    from peftlab.train.recipe import run
-
     data = write_jsonl(folder / "toy.jsonl", TOY_ROWS * 2)
-    run(cfg.load(None, [*([f"model.name={model}"] if model else []), "model.dtype=fp32", f"data.train={data}", f"output={folder / 'run'}",
-                        "train.max_steps=4", "train.batch_size=2", "train.lr=0.03", "lora.r=4", *settings]))
+    train_tiny(model, data, folder / "run", "train.max_steps=4", "train.lr=0.03", *settings)
     return str(folder / "run" / "adapter")
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from peftlab import config as cfg
 from peftlab.train.recipe import run
+from tests.tiny_models import tiny_run_config
 
 CPU_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "accelerate" / "cpu_2proc.yaml"
 
@@ -41,9 +41,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_llama, 
     assert launched.stdout.count("trainable parameters:") == 1, launched.stdout
     assert launched.stdout.count("real tokens/s") == 1, launched.stdout
 
-    single = cfg.load(None, [f"model.name={tiny_llama}", f"data.train={toy_data}", "model.dtype=fp32", "train.max_steps=4",
-                             "train.lr=0.03", "lora.r=4", "lora.dropout=0", "train.save_steps=2", "train.batch_size=4",
-                             f"output={tmp_path / 'one'}"])
+    single = tiny_run_config(tiny_llama, toy_data, tmp_path / "one", "train.max_steps=4", "train.lr=0.03", "lora.dropout=0",
+                             "train.save_steps=2", "train.batch_size=4")
     run(single)
 
     two = json.loads((tmp_path / "two" / "summary.json").read_text())

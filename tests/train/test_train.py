@@ -7,18 +7,14 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from peftlab import config as cfg
 from peftlab.cli import main
 from peftlab.errors import PeftlabError
 from peftlab.train.recipe import run
+from tests.tiny_models import tiny_run_config
 
 
 def make_config(model, data, out, *extra):
-    return cfg.load(None, [
-        f"model.name={model}", "model.dtype=fp32", f"data.train={data}", f"output={out}",
-        "train.batch_size=2", "train.max_steps=12", "train.lr=0.03", "train.save_steps=4", "lora.r=4",
-        *extra,
-    ])
+    return tiny_run_config(model, data, out, "train.max_steps=12", "train.lr=0.03", "train.save_steps=4", *extra)
 
 
 def losses(out):
