@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from peftlab import config as cfg
 from peftlab.errors import PeftlabError
 from peftlab.methods import BuildContext, Method, get_method, load_trained, register, saved_method, unregister
 from peftlab.models import load_model
 from tests.conftest import TOY_ROWS, write_jsonl
+from tests.tiny_models import train_tiny
 
 WEIGHTS = "final_norm.safetensors"
 
@@ -65,12 +65,9 @@ def final_norm():
 
 @pytest.fixture(scope="module")
 def trained(final_norm, tiny_llama, tmp_path_factory) -> Path:
-    from peftlab.train.recipe import run
-
     tmp_path = tmp_path_factory.mktemp("final-norm")
     data = write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS * 2)
-    summary = run(cfg.load(None, [f"model.name={tiny_llama}", "model.dtype=fp32", f"data.train={data}", f"output={tmp_path / 'run'}",
-                                  "method=final-norm", "final-norm.scale=1.5", "train.max_steps=3", "train.batch_size=4"]))
+    summary = train_tiny(tiny_llama, data, tmp_path / "run", "method=final-norm", "final-norm.scale=1.5", "train.batch_size=4")
     hidden = load_model(tiny_llama, "fp32").model.config.hidden_size
     assert summary["method"] == "final-norm" and summary["trainable_parameters"] == hidden
     return tmp_path / "run"
