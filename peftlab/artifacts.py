@@ -18,6 +18,7 @@ from typing import Any, Callable
 import yaml
 
 from peftlab import atomic
+from peftlab import config as cfg
 from peftlab.config import RunConfig
 from peftlab.errors import PeftlabError
 from peftlab.models.loading import resolve_source
@@ -91,8 +92,6 @@ def run_config_path(folder: Path) -> str | None:
 
 def read_run_config(folder: Path) -> RunConfig | None:
     """The run config recorded in a run or adapter folder (None when it records none)."""
-    from peftlab import config as cfg
-
     path = run_config_path(folder)
     return cfg.load(path) if path else None
 

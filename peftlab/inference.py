@@ -60,21 +60,6 @@ def encode_prompts(loaded: LoadedModel, texts: list[str], chat_template: str) ->
     return [source_ids(loaded.tokenizer, text, chat, loaded.is_seq2seq) for text in texts], chat
 
 
-def chat_prompt_ids(loaded: LoadedModel, text: str, chat_messages: list[dict[str, str]] | None = None) -> list[int]:
-    """Token ids of a completion prompt, or of chat messages through the tokenizer's chat template.
-
-    Without a chat template the message contents are joined by blank lines and fed like a
-    plain prompt; either way one user message gives exactly the prompt `peftlab train` used.
-    """
-    tokenizer = loaded.tokenizer
-    if chat_messages is not None and getattr(tokenizer, "chat_template", None) and not loaded.is_seq2seq:
-        rendered = tokenizer.apply_chat_template(chat_messages, tokenize=False, add_generation_prompt=True)
-        return tokenizer(rendered, add_special_tokens=False)["input_ids"]
-    if chat_messages is not None:
-        text = "\n\n".join(message["content"] for message in chat_messages)
-    return source_ids(tokenizer, text, False, loaded.is_seq2seq)
-
-
 def generation_config(model: Any, tokenizer: Any, settings: GenerationSettings) -> Any:
     config = copy.deepcopy(model.generation_config)
     # greedy or beam search, deterministic: drop any sampling defaults the checkpoint ships with

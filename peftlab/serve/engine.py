@@ -10,7 +10,7 @@ from typing import Any
 
 from peftlab.artifacts import adapter_folder, check_base, misfit_error
 from peftlab.errors import PeftlabError
-from peftlab.inference import GenerationSettings, chat_prompt_ids, generation_config, pad_batch
+from peftlab.inference import GenerationSettings, generation_config, pad_batch, source_ids
 from peftlab.models.loading import LoadedModel
 from peftlab.serve.jobs import Job, StepHook
 
@@ -100,7 +100,18 @@ class Engine:
         self.families[MIXED] = Family(model.eval(), mixed=True)
 
     def prompt_ids(self, text: str, chat_messages: list[dict[str, str]] | None = None) -> list[int]:
-        return chat_prompt_ids(self.loaded, text, chat_messages)
+        """Token ids of a completion prompt, or of chat messages through the tokenizer's chat template.
+
+        Without a chat template the message contents are joined by blank lines and fed like a
+        plain prompt; either way one user message gives exactly the prompt `peftlab train` used.
+        """
+        tokenizer = self.loaded.tokenizer
+        if chat_messages is not None and getattr(tokenizer, "chat_template", None) and not self.loaded.is_seq2seq:
+            rendered = tokenizer.apply_chat_template(chat_messages, tokenize=False, add_generation_prompt=True)
+            return tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        if chat_messages is not None:
+            text = "\n\n".join(message["content"] for message in chat_messages)
+        return source_ids(tokenizer, text, False, self.loaded.is_seq2seq)
 
     def run(self, jobs: list[Job]) -> None:
         """Generate for every job: one generate call per (family, sampling settings) group."""
