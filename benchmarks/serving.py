@@ -102,7 +102,7 @@ def main() -> int:
     from peftlab import atomic
     from peftlab.config import DEFAULT_TEMPLATE
     from peftlab.serve.http import start, stop
-    from peftlab.serve.recipe import load_engine, parse_adapters
+    from peftlab.serve.launch import load_engine, parse_adapters
 
     rows = [json.loads(line) for line in PROMPTS_FILE.read_text(encoding="utf-8").splitlines()]
     prompts = [DEFAULT_TEMPLATE.format(prompt=row["dialogue"]) for row in rows]

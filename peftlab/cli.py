@@ -16,26 +16,48 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+# Flags several commands share, defined once: (argparse options, help).
+SHARED_FLAGS: dict[str, dict[str, Any]] = {
+    "--model": {"help": "hub id, local model folder or .gguf file (default: the adapter's base, else the embedded SmolLM2-135M-Instruct)"},
+    "--columns": {"help": "map template fields to columns, e.g. prompt=dialogue,response=summary"},
+    "--template": {"help": "prompt template with {field} placeholders (with --adapter: the adapter's own is used)"},
+    "--dtype": {"choices": ["auto", "fp32", "bf16"], "help": "weights dtype (auto: bf16 where fast)"},
+    "--set": {"action": "append", "default": [], "metavar": "KEY=VALUE",
+              "help": "override any setting, e.g. --set train.lr=1e-4 --set lora.r=8 (repeatable)"},
+    "--max-samples": {"type": int, "help": "use at most N rows"},
+    "--batch-size": {"type": int, "help": "training batch size"},
+    "--seed": {"type": int},
+    "--overwrite": {"action": "store_true", "help": "replace what an earlier run of this command wrote in --output"},
+}
+
+# Flags that set a config key: the same key for every command that has the flag. --data and
+# --output name the training data and the run folder only for the commands that train; the others skip them.
+FLAG_KEYS = {
+    "model": "model.name", "dtype": "model.dtype", "method": "method", "output": "output", "data": "data.train",
+    "eval_data": "data.eval", "template": "data.template", "max_samples": "data.max_samples", "every": "data.every",
+    "max_steps": "train.max_steps", "budget_steps": "train.max_steps", "epochs": "train.epochs",
+    "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
+}
+NOT_TRAINING = ("data", "output")
+
+
+def _shared(parser: argparse.ArgumentParser, *flags: str, **changes: Any) -> None:
+    for flag in flags:
+        parser.add_argument(flag, **{**SHARED_FLAGS[flag], **changes.get(flag.lstrip("-").replace("-", "_"), {})})
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="hub id, local model folder or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+    _shared(parser, "--model", "--columns", "--template", "--dtype", "--set", "--max-samples", "--batch-size", "--seed")
     parser.add_argument("--data", help="training data: .jsonl, .csv, .parquet or hub:NAME[:SPLIT]")
     parser.add_argument("--eval-data", help="evaluation data, same formats")
     parser.add_argument("--method", help="training method (default lora; see `peftlab methods`)")
     parser.add_argument("--output", help="output folder")
     parser.add_argument("--config", help="run config YAML; flags and --set override it")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any setting, e.g. --set train.lr=1e-4 --set lora.r=8 (repeatable)")
-    parser.add_argument("--columns", help="map template fields to columns, e.g. prompt=dialogue,response=summary")
-    parser.add_argument("--template", help="prompt template with {field} placeholders")
-    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16"], help="weights dtype (auto: bf16 where fast)")
     parser.add_argument("--target", help="modules the method adapts: qv, all-linear or names, e.g. q_proj,v_proj")
-    parser.add_argument("--max-samples", type=int, help="use at most N rows")
     parser.add_argument("--every", type=int, help="use every K-th row")
     parser.add_argument("--epochs", type=float)
     parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides --epochs)")
-    parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float, help="learning rate")
-    parser.add_argument("--seed", type=int)
 
 
 def _add_generation_options(parser: argparse.ArgumentParser, batch_flag: str = "--batch-size") -> None:
@@ -46,17 +68,12 @@ def _add_generation_options(parser: argparse.ArgumentParser, batch_flag: str = "
 
 
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="base model: hub id, folder or .gguf (default: the adapter's base, else the embedded SmolLM2-135M-Instruct)")
+    _shared(parser, "--model", "--columns", "--template", "--dtype", "--set", "--max-samples")
     parser.add_argument("--adapter", help="adapter folder from `peftlab train` (DIR/adapter or DIR); prompt and columns come from its run")
     parser.add_argument("--data", required=True, help="test data: .jsonl, .csv, .parquet or hub:NAME[:SPLIT]")
     parser.add_argument("--output", help="folder for predictions.jsonl and metrics.json")
-    parser.add_argument("--columns", help="map template fields to columns, e.g. prompt=dialogue,response=summary")
-    parser.add_argument("--template", help="prompt template (without --adapter; an adapter's own template is used)")
-    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16"], help="weights dtype (auto: bf16 where fast)")
-    parser.add_argument("--max-samples", type=int, help="evaluate at most N rows")
     parser.add_argument("--every", type=int, default=1, help="use every K-th row")
     parser.add_argument("--skip-base", action="store_true", help="with --adapter: do not also evaluate the base model")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. --set data.chat_template=off")
     _add_generation_options(parser)
 
 
@@ -68,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="fine-tune a model on your data")
     _add_run_options(train)
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
-    train.add_argument("--overwrite", action="store_true", help="replace a different run in --output")
+    _shared(train, "--overwrite")
 
     evaluate = commands.add_parser("eval", help="generate for a test set in batches and score ROUGE (base and tuned)")
     _add_eval_options(evaluate)
@@ -76,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole workflow: evaluate the base model, train LoRA, evaluate the tuned one, write an HTML page")
     _add_run_options(demo)
     demo.add_argument("--test-data", help="test data (default: the demo set's; with --data, the last 10%% of its rows)")
-    demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --output")
+    _shared(demo, "--overwrite")
     _add_generation_options(demo, batch_flag="--gen-batch-size")
 
     compare = commands.add_parser("compare", help="base, full fine-tuning and PEFT methods side by side: quality, cost, forgetting, HTML report")
@@ -89,24 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_compare_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="hub id, local model folder or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+    _shared(parser, "--model", "--columns", "--template", "--dtype", "--set", "--max-samples", "--batch-size", "--seed", "--overwrite",
+            max_samples={"help": "training rows per run"}, set={"help": "a setting for every run, e.g. train.lr=5e-4"})
     parser.add_argument("--data", required=True, help="training data, shared by every run")
-    parser.add_argument("--eval-data", required=True, help="test data with reference column(s), shared by every run")
+    parser.add_argument("--eval-data", dest="test_data", required=True, help="test data with reference column(s), shared by every run")
     parser.add_argument("--methods", default="base,lora", help="comma-separated, e.g. base,full,lora,dora,ia3,prompt-tuning,qlora")
     parser.add_argument("--output", required=True, help="comparison folder (rerun the same command to resume or add methods)")
     parser.add_argument("--budget-steps", type=int, help="optimizer steps per run (the same token budget for every method)")
     parser.add_argument("--epochs", type=float, help="epochs per run, instead of --budget-steps")
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2", help="vary a setting, e.g. lora.r=8,32 or lora.target=qv,all-linear (repeatable)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting for every run, e.g. train.lr=5e-4")
-    parser.add_argument("--columns", help="map template fields to columns, e.g. prompt=dialogue,response=summary")
-    parser.add_argument("--template", help="prompt template with {field} placeholders")
-    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
-    parser.add_argument("--max-samples", type=int, help="training rows per run")
     parser.add_argument("--eval-samples", type=int, help="test rows to score (default: all)")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--seed", type=int)
     parser.add_argument("--launcher-config", help="run each training under `accelerate launch --config_file FILE`")
-    parser.add_argument("--overwrite", action="store_true", help="discard an earlier comparison in --output")
     _add_generation_options(parser, batch_flag="--gen-batch-size")
 
 
@@ -114,25 +124,20 @@ def _add_use_commands(commands: Any) -> None:
     """generate, merge, serve: using a trained adapter."""
     generate = commands.add_parser("generate", help="generate for one prompt or a file of rows (base or base + adapter)")
     generate.add_argument("prompt", nargs="?", help="the prompt (with --adapter: filled into its template's {prompt})")
-    generate.add_argument("--model", help="base model (default: the adapter's base, else the embedded SmolLM2-135M-Instruct)")
+    _shared(generate, "--model", "--columns", "--template", "--dtype", "--set", "--max-samples",
+            template={"help": "prompt template (without --adapter; default: the prompt as written)"})
     generate.add_argument("--adapter", help="adapter folder from `peftlab train` (DIR/adapter or DIR)")
     generate.add_argument("--data", help="rows to generate for: .jsonl, .csv, .parquet or hub:NAME[:SPLIT]")
     generate.add_argument("--output", help="write JSONL here (default: print)")
-    generate.add_argument("--columns", help="map template fields to columns, e.g. prompt=dialogue")
-    generate.add_argument("--template", help="prompt template (without --adapter; default: the prompt as written)")
-    generate.add_argument("--dtype", choices=["auto", "fp32", "bf16"])
-    generate.add_argument("--max-samples", type=int, help="at most N rows of --data")
-    generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. --set data.chat_template=off")
     generate.add_argument("--max-new-tokens", type=int, help="longest answer in tokens (default 128)")
     generate.add_argument("--num-beams", type=int, default=1, help="beam search width (default 1: greedy)")
     generate.add_argument("--batch-size", dest="gen_batch_size", type=int, default=16, help="prompts generated at once (default 16)")
 
     merge = commands.add_parser("merge", help="merge an adapter into its base and save a plain transformers model")
-    merge.add_argument("--model", help="base model (default: the one the adapter was trained on)")
+    _shared(merge, "--model", "--overwrite")
     merge.add_argument("--adapter", required=True, help="adapter folder from `peftlab train`")
     merge.add_argument("--output", required=True, help="folder for the merged model")
     merge.add_argument("--dtype", choices=["auto", "fp32", "bf16"], help="dtype to merge and save in (default: the training run's)")
-    merge.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
     serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server: the base and named adapters, chosen per request")
     serve.add_argument("--model", help="base model (default: the first adapter's base, else the embedded SmolLM2-135M-Instruct)")
@@ -148,47 +153,38 @@ def _add_use_commands(commands: Any) -> None:
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
 
 
+def config_flags(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The config keys this command's flags set (None: not given), through FLAG_KEYS."""
+    return {key: getattr(args, dest) for dest, key in FLAG_KEYS.items() if hasattr(args, dest) and dest not in skip}
+
+
+def overrides(args: argparse.Namespace) -> list[str]:
+    """--set assignments, then --columns as data.columns.FIELD=COLUMN assignments."""
+    from peftlab.config import parse_mapping
+
+    columns = parse_mapping(args.columns).items() if getattr(args, "columns", None) else []
+    return [*args.set, *(f"data.columns.{name}={column}" for name, column in columns)]
+
+
 def run_config(args: argparse.Namespace) -> Any:
     from peftlab import config as cfg
 
-    flags = {
-        "model.name": args.model, "model.dtype": args.dtype, "method": args.method, "output": args.output,
-        "data.train": args.data, "data.eval": args.eval_data, "data.template": args.template,
-        "data.max_samples": args.max_samples, "data.every": args.every,
-        "train.epochs": args.epochs, "train.max_steps": args.max_steps, "train.batch_size": args.batch_size,
-        "train.lr": args.lr, "train.seed": args.seed,
-    }
-    overrides = list(args.set)
-    if args.columns:
-        overrides += [f"data.columns.{name}={column}" for name, column in cfg.parse_mapping(args.columns).items()]
-    config = cfg.load(args.config, overrides, flags)
+    flags = config_flags(args)
+    config = cfg.load(args.config, overrides(args), flags)
     if args.target:  # belongs to whichever method the config ended up with
-        config = cfg.load(args.config, [*overrides, f"{config.method}.target={args.target}"], flags)
+        config = cfg.load(args.config, [*overrides(args), f"{config.method}.target={args.target}"], flags)
     return config
 
 
 def command_train(args: argparse.Namespace) -> int:
     from peftlab.train.recipe import run
 
-    config = run_config(args)
-    summary = run(config, resume=args.resume, overwrite=args.overwrite, say=_say)
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:
-        return 0  # under `accelerate launch`, the main process reports for all
-    _say(
-        f"done in {summary['train_seconds']:.1f} s: {summary['real_tokens_per_second']:.0f} real tokens/s, "
-        f"{100 * summary['real_token_share']:.1f}% of batch tokens real, peak memory {summary['peak_memory_bytes'] / 2**30:.2f} GiB"
-    )
-    losses = f"final train loss {summary['train_loss']:.4f}"
-    if summary["eval_loss"] is not None:
-        losses += f", eval loss {summary['eval_loss']:.4f}"
-    _say(f"{losses}; adapter: {os.path.join(config.output, 'adapter')}")
+    run(run_config(args), resume=args.resume, overwrite=args.overwrite, say=_say)
     return 0
 
 
 def generation_settings(args: argparse.Namespace, default_max_new_tokens: int = 128) -> Any:
-    from peftlab.evaluate.generation import GenerationSettings
+    from peftlab.inference import GenerationSettings
 
     settings = GenerationSettings(args.max_new_tokens or default_max_new_tokens, args.num_beams, args.gen_batch_size)
     settings.check()
@@ -196,15 +192,11 @@ def generation_settings(args: argparse.Namespace, default_max_new_tokens: int = 
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    from peftlab import config as cfg
-    from peftlab.evaluate.recipe import eval_config, evaluate
+    from peftlab.evaluate.evaluation import evaluate
+    from peftlab.evaluate.settings import eval_config
     from peftlab.report.tables import rouge_table, samples_text
 
-    overrides = list(args.set)
-    if args.columns:
-        overrides += [f"data.columns.{name}={column}" for name, column in cfg.parse_mapping(args.columns).items()]
-    flags = {"model.name": args.model, "model.dtype": args.dtype, "data.template": args.template}
-    config = eval_config(args.adapter, overrides, flags, args.max_samples, args.every)
+    config = eval_config(args.adapter, overrides(args), config_flags(args, NOT_TRAINING), args.max_samples, args.every)
     result = evaluate(config, args.data, args.output, args.adapter, generation_settings(args), not args.skip_base, say=_say)
     _say("\n" + rouge_table(result["results"]))
     if args.samples:
@@ -230,27 +222,20 @@ def command_demo(args: argparse.Namespace) -> int:
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from peftlab import config as cfg
-    from peftlab.compare.recipe import run_compare
+    from peftlab.compare.comparison import run_compare
+    from peftlab.config import CompareSetup
 
-    if args.budget_steps is not None and args.epochs is not None:
-        raise PeftlabError("pass --budget-steps or --epochs, not both")
-    flags = {"model.name": args.model, "model.dtype": args.dtype, "data.train": args.data, "data.template": args.template,
-             "data.max_samples": args.max_samples, "train.max_steps": args.budget_steps, "train.epochs": args.epochs,
-             "train.batch_size": args.batch_size, "train.seed": args.seed}
-    overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.set)
-    if args.columns:
-        overrides += [f"data.columns.{name}={column}" for name, column in cfg.parse_mapping(args.columns).items()]
+    flags = config_flags(args, skip=("output",))
     settings = generation_settings(args, default_max_new_tokens=64)
-    setup = {"overrides": overrides, "eval_data": args.eval_data, "eval_rows": args.eval_samples,
-             "generation": {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams}}
+    setup = CompareSetup([f"{key}={value}" for key, value in flags.items() if value is not None] + overrides(args),
+                         args.test_data, args.eval_samples, {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams})
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    run_compare(setup, methods, args.sweep, args.output, settings, args.eval_samples, args.launcher_config, args.overwrite, say=_say)
+    run_compare(setup, methods, args.sweep, args.output, settings, args.launcher_config, args.overwrite, say=_say)
     return 0
 
 
 def command_methods(args: argparse.Namespace) -> int:
-    from peftlab.methods import get_method, method_names
+    from peftlab.methods import capabilities, get_method, method_names
 
     shares = {}
     if args.model:
@@ -261,6 +246,7 @@ def command_methods(args: argparse.Namespace) -> int:
         method = get_method(name)
         defaults = ", ".join(f"{k}={v}" for k, v in method.defaults().items())
         _say(f"{name:<14} {method.description}\n{'':<14} defaults: {defaults or '-'}")
+        _say(f"{'':<14} can: {', '.join(capabilities(method)) or '-'}")
         share = shares.get(name)
         if share and share.problem:
             _say(f"{'':<14} on {args.model}: cannot apply with defaults: {share.problem}")
@@ -270,14 +256,10 @@ def command_methods(args: argparse.Namespace) -> int:
 
 
 def command_generate(args: argparse.Namespace) -> int:
-    from peftlab import config as cfg
-    from peftlab.serve.generate import generate_config, run_generate
+    from peftlab.evaluate.generate import run_generate
+    from peftlab.evaluate.settings import generate_config
 
-    overrides = list(args.set)
-    if args.columns:
-        overrides += [f"data.columns.{name}={column}" for name, column in cfg.parse_mapping(args.columns).items()]
-    config = generate_config(args.adapter, overrides, {"model.name": args.model, "model.dtype": args.dtype, "data.template": args.template})
-    config.data.max_samples = args.max_samples
+    config = generate_config(args.adapter, overrides(args), config_flags(args, NOT_TRAINING), args.max_samples)
     records = run_generate(config, args.adapter, args.prompt, args.data, args.output, generation_settings(args),
                            say=lambda text: print(text, file=sys.stderr, flush=True))
     if args.output:
@@ -291,19 +273,18 @@ def command_generate(args: argparse.Namespace) -> int:
 
 
 def command_merge(args: argparse.Namespace) -> int:
-    from peftlab.serve.merge import merge
+    from peftlab.export.merge import merge
 
     merge(args.adapter, args.output, args.model, args.dtype, args.overwrite, say=_say)
     return 0
 
 
 def command_serve(args: argparse.Namespace) -> int:
+    from peftlab.config import check_at_least_one
     from peftlab.serve.http import Limits
-    from peftlab.serve.recipe import serve
+    from peftlab.serve.launch import serve
 
-    for flag in ("max_tokens", "max_batch_size", "max_body_bytes"):
-        if getattr(args, flag) < 1:
-            raise PeftlabError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    check_at_least_one(max_tokens=args.max_tokens, max_batch_size=args.max_batch_size, max_body_bytes=args.max_body_bytes)
     limits = Limits(max_body_bytes=args.max_body_bytes, max_tokens=args.max_tokens)
     serve(args.model, args.adapter, args.host, args.port, args.api_key, args.dtype, limits, args.max_batch_size,
           args.batch_window_ms / 1000, args.name, say=_say)

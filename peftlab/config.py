@@ -73,6 +73,30 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
+@dataclass
+class CompareSetup:
+    """What every run of a comparison shares; a later call must match it to resume or add runs."""
+
+    overrides: list[str]  # --set assignments every run starts from (model, data, budget, seed)
+    eval_data: str  # test rows with references
+    eval_rows: int | None = None  # test rows scored; None = all
+    generation: dict[str, int] = field(default_factory=lambda: {"max_new_tokens": 64, "num_beams": 1})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def shared_config(self) -> RunConfig:
+        """The run config every trained run starts from, checked before anything slow."""
+        shared = load(None, self.overrides)
+        if shared.train.max_steps > 0 and "train.epochs" in {o.split("=", 1)[0] for o in self.overrides}:
+            raise PeftlabError("pass --budget-steps or --epochs, not both")
+        if not shared.data.train or not self.eval_data:
+            raise PeftlabError("compare needs --data TRAIN and --eval-data TEST")
+        if self.eval_rows is not None and self.eval_rows < 1:
+            raise PeftlabError(f"--eval-samples must be at least 1, got {self.eval_rows}")
+        return shared
+
+
 def from_dict(data: dict[str, Any], cls: type = RunConfig, where: str = "") -> Any:
     """Build a config dataclass from plain data, naming any unknown key or wrong type."""
     if not isinstance(data, dict):
@@ -204,3 +228,10 @@ def validate(config: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise PeftlabError(message)
+
+
+def check_at_least_one(**values: int) -> None:
+    """Counts given as flags (--max-tokens, --max-batch-size, ...) that must be at least 1."""
+    for name, value in values.items():
+        if value < 1:
+            raise PeftlabError(f"--{name.replace('_', '-')} must be at least 1, got {value}")

@@ -6,18 +6,14 @@ import dataclasses
 import gc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from peftlab.compare.forgetting import general_text_loss
 from peftlab.config import RunConfig
 from peftlab.data.readers import read_rows
-from peftlab.data.tokenize import uses_chat_template
-from peftlab.evaluate.generation import GenerationSettings, source_ids
-from peftlab.evaluate.recipe import score_generations
+from peftlab.evaluate.predictions import score_generations
 from peftlab.evaluate.references import EvalExample, eval_examples
 from peftlab.evaluate.rouge import ROUGE_TYPES
-from peftlab.models import load_model
-from peftlab.models.adapters import load_adapted
+from peftlab.inference import GenerationSettings, encode_prompts, load_for_generation
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
@@ -38,10 +34,9 @@ def test_examples(config: RunConfig, data: str, max_rows: int | None) -> list[Ev
 
 def score(config: RunConfig, examples: list[EvalExample], settings: GenerationSettings, trained: str | None = None) -> Scored:
     """Load the base (with the trained result in `trained` applied), generate, score, free the model."""
-    name, dtype = config.model.name, config.model.dtype
-    loaded = load_adapted(trained, name, dtype, config.model.attn_implementation) if trained else load_model(name, dtype)
-    chat = uses_chat_template(loaded.tokenizer, config.data.chat_template, loaded.is_seq2seq)
-    prompts = [source_ids(loaded.tokenizer, e.prompt, chat, loaded.is_seq2seq) for e in examples]
+    model = config.model
+    loaded = load_for_generation(model.name, model.dtype, trained, model.attn_implementation)
+    prompts, _ = encode_prompts(loaded, [e.prompt for e in examples], config.data.chat_template)
     texts, per_example, summary = score_generations(trained or "base", loaded, prompts, examples, settings, lambda text: None)
     general = general_text_loss(loaded.model, loaded.tokenizer, loaded.is_seq2seq)
     del loaded

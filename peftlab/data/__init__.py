@@ -1,1 +1,1 @@
-"""Data: read a file or hub split -> map columns -> fill the template -> tokenize -> batch."""
+"""Data: read a file or hub split -> map columns -> fill the template -> tokenize -> collate into batches."""

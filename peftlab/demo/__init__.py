@@ -1,5 +1,5 @@
 """`peftlab demo`: evaluate the base model, train LoRA, evaluate the tuned model, write an HTML page."""
 
-from peftlab.demo.recipe import DEMO_TEST, DEMO_TRAIN, run_demo
+from peftlab.demo.workflow import DEMO_TEST, DEMO_TRAIN, run_demo
 
 __all__ = ["DEMO_TEST", "DEMO_TRAIN", "run_demo"]

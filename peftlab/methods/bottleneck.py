@@ -18,7 +18,6 @@ Saved format (peftlab-specific, in the shape of a PEFT folder):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from peftlab.artifacts import read_adapter_config, write_adapter_config
 from peftlab.errors import PeftlabError
-from peftlab.methods.registry import BuildContext, Method, register
+from peftlab.methods.base import BuildContext, Method, register
 
 PEFT_TYPE = "BOTTLENECK"
-CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 CHILD = "bottleneck_adapter"  # the adapter's name under the projection it follows
 # output projections per architecture family: Llama-style (Llama, Mistral, Qwen, SmolLM) and T5
@@ -120,13 +119,13 @@ def save_adapter(model: Any, folder: Path) -> None:
     Path(folder).mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items() if f".{CHILD}." in name}
     save_file(tensors, str(Path(folder) / WEIGHTS_FILE), metadata={"format": "pt"})
-    (Path(folder) / CONFIG_FILE).write_text(json.dumps(model.bottleneck_config, indent=2), encoding="utf-8")
+    write_adapter_config(folder, model.bottleneck_config)
 
 
 def load_adapter(base_model: Any, folder: Path) -> Any:
     from safetensors.torch import load_file
 
-    config = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+    config = read_adapter_config(folder)
     try:
         insert_adapters(base_model, config)
     except AttributeError as error:  # get_submodule: the saved module names are not in this model
@@ -141,4 +140,5 @@ def load_adapter(base_model: Any, folder: Path) -> Any:
 
 
 register(Method("adapter", "Bottleneck adapters after attention and/or feed-forward outputs (Houlsby 2019, Pfeiffer 2021)",
-                AdapterSettings, build_adapter, save=save_adapter, load=load_adapter))
+                AdapterSettings, build_adapter, save=save_adapter, load=load_adapter, peft_type=PEFT_TYPE,
+                not_mergeable_because="bottleneck adapters add layers, which no weight of the base can absorb"))

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftlab.errors import PeftlabError
-from peftlab.methods.lora import linear_module_names
-from peftlab.methods.registry import BuildContext, Method, get_peft_model_checked, peft_task_type, register
+from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, peft_task_type, register
+from peftlab.methods.targets import linear_module_names
 
 
 @dataclass
@@ -44,4 +44,4 @@ def build_ia3(model: Any, settings: Ia3Settings, context: BuildContext) -> Any:
 
 
 register(Method("ia3", "Learned rescaling vectors on keys, values and feed-forward activations (Liu et al. 2022)",
-                Ia3Settings, build_ia3))
+                Ia3Settings, build_ia3, peft_type="IA3", mergeable=True))

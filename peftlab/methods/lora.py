@@ -6,11 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftlab.errors import PeftlabError
-from peftlab.methods.registry import BuildContext, Method, get_peft_model_checked, peft_task_type, register
-
-# Attention query/value projection names per architecture family (the classic recipe's targets).
-QUERY_VALUE_NAMES = [("q_proj", "v_proj"), ("q", "v"), ("query", "value"), ("c_attn",), ("query_key_value",)]
-
+from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, peft_task_type, register
+from peftlab.methods.targets import target_modules
 
 @dataclass
 class LoraSettings:
@@ -26,29 +23,6 @@ class LoraSettings:
             raise PeftlabError(f"lora.alpha must be positive, got {self.alpha}")
         if not 0 <= self.dropout < 1:
             raise PeftlabError(f"lora.dropout must be in [0, 1), got {self.dropout}")
-
-
-def linear_module_names(model: Any) -> set[str]:
-    import torch
-
-    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
-
-
-def target_modules(model: Any, target: str, setting: str = "lora.target") -> list[str] | str:
-    """Resolve a target spec to module names of this architecture; `setting` names the knob in errors."""
-    present = linear_module_names(model)
-    if target == "all-linear":
-        return "all-linear"
-    if target == "qv":
-        for names in QUERY_VALUE_NAMES:
-            if all(name in present for name in names):
-                return list(names)
-        raise PeftlabError(f"cannot find query/value projections in this model; set {setting} to some of: {', '.join(sorted(present))}")
-    wanted = [name.strip() for name in target.split(",") if name.strip()]
-    missing = [name for name in wanted if name not in present]
-    if missing or not wanted:
-        raise PeftlabError(f"{setting} names no linear layer of this model ({', '.join(missing) or target}); choose from: {', '.join(sorted(present))}, or qv, all-linear")
-    return wanted
 
 
 def build_lora(model: Any, settings: LoraSettings, context: BuildContext, method: str = "lora", **variant: bool) -> Any:
@@ -116,10 +90,15 @@ def adalora_callbacks(model: Any) -> list:
     return [RankAllocation()]
 
 
-register(Method("lora", "Low-rank adapters on the chosen projections (Hu et al. 2021)", LoraSettings, build_lora, vllm=True))
+LORA_CAPABILITIES = {"peft_type": "LORA", "mergeable": True}
+register(Method("lora", "Low-rank adapters on the chosen projections (Hu et al. 2021)", LoraSettings, build_lora,
+                mixable=True, vllm=True, **LORA_CAPABILITIES))
 register(Method("dora", "LoRA with a learned magnitude per output (Liu et al. 2024)", LoraSettings,
-                lambda model, s, context: build_lora(model, s, context, "dora", use_dora=True)))
+                lambda model, s, context: build_lora(model, s, context, "dora", use_dora=True), peft_flags=("use_dora",),
+                **LORA_CAPABILITIES))  # peft's mixed batches raise for DoRA (FACTS.md)
 register(Method("rslora", "LoRA scaled by alpha/sqrt(r), stable at high rank (Kalajdzievski 2023)", LoraSettings,
-                lambda model, s, context: build_lora(model, s, context, "rslora", use_rslora=True), vllm=True))
+                lambda model, s, context: build_lora(model, s, context, "rslora", use_rslora=True), peft_flags=("use_rslora",),
+                mixable=True, vllm=True, **LORA_CAPABILITIES))
 register(Method("adalora", "LoRA whose rank budget is pruned to the important layers during training (Zhang et al. 2023)",
-                AdaLoraSettings, build_adalora, callbacks=adalora_callbacks))
+                AdaLoraSettings, build_adalora, callbacks=adalora_callbacks, peft_type="ADALORA", mergeable=True,
+                answer_only_logits=False))  # its orthogonality regulariser rides on the model's own loss

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftlab.errors import PeftlabError
-from peftlab.methods.lora import target_modules
-from peftlab.methods.registry import BuildContext, Method, get_peft_model_checked, peft_task_type, register
+from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, peft_task_type, register
+from peftlab.methods.targets import target_modules
 
 
 @dataclass
@@ -60,5 +60,6 @@ def build_lokr(model: Any, settings: LokrSettings, context: BuildContext) -> Any
 
 
 register(Method("loha", "Low-rank Hadamard product of two LoRA pairs: higher rank for the same size (FedPara / LyCORIS)",
-                LohaSettings, build_loha))
-register(Method("lokr", "Low-rank Kronecker product update (LyCORIS LoKr)", LokrSettings, build_lokr))
+                LohaSettings, build_loha, peft_type="LOHA", mergeable=True))
+register(Method("lokr", "Low-rank Kronecker product update (LyCORIS LoKr)", LokrSettings, build_lokr,
+                peft_type="LOKR", mergeable=True))

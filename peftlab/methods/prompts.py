@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftlab.errors import PeftlabError
-from peftlab.methods.registry import BuildContext, Method, get_peft_model_checked, peft_task_type, register
+from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, peft_task_type, register
 
 
 def _check_tokens(count: int) -> None:
@@ -83,9 +83,12 @@ def build_p_tuning(model: Any, settings: PTuningSettings, context: BuildContext)
     return get_peft_model_checked(model, config, "p-tuning")
 
 
+# virtual tokens shift every position: no packed rows, no answer-only logits, nothing to merge into the weights
+PROMPT_CAPABILITIES = {"prompt_learning": True, "answer_only_logits": False,
+                       "not_mergeable_because": "prompt-learning methods add virtual tokens, not weight updates"}
 register(Method("prompt-tuning", "Learned virtual-token embeddings prepended to the input (Lester et al. 2021)",
-                PromptTuningSettings, build_prompt_tuning, lr=3e-2))
+                PromptTuningSettings, build_prompt_tuning, lr=3e-2, peft_type="PROMPT_TUNING", **PROMPT_CAPABILITIES))
 register(Method("prefix-tuning", "Learned key/value prefixes in every attention layer (Li & Liang 2021)",
-                PrefixTuningSettings, build_prefix_tuning, lr=1e-2))
+                PrefixTuningSettings, build_prefix_tuning, lr=1e-2, peft_type="PREFIX_TUNING", **PROMPT_CAPABILITIES))
 register(Method("p-tuning", "Virtual tokens produced by a small prompt encoder MLP (Liu et al. 2021)",
-                PTuningSettings, build_p_tuning, lr=1e-2))
+                PTuningSettings, build_p_tuning, lr=1e-2, peft_type="P_TUNING", **PROMPT_CAPABILITIES))

@@ -7,7 +7,7 @@ from typing import Any
 
 from peftlab.errors import PeftlabError
 from peftlab.methods.lora import LoraSettings, build_lora
-from peftlab.methods.registry import BuildContext, Method, register
+from peftlab.methods.base import BuildContext, Method, register
 
 
 @dataclass
@@ -38,6 +38,8 @@ def build_quantized_lora(model: Any, settings: Any, context: BuildContext, metho
 
 
 register(Method("qlora", "LoRA on a 4-bit NF4 base (double quantization, bf16 compute; Dettmers et al. 2023)", QloraSettings,
-                lambda model, s, context: build_quantized_lora(model, s, context, "qlora", 4), quantization="4bit", vllm=True))
+                lambda model, s, context: build_quantized_lora(model, s, context, "qlora", 4), quantization="4bit",
+                mergeable=True, mixable=True, vllm=True))
 register(Method("lora-8bit", "LoRA on an 8-bit LLM.int8() base (Dettmers et al. 2022)", Lora8bitSettings,
-                lambda model, s, context: build_quantized_lora(model, s, context, "lora-8bit", 8), quantization="8bit", vllm=True))
+                lambda model, s, context: build_quantized_lora(model, s, context, "lora-8bit", 8), quantization="8bit",
+                mergeable=True, mixable=True, vllm=True))

@@ -1,51 +1,43 @@
-"""Reload any method's saved result onto a base model: the folder says which method wrote it."""
+"""Reload any method's saved result onto a base model: the folder (read by `peftlab.artifacts`) says which method wrote it."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from peftlab.artifacts import SavedResult, read_saved
 from peftlab.errors import PeftlabError
-from peftlab.methods.registry import Method, get_method
-
-RUN_INFO = "peftlab.json"  # written by `peftlab train` beside the method's own files
-# adapter_config.json's peft_type -> our method (LoRA variants are told apart by their flags below)
-PEFT_TYPE_METHODS = {"LORA": "lora", "ADALORA": "adalora", "LOHA": "loha", "LOKR": "lokr", "IA3": "ia3",
-                     "PROMPT_TUNING": "prompt-tuning", "PREFIX_TUNING": "prefix-tuning", "P_TUNING": "p-tuning",
-                     "LN_TUNING": "ln-tuning", "BOTTLENECK": "adapter"}
+from peftlab.methods.base import Method, get_method, method_names
 
 
-def _folder(folder: str | Path) -> Path:
-    folder = Path(folder)
-    if (folder / "adapter").is_dir() and not (folder / RUN_INFO).is_file():
-        folder = folder / "adapter"  # a run folder: its result lives in DIR/adapter
-    if not folder.is_dir():
-        raise PeftlabError(f"trained model folder {folder} does not exist; point at the output of `peftlab train` (DIR or DIR/adapter)")
-    return folder
+def method_for_adapter_config(config: dict[str, Any], folder: Path) -> Method:
+    """The method whose saved result an adapter_config.json describes: its peft_type, and the most specific flags set."""
+    peft_type = config.get("peft_type")
+    candidates = [get_method(name) for name in method_names() if get_method(name).peft_type == peft_type]
+    matching = [m for m in candidates if all(config.get(flag) for flag in m.peft_flags)]
+    if not matching:
+        known = sorted({get_method(name).peft_type for name in method_names()} - {None})
+        raise PeftlabError(f"the adapter in {folder} has peft_type {peft_type!r}, which no peftlab method loads "
+                           f"(known: {', '.join(known)}); use the tool that wrote it, or train with `peftlab train`")
+    return max(matching, key=lambda m: len(m.peft_flags))
+
+
+def method_of(saved: SavedResult) -> Method:
+    if saved.method:
+        return get_method(saved.method)
+    if saved.adapter_config is not None:
+        return method_for_adapter_config(saved.adapter_config, saved.folder)
+    if saved.trained_parameters is not None:
+        return get_method(saved.trained_parameters["method"])
+    if saved.whole_model:
+        return get_method("full")
+    raise PeftlabError(f"{saved.folder} holds no trained model (no PEFT adapter, trained parameters or whole model); "
+                       "point at the output of `peftlab train`")
 
 
 def saved_method(folder: str | Path) -> Method:
-    """The method that wrote `folder`: from peftlab.json, else recognised by its files."""
-    from peftlab.methods import bottleneck, selective
-
-    folder = _folder(folder)
-    if (folder / RUN_INFO).is_file():
-        name = json.loads((folder / RUN_INFO).read_text(encoding="utf-8")).get("method")
-        if name:
-            return get_method(name)
-    if (folder / bottleneck.CONFIG_FILE).is_file():
-        config = json.loads((folder / bottleneck.CONFIG_FILE).read_text(encoding="utf-8"))
-        name = PEFT_TYPE_METHODS.get(config.get("peft_type"), "lora")  # other peft types reload as lora does
-        if name == "lora":
-            name = "dora" if config.get("use_dora") else "rslora" if config.get("use_rslora") else "lora"
-        return get_method(name)
-    if (folder / selective.CONFIG_FILE).is_file():
-        return get_method(json.loads((folder / selective.CONFIG_FILE).read_text(encoding="utf-8"))["method"])
-    if (folder / "config.json").is_file():
-        return get_method("full")
-    raise PeftlabError(f"{folder} holds no trained model (no adapter_config.json, {selective.CONFIG_FILE} or config.json); "
-                       "point at the output of `peftlab train`")
+    """The method that wrote `folder` (DIR or DIR/adapter): from peftlab.json, else recognised by its files."""
+    return method_of(read_saved(folder))
 
 
 def load_trained(base_model: Any, folder: str | Path) -> Any:
@@ -54,5 +46,5 @@ def load_trained(base_model: Any, folder: str | Path) -> Any:
     The base model must be loaded as for training: qlora / lora-8bit results want the base loaded
     with `load_model(..., quantization=saved_method(folder).quantization)`.
     """
-    folder = _folder(folder)
-    return saved_method(folder).load(base_model, folder)
+    saved = read_saved(folder)
+    return method_of(saved).load(base_model, saved.folder)

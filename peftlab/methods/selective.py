@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peftlab.artifacts import TRAINED_PARAMETERS
 from peftlab.errors import PeftlabError
-from peftlab.methods.registry import BuildContext, Method, get_peft_model_checked, load_peft, peft_task_type, register
+from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, load_peft, peft_task_type, register
 
 FORMAT = "peftlab-selective"
-CONFIG_FILE = "trained_parameters.json"
+CONFIG_FILE = TRAINED_PARAMETERS  # what a folder holding trained tensors is recognised by
 WEIGHTS_FILE = "trained_parameters.safetensors"
 BLOCK_LISTS = ("layers", "block", "blocks", "h")  # names of the list of transformer blocks
 
@@ -196,12 +197,16 @@ def load_full(base_model: Any, folder: Path) -> Any:
     return type(base_model).from_pretrained(str(folder), dtype="auto")
 
 
+# small updates to bf16 weights round away: these train (and reload) in fp32
+WHOLE_WEIGHTS = {"trains_in_fp32": True, "not_mergeable_because": "it is not a PEFT adapter (its trained weights are saved whole)"}
 register(Method("bitfit", "Bias terms only (Ben Zaken et al. 2022); models without biases need bitfit.add_missing_biases=true",
                 BitfitSettings, build_bitfit, save=lambda model, folder: save_trained_parameters(model, folder, "bitfit"),
-                load=load_trained_parameters))
+                load=load_trained_parameters, **WHOLE_WEIGHTS))
 register(Method("ln-tuning", "Normalization layers only (Zhao et al. 2024)", LnTuningSettings, build_ln_tuning,
-                load=lambda base_model, folder: load_peft(_in_fp32(base_model), folder)))
+                load=lambda base_model, folder: load_peft(_in_fp32(base_model), folder), peft_type="LN_TUNING",
+                mergeable=True, trains_in_fp32=True))
 register(Method("freeze", "Only the last N blocks (and named modules) train; the rest is frozen", FreezeSettings, build_freeze,
-                save=lambda model, folder: save_trained_parameters(model, folder, "freeze"), load=load_trained_parameters, lr=5e-5))
+                save=lambda model, folder: save_trained_parameters(model, folder, "freeze"), load=load_trained_parameters, lr=5e-5,
+                **WHOLE_WEIGHTS))
 register(Method("full", "Full fine-tuning of every weight in fp32 (the baseline)", FullSettings, build_full,
-                save=save_full, load=load_full, lr=5e-5))
+                save=save_full, load=load_full, lr=5e-5, **WHOLE_WEIGHTS))

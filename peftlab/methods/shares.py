@@ -6,7 +6,8 @@ import copy
 from dataclasses import dataclass
 
 from peftlab.errors import PeftlabError
-from peftlab.methods.registry import BuildContext, count_parameters, get_method, method_names
+from peftlab.methods.base import BuildContext, get_method, method_names
+from peftlab.models.parameters import count_parameters
 
 NOMINAL_STEPS = 100  # AdaLoRA's schedule needs a step count; its starting size does not depend on it
 

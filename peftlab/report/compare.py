@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from peftlab import atomic
-from peftlab.report.html import STYLE, _e, _sample
+from peftlab.report.html import STYLE, escape, sample_html
 from peftlab.report.plots import write_plots
 from peftlab.report.tables import pick_samples
 
@@ -60,10 +60,10 @@ def sample_records(records: list[dict[str, Any]], rows: list[dict[str, Any]]) ->
 
 
 def page(records: list[dict[str, Any]], svgs: dict[str, str], samples: list[dict[str, Any]], setup: dict[str, Any]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h, _ in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{_e(f(r))}</td>" for _, f in COLUMNS) + "</tr>" for r in records)
-    facts = "".join(f"<li>{_e(item)}</li>" for item in setup["overrides"])
-    figures = "".join(f"<figure><figcaption>{_e(name.replace('_', ' '))}</figcaption>{svg[svg.find('<svg'):]}</figure>" for name, svg in svgs.items())
+    head = "".join(f"<th>{escape(h)}</th>" for h, _ in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{escape(f(r))}</td>" for _, f in COLUMNS) + "</tr>" for r in records)
+    facts = "".join(f"<li>{escape(item)}</li>" for item in setup["overrides"])
+    figures = "".join(f"<figure><figcaption>{escape(name.replace('_', ' '))}</figcaption>{svg[svg.find('<svg'):]}</figure>" for name, svg in svgs.items())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>peftlab compare</title>
 <style>{STYLE} figure{{display:inline-block;margin:.5rem;max-width:29rem}} figure svg{{width:100%;height:auto}} body{{max-width:64rem}}</style></head>
@@ -74,8 +74,8 @@ general-text reference set against the base model. Stored: the weight files a ru
 fine-tuning) against the base model's.</p>
 <h2>Results</h2><table id="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <h2>Plots</h2>{figures}
-<h2>Setup</h2><ul class="meta">{facts}<li>test data: {_e(setup.get('eval_data'))}</li></ul>
-<h2>Samples</h2>{''.join(_sample(s) for s in pick_samples(samples, 6))}
+<h2>Setup</h2><ul class="meta">{facts}<li>test data: {escape(setup.get('eval_data'))}</li></ul>
+<h2>Samples</h2>{''.join(sample_html(s) for s in pick_samples(samples, 6))}
 </body></html>
 """
 

@@ -20,7 +20,7 @@ pre{white-space:pre-wrap;background:#f6f6f6;padding:.5rem;border-radius:4px;font
 """
 
 
-def _e(value: Any) -> str:
+def escape(value: Any) -> str:
     return html.escape(str(value))
 
 
@@ -28,7 +28,7 @@ def _rouge_rows(results: dict[str, dict[str, Any]]) -> str:
     rows = []
     for name, row in results.items():
         cells = "".join(f"<td><span class='bar' style='width:{100 * row[c]:.0f}px'></span>{100 * row[c]:.2f}</td>" for c in ROUGE_COLUMNS)
-        rows.append(f"<tr><td>{_e(name)}</td>{cells}<td>{row['summaries_per_second']:.2f}</td></tr>")
+        rows.append(f"<tr><td>{escape(name)}</td>{cells}<td>{row['summaries_per_second']:.2f}</td></tr>")
     if len(results) > 1:
         first, last = list(results.values())[0], list(results.values())[-1]
         gains = "".join(f"<td class='gain'>{100 * (last[c] - first[c]):+.2f}</td>" for c in ROUGE_COLUMNS)
@@ -37,26 +37,26 @@ def _rouge_rows(results: dict[str, dict[str, Any]]) -> str:
     return f"<table><tr><th>model</th>{head}<th>summaries/s</th></tr>{''.join(rows)}</table>"
 
 
-def _sample(record: dict[str, Any]) -> str:
-    refs = "".join(f"<dd>{_e(r)}</dd>" for r in record["references"])
+def sample_html(record: dict[str, Any]) -> str:
+    refs = "".join(f"<dd>{escape(r)}</dd>" for r in record["references"])
     outputs = "".join(
-        f"<dt>{_e(name)} <span class='meta'>(ROUGE-L {100 * record['rouge'][name]['rougeL']:.1f})</span></dt><dd>{_e(text) or '<em>(empty)</em>'}</dd>"
+        f"<dt>{escape(name)} <span class='meta'>(ROUGE-L {100 * record['rouge'][name]['rougeL']:.1f})</span></dt><dd>{escape(text) or '<em>(empty)</em>'}</dd>"
         for name, text in record["predictions"].items()
     )
-    return (f"<div class='sample'><div class='meta'>{_e(record['where'])}</div>"
-            f"<details><summary>input</summary><pre>{_e(record['input'])}</pre></details>"
+    return (f"<div class='sample'><div class='meta'>{escape(record['where'])}</div>"
+            f"<details><summary>input</summary><pre>{escape(record['input'])}</pre></details>"
             f"<dl><dt>reference</dt>{refs}{outputs}</dl></div>")
 
 
 def evaluation_page(title: str, facts: dict[str, Any], results: dict[str, dict[str, Any]],
                     records: list[dict[str, Any]], note: str = "", samples: int = 8) -> str:
     """The page: facts about the run, the ROUGE table (percent F1), a few samples side by side."""
-    fact_rows = "".join(f"<tr><td>{_e(k)}</td><td style='text-align:left'>{_e(v)}</td></tr>" for k, v in facts.items())
-    body = "".join(_sample(r) for r in pick_samples(records, samples))
+    fact_rows = "".join(f"<tr><td>{escape(k)}</td><td style='text-align:left'>{escape(v)}</td></tr>" for k, v in facts.items())
+    body = "".join(sample_html(r) for r in pick_samples(records, samples))
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title><style>{STYLE}</style></head>
-<body><h1>{_e(title)}</h1>
-<p class="meta">{_e(note)}</p>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{STYLE}</style></head>
+<body><h1>{escape(title)}</h1>
+<p class="meta">{escape(note)}</p>
 <h2>ROUGE F1 (%)</h2>{_rouge_rows(results)}
 <h2>Run</h2><table>{fact_rows}</table>
 <h2>Samples</h2>{body}

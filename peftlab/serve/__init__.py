@@ -1,1 +1,1 @@
-"""Use the result: generate, merge into the base, and serve base + adapters behind an OpenAI-compatible API."""
+"""Serve base + adapters behind an OpenAI-compatible API: the scheduler (continuous batching), the engine, the HTTP app."""

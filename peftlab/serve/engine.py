@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import copy
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peftlab.artifacts import adapter_folder, check_base, misfit_error
 from peftlab.errors import PeftlabError
-from peftlab.evaluate.generation import GenerationSettings, _generation_config, _pad, source_ids
-from peftlab.models.adapters import ADAPTER_CONFIG, add_named_adapter, adapter_folder, check_base, misfit_error
+from peftlab.inference import GenerationSettings, generation_config, pad_batch, source_ids
 from peftlab.models.loading import LoadedModel
 from peftlab.serve.jobs import Job, StepHook
 
@@ -47,10 +46,6 @@ def shared_weights_copy(model: Any) -> Any:
     return copy.deepcopy(model, memo)
 
 
-def _peft_config(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-
-
 class Engine:
     """Loads adapters onto one base and generates for batches of jobs, each naming a model."""
 
@@ -74,8 +69,10 @@ class Engine:
         folder = adapter_folder(path)
         check_base(folder, self.model_spec)
         method = saved_method(folder)
-        config = _peft_config(folder)
-        if config.get("peft_type") == "LORA" and not config.get("use_dora"):
+        if not method.servable:
+            raise PeftlabError(f"adapter {name}: method {method.name} cannot be served by `peftlab serve`; "
+                               f"evaluate it with `peftlab eval --adapter {folder}` or merge it instead")
+        if method.mixable:
             self._add_mixed(name, folder)
             served = ServedModel(name, MIXED, name, str(folder), method.name)
         else:
@@ -93,10 +90,10 @@ class Engine:
     def _add_mixed(self, name: str, folder: Path) -> None:
         from peft import PeftModel
 
-        if MIXED in self.families:
-            add_named_adapter(self.families[MIXED].model, folder, name, self.loaded.spec)
-            return
         try:
+            if MIXED in self.families:  # one more LoRA adapter on the shared PEFT model
+                self.families[MIXED].model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+                return
             model = PeftModel.from_pretrained(shared_weights_copy(self.loaded.model), str(folder), adapter_name=name, is_trainable=False)
         except (RuntimeError, ValueError, KeyError) as error:
             raise misfit_error(folder, self.loaded.spec, error) from None
@@ -137,11 +134,11 @@ class Engine:
 
         tokenizer, is_seq2seq = self.loaded.tokenizer, self.loaded.is_seq2seq
         settings = GenerationSettings(max_new_tokens=max(job.max_tokens for job in jobs), num_beams=1, batch_size=len(jobs))
-        config = _generation_config(family.model, tokenizer, settings)
+        config = generation_config(family.model, tokenizer, settings)
         temperature, top_p = sampling
         if temperature > 0:
             config.update(do_sample=True, temperature=temperature, top_p=top_p)
-        ids, mask = _pad([job.prompt_ids for job in jobs], tokenizer.pad_token_id, left=not is_seq2seq)
+        ids, mask = pad_batch([job.prompt_ids for job in jobs], tokenizer.pad_token_id, left=not is_seq2seq)
         extra = {"adapter_names": [self.models[job.model].row_name for job in jobs]} if family.mixed else {}
         hook = StepHook(jobs, self.eos_ids)
         device = family.model.device

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from peftlab.serve.batching import Busy, Scheduler
+from peftlab.serve.scheduler import Busy, Scheduler
 from peftlab.serve.openai_api import ApiError, make_jobs, models_list, parse_request, response, stream_chunks, wait_all
 
 log = logging.getLogger(__name__)

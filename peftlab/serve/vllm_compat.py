@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from peftlab.models.adapters import ADAPTER_CONFIG, adapter_folder, recorded_base
+from peftlab.artifacts import MODEL_CONFIG, adapter_folder, read_adapter_config, read_json, recorded_base
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # values vLLM's --max-lora-rank accepts
 ALLOWED_TENSORS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B")
@@ -28,19 +27,23 @@ def _encoder_decoder_base(folder: Path, config: dict) -> bool:
     if config.get("task_type") == "SEQ_2_SEQ_LM":
         return True
     _, base = recorded_base(folder)
-    base_config = Path(base) / "config.json" if base else None
+    base_config = Path(base) / MODEL_CONFIG if base else None
     if base_config and base_config.is_file():
-        return bool(json.loads(base_config.read_text(encoding="utf-8")).get("is_encoder_decoder"))
+        return bool(read_json(base_config).get("is_encoder_decoder"))
     return False
 
 
 def problems(adapter: str | Path) -> list[str]:
     """Every reason vLLM would refuse the adapter; empty when it loads (rank: see required_max_lora_rank)."""
+    from peftlab.methods import get_method, method_names, saved_method
+
     folder = adapter_folder(str(adapter))
-    config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    method = saved_method(folder)
+    config = read_adapter_config(folder) or {}
     found = []
-    if config.get("peft_type") != "LORA":
-        found.append(f"peft_type is {config.get('peft_type')}: vLLM serves LoRA adapters only")
+    if not method.vllm:
+        servable = ", ".join(name for name in method_names() if get_method(name).vllm)
+        found.append(f"method {method.name}: vLLM serves LoRA adapters only ({servable})")
     if config.get("use_dora"):
         found.append("use_dora is set: vLLM does not support DoRA")
     if config.get("bias", "none") != "none":
@@ -67,7 +70,7 @@ def _largest_rank(config: dict) -> int:
 
 def required_max_lora_rank(adapter: str | Path) -> int:
     """The smallest --max-lora-rank vLLM must be started with for this adapter (its default is 16)."""
-    rank = _largest_rank(json.loads((adapter_folder(str(adapter)) / ADAPTER_CONFIG).read_text(encoding="utf-8")))
+    rank = _largest_rank(read_adapter_config(adapter_folder(str(adapter))) or {})
     return next((value for value in VLLM_RANKS if value >= rank), rank)
 
 

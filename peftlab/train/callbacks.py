@@ -9,7 +9,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from peftlab.data.batching import TokenCount
+from peftlab.data.collator import TokenCount
 
 
 class ProgressBar(TrainerCallback):

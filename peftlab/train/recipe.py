@@ -8,15 +8,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from peftlab import artifacts
 from peftlab.config import RunConfig
-from peftlab.data.batching import CountingCollator
+from peftlab.data.collator import CountingCollator
 from peftlab.data.examples import build_examples
 from peftlab.data.readers import read_rows
 from peftlab.data.tokenize import TokenizedSet, check_trainable, tokenize, uses_chat_template
 from peftlab.errors import PeftlabError
-from peftlab.methods import BuildContext, count_parameters, get_method
+from peftlab.methods import BuildContext, get_method
 from peftlab.models import load_model
-from peftlab.train import output
+from peftlab.models.parameters import count_parameters
 from peftlab.train.callbacks import LossLog, ProgressBar
 
 
@@ -43,7 +44,7 @@ def training_arguments(config: RunConfig, out: Path, has_eval: bool, lr: float) 
     t = config.train
     early_stop = t.patience is not None
     return TrainingArguments(
-        output_dir=str(out / output.CHECKPOINTS),
+        output_dir=str(out / artifacts.CHECKPOINTS),
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
@@ -103,15 +104,16 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
     train_set, eval_set = _load_data(config, loaded, say)
 
     model = method.build(loaded.model, settings, BuildContext(loaded.is_seq2seq, total_steps(config, len(train_set.features), processes.num_processes)))
-    if config.train.batching == "packed" and getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+    if config.train.batching == "packed" and method.prompt_learning:
         raise PeftlabError(f"{method.name} prepends virtual tokens to each row, which packed batches cannot hold; use train.batching=length")
     trainable, total = count_parameters(model)
     say(f"model: {loaded.spec} ({loaded.dtype}{', ' + loaded.quantization if loaded.quantization else ''}); method: {method.name}")
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f}%)")
     lr = config.train.lr if config.train.lr is not None else method.lr
 
-    trainer, collator = _trainer(config, out, model, loaded, train_set, eval_set, lr, [*method.callbacks(model), *callbacks])
-    checkpoint = output.last_checkpoint(out) if resume else None
+    trainer, collator = _trainer(config, out, model, loaded, train_set, eval_set, lr, [*method.callbacks(model), *callbacks],
+                                 method.answer_only_logits)
+    checkpoint = artifacts.last_checkpoint(out) if resume else None
     if resume:
         say(f"resuming from {checkpoint}" if checkpoint else "nothing to resume: no checkpoint yet, starting fresh")
     start = time.perf_counter()
@@ -131,10 +133,21 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
     }
     if processes.is_main_process:
         info = {k: summary[k] for k in ("model", "model_path", "method", "trainable_parameters", "total_parameters")}
-        output.save_adapter(out, model, loaded.tokenizer, config, info)
-        output.write_json(out / "summary.json", summary)
+        artifacts.save_result(out, lambda folder: method.save(model, folder), loaded.tokenizer, config, info)
+        artifacts.write_summary(out, summary)
     processes.wait_for_everyone()
+    say(report(summary, out))  # under `accelerate launch` only the main process speaks for all
     return summary
+
+
+def report(summary: dict[str, Any], out: Path) -> str:
+    """What a finished run tells a person: speed, padding, memory, losses, where the result is."""
+    losses = f"final train loss {summary['train_loss']:.4f}"
+    if summary["eval_loss"] is not None:
+        losses += f", eval loss {summary['eval_loss']:.4f}"
+    return (f"done in {summary['train_seconds']:.1f} s: {summary['real_tokens_per_second']:.0f} real tokens/s, "
+            f"{100 * summary['real_token_share']:.1f}% of batch tokens real, peak memory {summary['peak_memory_bytes'] / 2**30:.2f} GiB\n"
+            f"{losses}; adapter: {out / artifacts.ADAPTER_DIR}")
 
 
 def _start(config: RunConfig, resume: bool, overwrite: bool) -> tuple[Any, Path]:
@@ -147,10 +160,10 @@ def _start(config: RunConfig, resume: bool, overwrite: bool) -> tuple[Any, Path]
     from accelerate import PartialState
 
     processes = PartialState(cpu=not torch.cuda.is_available())
-    out = output.check(config, resume, overwrite)
+    out = artifacts.check_run_output(config, resume, overwrite)
     processes.wait_for_everyone()
     if processes.is_main_process:
-        output.initialize(out, config, overwrite)
+        artifacts.initialize_run(out, config, overwrite)
     processes.wait_for_everyone()
     return processes, out
 
@@ -167,7 +180,7 @@ def _load_data(config: RunConfig, loaded: Any, say: Callable[[str], None]) -> tu
 
 
 def _trainer(config: RunConfig, out: Path, model: Any, loaded: Any, train_set: TokenizedSet,
-             eval_set: TokenizedSet | None, lr: float, callbacks: list) -> tuple[Any, CountingCollator]:
+             eval_set: TokenizedSet | None, lr: float, callbacks: list, answer_only_logits: bool) -> tuple[Any, CountingCollator]:
     from transformers import EarlyStoppingCallback, PrinterCallback
 
     from peftlab.train.trainer import PeftlabTrainer
@@ -182,9 +195,10 @@ def _trainer(config: RunConfig, out: Path, model: Any, loaded: Any, train_set: T
         eval_dataset=_with_lengths(eval_set) if eval_set else None,
         data_collator=collator,
         processing_class=loaded.tokenizer,
-        callbacks=[ProgressBar(collator.count), LossLog(out / "log.jsonl"), *early_stop, *callbacks],
+        callbacks=[ProgressBar(collator.count), LossLog(out / artifacts.LOSS_LOG), *early_stop, *callbacks],
         eval_collator=CountingCollator(loaded.tokenizer, loaded.is_seq2seq, packed),
         length_grouped=not packed,
+        answer_only_logits=answer_only_logits,
     )
     trainer.remove_callback(PrinterCallback)
     return trainer, collator

@@ -52,8 +52,10 @@ class LengthGroupedOrder(Sampler):
 
 
 class PeftlabTrainer(Trainer):
-    def __init__(self, *args: Any, eval_collator: Any = None, length_grouped: bool = True, **kwargs: Any):
+    def __init__(self, *args: Any, eval_collator: Any = None, length_grouped: bool = True, answer_only_logits: bool = True,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.answer_only_logits = answer_only_logits  # the method allows it (not prompt learning, not AdaLoRA)
         self.eval_collator = eval_collator
         self.length_grouped = length_grouped
         self.eval_seconds = 0.0  # so throughput can be reported for training alone
@@ -78,7 +80,7 @@ class PeftlabTrainer(Trainer):
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        if return_outputs or not _answer_logits_apply(model, inputs):
+        if return_outputs or not self.answer_only_logits or not _answer_logits_apply(model, inputs):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs = dict(inputs)
         labels = inputs.pop("labels")
@@ -100,14 +102,10 @@ class PeftlabTrainer(Trainer):
 
 
 def _answer_logits_apply(model: Any, inputs: dict[str, Any]) -> bool:
-    """Only for causal LMs whose forward takes logits_to_keep, and not for prompt-learning methods
-    (their virtual tokens shift positions) or AdaLoRA (its regulariser rides on the model's loss)."""
+    """Only for causal LMs whose forward takes logits_to_keep (the method's own say is asked first)."""
     base = model.module if hasattr(model, "module") else model
     if getattr(base.config, "is_encoder_decoder", False) or "labels" not in inputs:
         return False
-    peft_config = getattr(base, "active_peft_config", None)
-    if peft_config is not None and (peft_config.is_prompt_learning or peft_config.peft_type == "ADALORA"):
-        return False  # AdaLoRA adds its orthogonality loss to the model's own loss
     inner = base.get_base_model() if hasattr(base, "get_base_model") else base
     import inspect
 

@@ -36,7 +36,7 @@ def ia3_c(tiny_llama, tmp_path_factory) -> str:
 def served(tiny_llama, lora_a, lora_b, ia3_c):
     """A server on 127.0.0.1 (free port) with the base 'tiny', LoRA 'a' and 'b', IA3 'c'; yields (base_url, server)."""
     from peftlab.serve.http import Limits, start, stop
-    from peftlab.serve.recipe import load_engine
+    from peftlab.serve.launch import load_engine
 
     engine = load_engine(tiny_llama, [("a", lora_a), ("b", lora_b), ("c", ia3_c)], "fp32", "tiny")
     server, _ = start(engine, "127.0.0.1", 0, API_KEY, Limits(max_body_bytes=64 * 1024, max_tokens=64), max_batch_size=32)
@@ -48,10 +48,9 @@ def alone(model_path: str, adapter: str | None, prompts: list[list[int]], max_to
     """What base (+ adapter) answers to each prompt on its own: a fresh model, greedy, one prompt at a time, no server."""
     import torch
 
-    from peftlab.models import load_model
-    from peftlab.models.adapters import load_adapted
+    from peftlab.inference import load_for_generation
 
-    loaded = load_adapted(adapter, model_path, "fp32") if adapter else load_model(model_path, "fp32")
+    loaded = load_for_generation(model_path, "fp32", adapter)
     answers = []
     for ids in prompts:
         with torch.inference_mode():

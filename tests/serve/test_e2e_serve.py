@@ -14,7 +14,7 @@ QUESTION = "Summarize the following conversation.\n\n#Person1#: Can I book a tab
 
 def test_openai_client_gets_base_and_both_adapters_streaming_and_not(tmp_path_factory):
     from peftlab.serve.http import start, stop
-    from peftlab.serve.recipe import load_engine
+    from peftlab.serve.launch import load_engine
 
     settings = ["model.dtype=fp32", "data.max_length=128", "train.max_steps=2", "train.lr=0.01"]
     lora = train_adapter(None, tmp_path_factory.mktemp("e2e-lora"), *settings)

@@ -15,10 +15,10 @@ def _relative_difference(tiny_llama: str, adapter: str, merged: str) -> float:
     import torch
 
     from peftlab.models import load_model
-    from peftlab.models.adapters import load_adapted
+    from peftlab.inference import load_for_generation
 
     ids = torch.tensor([[5, 17, 42, 99, 7, 3, 250, 11]])
-    reference = load_adapted(adapter, tiny_llama, "fp32").model
+    reference = load_for_generation(tiny_llama, "fp32", adapter).model
     reloaded = load_model(merged, "fp32").model
     with torch.inference_mode():
         expected, got = reference(input_ids=ids).logits, reloaded(input_ids=ids).logits

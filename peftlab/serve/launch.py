@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Callable
 
 from peftlab.errors import PeftlabError
-from peftlab.models.adapters import adapter_folder, check_base, recorded_model_name
-from peftlab.models.loading import load_model
+from peftlab.artifacts import adapter_folder, check_base, recorded_model_name
+from peftlab.inference import load_for_generation
 from peftlab.serve import vllm_compat
 from peftlab.serve.engine import Engine
 from peftlab.serve.http import Limits, PeftlabServer, start, stop
@@ -35,7 +35,7 @@ def load_engine(model: str | None, adapters: list[tuple[str, str]], dtype: str =
     spec = base_model(model, adapters)
     for _, folder in adapters:  # refuse a wrong base before spending the load time
         check_base(adapter_folder(folder), spec)
-    engine = Engine(load_model(spec, dtype), base_name or spec or DEFAULT_BASE_NAME, spec)
+    engine = Engine(load_for_generation(spec, dtype), base_name or spec or DEFAULT_BASE_NAME, spec)
     for name, folder in adapters:
         engine.add_adapter(name, folder)
     return engine

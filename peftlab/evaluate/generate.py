@@ -7,24 +7,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from peftlab import atomic
+from peftlab.artifacts import check_output_file
 from peftlab.config import RunConfig
 from peftlab.data.examples import fill_template, subsample
 from peftlab.data.readers import Row, read_rows
-from peftlab.data.tokenize import uses_chat_template
 from peftlab.errors import PeftlabError
-from peftlab.evaluate.generation import GenerationSettings, generate, source_ids
-from peftlab.evaluate.recipe import eval_config
-from peftlab.models import load_model
-from peftlab.models.adapters import load_adapted
-
-RAW_TEMPLATE = "{prompt}"  # without an adapter and without --template a prompt goes to the model as written
-
-
-def generate_config(adapter: str | None, overrides: list[str], flags: dict[str, Any]) -> RunConfig:
-    """With an adapter: its training run's template, columns and base. Without: the prompt as written unless --template."""
-    if not adapter and flags.get("data.template") is None:
-        flags = {**flags, "data.template": RAW_TEMPLATE}
-    return eval_config(adapter, overrides, flags)
+from peftlab.inference import GenerationSettings, encode_prompts, generate, load_for_generation
 
 
 def run_generate(config: RunConfig, adapter: str | None, prompt: str | None, data: str | None, output: str | None,
@@ -32,14 +20,16 @@ def run_generate(config: RunConfig, adapter: str | None, prompt: str | None, dat
     """Generate for PROMPT (filled into the template's {prompt}) or every row of DATA; returns one record per prompt."""
     if (prompt is None) == (data is None):
         raise PeftlabError("give either a PROMPT or --data FILE (not both, not neither)")
+    if output:
+        check_output_file(output)
     rows = [Row({config.data.columns.get("prompt", "prompt"): prompt}, "PROMPT")] if prompt is not None else \
         subsample(read_rows(data), config.data.every, config.data.max_samples)
     if not rows:
         raise PeftlabError(f"{data} has no rows; add some or point --data at another file")
     texts = [fill_template(row, config.data) for row in rows]
-    loaded = load_adapted(adapter, config.model.name, config.model.dtype) if adapter else load_model(config.model.name, config.model.dtype)
-    chat = uses_chat_template(loaded.tokenizer, config.data.chat_template, loaded.is_seq2seq)
-    ids = [source_ids(loaded.tokenizer, text, chat, loaded.is_seq2seq) for text in texts]
+    model = config.model
+    loaded = load_for_generation(model.name, model.dtype, adapter, model.attn_implementation)
+    ids, _ = encode_prompts(loaded, texts, config.data.chat_template)
     say(f"generate: {len(ids)} prompt(s) on {loaded.spec} ({loaded.dtype})" + (f" + adapter {adapter}" if adapter else ""))
     outputs = generate(loaded.model, loaded.tokenizer, ids, loaded.is_seq2seq, settings,
                        progress=lambda done: say(f"  {done}/{len(ids)} generated") if len(ids) > settings.batch_size else None)

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from peftlab import atomic
+from peftlab.artifacts import ADAPTER_DIR, check_output
 from peftlab.config import RunConfig
 from peftlab.data.readers import read_rows
 from peftlab.errors import PeftlabError
-from peftlab.evaluate.generation import GenerationSettings
-from peftlab.evaluate.recipe import evaluate
+from peftlab.inference import GenerationSettings
+from peftlab.evaluate.evaluation import evaluate
 from peftlab.evaluate.rouge import MULTI_REFERENCE
 from peftlab.report.html import evaluation_page
 from peftlab.report.tables import rouge_table
@@ -26,14 +27,9 @@ PAGE = "report.html"
 
 
 def prepare_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise PeftlabError(f"output {out} is a file, not a folder; choose another --output")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise PeftlabError(f"output folder {out} is not empty; pass --overwrite to replace it or choose another --output")
-        if not (out / MARKER).is_file() and not (out / "train").is_dir():
-            raise PeftlabError(f"output folder {out} holds something other than a peftlab demo; choose another --output")
-        shutil.rmtree(out)
+    check_output(out, overwrite, "peftlab demo", lambda folder: (folder / MARKER).is_file() or (folder / "train").is_dir())
+    if out.is_dir():
+        shutil.rmtree(out)  # empty, or an earlier demo that --overwrite replaces
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -70,9 +66,8 @@ def run_demo(config: RunConfig, test_data: str | None, settings: GenerationSetti
     say(rouge_table(base["results"]))
     say("2/3 training LoRA" if config.method == "lora" else f"2/3 training {config.method}")
     summary = train(config, overwrite=True, say=say)
-    say(f"trained in {summary['train_seconds']:.0f} s ({summary['real_tokens_per_second']:.0f} real tokens/s)")
     say("3/3 tuned model")
-    tuned = evaluate(eval_run, test_data, str(out / "tuned"), adapter=str(out / "train" / "adapter"),
+    tuned = evaluate(eval_run, test_data, str(out / "tuned"), adapter=str(out / "train" / ADAPTER_DIR),
                      settings=settings, include_base=False, say=say)
 
     results = {"base": base["results"]["base"], "tuned": tuned["results"]["tuned"]}

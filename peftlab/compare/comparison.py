@@ -11,37 +11,33 @@ from typing import Any, Callable
 
 import yaml
 
-from peftlab import atomic
+from peftlab import artifacts, atomic
 from peftlab import config as cfg
 from peftlab.compare.plan import PlannedRun, plan_runs
 from peftlab.compare.scoring import Scored, base_bytes, score, stored_bytes, test_examples
 from peftlab.errors import PeftlabError
-from peftlab.evaluate.generation import GenerationSettings
+from peftlab.config import CompareSetup
+from peftlab.inference import GenerationSettings
 
 SETUP = "compare.yaml"  # what every run shares; a later call must match it to add runs
 RESULT = "result.json"
 
 
-def check_output(out: Path, setup: dict[str, Any], overwrite: bool) -> None:
+def check_output(out: Path, setup: CompareSetup, overwrite: bool) -> None:
     """A compare folder may be continued or extended with more methods, but only with the same setup."""
-    from peftlab.train.output import config_differences
-
-    if out.exists() and not out.is_dir():
-        raise PeftlabError(f"output {out} is a file, not a folder; choose another --output")
+    artifacts.check_output(out, overwrite, "comparison", lambda folder: (folder / SETUP).is_file(), continuable=True)
     recorded = out / SETUP
     if recorded.is_file() and not overwrite:
-        changed = config_differences(yaml.safe_load(recorded.read_text(encoding="utf-8")) or {}, setup)
+        changed = artifacts.config_differences(yaml.safe_load(recorded.read_text(encoding="utf-8")) or {}, setup.to_dict())
         if changed:
             raise PeftlabError(f"output folder {out} holds a comparison with another setup (differs in {', '.join(changed[:5])}); "
                                "pass --overwrite to start over or choose another --output")
-    elif out.is_dir() and any(out.iterdir()) and not recorded.is_file() and not overwrite:
-        raise PeftlabError(f"output folder {out} is not empty and holds no comparison; choose another --output or pass --overwrite")
     if overwrite and out.is_dir():
         import shutil
 
         shutil.rmtree(out)
     try:
-        atomic.write_text(recorded, yaml.safe_dump(setup, sort_keys=False))
+        atomic.write_text(recorded, yaml.safe_dump(setup.to_dict(), sort_keys=False))
     except OSError as error:
         raise PeftlabError(f"cannot write to output folder {out}: {error.strerror}; choose another --output") from None
 
@@ -56,7 +52,7 @@ def train_command(config_file: Path, launcher_config: str | None) -> list[str]:
 def train(run: PlannedRun, folder: Path, config: cfg.RunConfig, launcher_config: str | None, say: Callable[[str], None]) -> dict[str, Any]:
     """Train one run in its own process (its peak memory is its own), resuming a half-finished one."""
     train_dir = folder / "train"
-    if not (train_dir / "adapter").is_dir():
+    if not (train_dir / artifacts.ADAPTER_DIR).is_dir():
         config_file = folder / "config.yaml"
         atomic.write_text(config_file, config.to_yaml())
         command = train_command(config_file, launcher_config)
@@ -66,7 +62,7 @@ def train(run: PlannedRun, folder: Path, config: cfg.RunConfig, launcher_config:
         if finished.returncode != 0:
             tail = (folder / "train.log").read_text(encoding="utf-8").strip().splitlines()[-1:] or [""]
             raise PeftlabError(f"run {run.name} failed (exit {finished.returncode}): {tail[0][:300]}; full log: {folder / 'train.log'}")
-    return json.loads((train_dir / "summary.json").read_text(encoding="utf-8"))
+    return artifacts.read_summary(train_dir)
 
 
 def result_record(name: str, method: str, settings: dict[str, str], scored: Scored, base_general_loss: float,
@@ -92,19 +88,17 @@ def result_record(name: str, method: str, settings: dict[str, str], scored: Scor
     }
 
 
-def run_compare(setup: dict[str, Any], methods: list[str], sweeps: list[str], output: str, settings: GenerationSettings,
-                eval_rows: int | None = None, launcher_config: str | None = None, overwrite: bool = False,
+def run_compare(setup: CompareSetup, methods: list[str], sweeps: list[str], output: str, settings: GenerationSettings,
+                launcher_config: str | None = None, overwrite: bool = False,
                 say: Callable[[str], None] = lambda text: None) -> list[dict[str, Any]]:
-    """setup: the --set overrides every run shares (model, data, budget, seed). Returns one record per run."""
+    """Train and score every planned run (and the base) on the shared setup; returns one record per run."""
     from peftlab.report.compare import write_report
 
     out = Path(output)
     runs = plan_runs(methods, sweeps)  # checks method names and sweeps before anything slow
-    shared = cfg.load(None, setup["overrides"])
-    if not shared.data.train or not setup.get("eval_data"):
-        raise PeftlabError("compare needs --data TRAIN and --eval-data TEST")
+    shared = setup.shared_config()
     check_output(out, setup, overwrite)
-    examples = test_examples(shared, setup["eval_data"], eval_rows)
+    examples = test_examples(shared, setup.eval_data, setup.eval_rows)
     say(f"compare: {len(runs)} trained run(s) + base on {len(examples)} test rows; output {out}")
 
     base_file = out / "runs" / "base" / RESULT
@@ -123,17 +117,18 @@ def run_compare(setup: dict[str, Any], methods: list[str], sweeps: list[str], ou
         if (folder / RESULT).is_file():
             say(f"[{run.name}] done earlier, kept")
         else:
-            config = cfg.load(None, [*setup["overrides"], *run.overrides(), f"output={folder / 'train'}"])
+            config = cfg.load(None, [*setup.overrides, *run.overrides(), f"output={folder / 'train'}"])
             summary = train(run, folder, config, launcher_config, say)
             say(f"[{run.name}] scoring")
-            scored = score(config, examples, settings, trained=str(folder / "train" / "adapter"))
+            adapter = folder / "train" / artifacts.ADAPTER_DIR
+            scored = score(config, examples, settings, trained=str(adapter))
             record = result_record(run.name, run.method, run.settings, scored, base["general_text_loss"], summary,
-                                   stored_bytes(folder / "train" / "adapter"), base["base_bytes"])
+                                   stored_bytes(adapter), base["base_bytes"])
             atomic.write_text(folder / RESULT, json.dumps(record))
         records.append(json.loads((folder / RESULT).read_text(encoding="utf-8")))
     if "base" not in methods:
         records.insert(0, base)  # the reference every gain is measured against
-    table = write_report(out, records, examples_info(examples), setup)
+    table = write_report(out, records, examples_info(examples), setup.to_dict())
     say(table)
     say(f"report: {out / 'report.html'}")
     return records

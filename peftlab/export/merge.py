@@ -1,4 +1,4 @@
-"""`peftlab merge`: fold an adapter into its base, check the merged model answers as base + adapter, save it plainly.
+"""`peftlab merge` (export): fold an adapter into its base, check the merged model answers as base + adapter, save it plainly.
 
 Quantized-base adapters (qlora, lora-8bit) are merged into the base the adapter was trained on,
 dequantized to fp32/bf16 first: never into 4-bit or 8-bit weights, where rounding the merged
@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from peftlab import atomic
 from peftlab.errors import PeftlabError
-from peftlab.models.adapters import ADAPTER_CONFIG, adapter_folder, check_base, misfit_error, recorded_model_name
+from peftlab.artifacts import adapter_folder, check_base, check_output, misfit_error, read_run_config, recorded_model_name
 from peftlab.models.loading import LoadedModel, load_model, resolve_dtype
 
 # max |merged logit - base+adapter logit| / (1 + max |logit|): rounding of W + BA in the weights' dtype
@@ -23,13 +23,8 @@ MERGE_INFO = "peftlab-merge.json"
 
 
 def _mergeable(folder: Path, method: Any) -> None:
-    config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8")) if (folder / ADAPTER_CONFIG).is_file() else {}
-    peft_type = config.get("peft_type")
-    if peft_type in (None, "BOTTLENECK") or peft_type in ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING"):
-        why = {None: "it is not a PEFT adapter (its trained weights are saved whole)",
-               "BOTTLENECK": "bottleneck adapters add layers, which no weight of the base can absorb"}.get(
-            peft_type, "prompt-learning methods add virtual tokens, not weight updates")
-        raise PeftlabError(f"method {method.name} cannot be merged: {why}; serve it as an adapter instead "
+    if not method.mergeable:
+        raise PeftlabError(f"method {method.name} cannot be merged: {method.not_mergeable_because}; serve it as an adapter instead "
                            f"(peftlab serve --adapter NAME={folder})")
 
 
@@ -73,9 +68,7 @@ def merge(adapter: str, output: str, model: str | None = None, dtype: str | None
     check_base(folder, name)
     method = saved_method(folder)
     _mergeable(folder, method)
-    out = Path(output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise PeftlabError(f"output {out} already exists; pass --overwrite to replace it or choose another --output")
+    out = check_output(output, overwrite, "merged model", lambda folder: (folder / MERGE_INFO).is_file())
     dtype = resolve_dtype(dtype or _run_dtype(folder))
     loaded = _load_base(name, dtype, method.quantization)
     say(f"merge: {method.name} adapter {folder} into {loaded.spec} ({dtype}"
@@ -107,7 +100,5 @@ def merge(adapter: str, output: str, model: str | None = None, dtype: str | None
 
 
 def _run_dtype(folder: Path) -> str:
-    from peftlab import config as cfg
-    from peftlab.models.adapters import RUN_FILE
-
-    return cfg.load(str(folder / RUN_FILE)).model.dtype if (folder / RUN_FILE).is_file() else "auto"
+    recorded = read_run_config(folder)
+    return recorded.model.dtype if recorded else "auto"

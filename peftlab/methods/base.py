@@ -1,4 +1,9 @@
-"""The method registry: name -> description, typed defaults, how to build, save and reload the trainable model."""
+"""What a method is: its settings, how it builds, saves and reloads, what it can do; and the registry of methods.
+
+The registry imports no method: each family module registers itself, and `peftlab.methods`
+(the catalog) imports the families. A method states its capabilities here, so callers ask the
+method (`method.mergeable`) instead of comparing `peft_type` strings.
+"""
 
 from __future__ import annotations
 
@@ -39,8 +44,20 @@ class Method:
     load: Callable[[Any, Path], Any] = load_peft  # (base model, folder) -> trained model
     quantization: str | None = None  # how the base model must be loaded: None | "4bit" | "8bit"
     callbacks: Callable[[Any], list] = lambda model: []  # Trainer callbacks the method needs (AdaLoRA)
-    vllm: bool = False  # vLLM can serve the saved result (FACTS.md: plain LoRA / rsLoRA only)
     lr: float = 1e-3  # the learning rate used when train.lr is not set (the classic LoRA recipe's)
+    # how a foreign adapter folder is recognised: adapter_config.json's peft_type, and the flags
+    # that tell a variant apart (DoRA: use_dora); None = only peftlab.json names it
+    peft_type: str | None = None
+    peft_flags: tuple[str, ...] = ()
+    # --- capabilities: what the saved result can do ----------------------------------------------
+    mergeable: bool = False  # merge_and_unload folds it into the base weights (`peftlab merge`)
+    not_mergeable_because: str = "its trained weights are not a PEFT weight update"
+    mixable: bool = False  # rows of several adapters share one forward pass (peft's adapter_names: LoRA only)
+    prompt_learning: bool = False  # virtual tokens in front of the input: no packed batches
+    answer_only_logits: bool = True  # training may compute logits only where the loss needs them
+    trains_in_fp32: bool = False  # trainable weights are fp32 even on a bf16 base (small updates round away in bf16)
+    vllm: bool = False  # vLLM can serve the saved result (FACTS.md: plain LoRA / rsLoRA only)
+    servable: bool = True  # `peftlab serve` can load it beside the base
 
     def parse_settings(self, raw: dict[str, Any] | None) -> Any:
         settings = from_dict(raw or {}, self.settings, where=f".{self.name}")
@@ -57,38 +74,30 @@ _REGISTRY: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
+    """Add a method (a family module at import, or a test); the order of registration is the order listed."""
     _REGISTRY[method.name] = method
     return method
 
 
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
 def get_method(name: str) -> Method:
-    _load_all()
     if name not in _REGISTRY:
         raise PeftlabError(f"unknown method '{name}'; choose one of: {', '.join(method_names())} (see `peftlab methods`)")
     return _REGISTRY[name]
 
 
 def method_names() -> list[str]:
-    _load_all()
     return list(_REGISTRY)
 
 
-def _load_all() -> None:
-    # importing a method module registers it; the order here is the order `peftlab methods` lists
-    from peftlab.methods import lora, lycoris, quantized, ia3, prompts, bottleneck, selective  # noqa: F401
-
-
-def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameters; 4-bit weights count as their unpacked size."""
-    trainable = total = 0
-    for parameter in model.parameters():
-        count = parameter.numel()
-        if hasattr(parameter, "quant_state") or type(parameter).__name__ == "Params4bit":
-            count *= 2  # two 4-bit values per stored byte
-        total += count
-        if parameter.requires_grad:
-            trainable += count
-    return trainable, total
+def capabilities(method: Method) -> list[str]:
+    """The capabilities a person reads in `peftlab methods`."""
+    named = {"merge": method.mergeable, "mixed batches": method.mixable, "vLLM": method.vllm, "serve": method.servable,
+             "fp32 training": method.trains_in_fp32, "prompt learning": method.prompt_learning}
+    return [name for name, present in named.items() if present]
 
 
 def peft_task_type(is_seq2seq: bool) -> Any:

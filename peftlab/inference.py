@@ -1,4 +1,5 @@
-"""Batched generation: sort prompts by length, pad (left for causal LMs), generate, restore the order."""
+"""Inference for every command that generates (eval, generate, compare, serve): load base (+ adapter),
+prompt -> token ids, generation settings, padding, and batched generation (sorted by length, restored in order)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from peftlab.artifacts import adapter_folder, check_base, misfit_error
 from peftlab.errors import PeftlabError
+from peftlab.models.loading import LoadedModel, load_model
 
 
 @dataclass
@@ -21,6 +24,27 @@ class GenerationSettings:
                 raise PeftlabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
 
 
+def load_for_generation(model_name: str | None, dtype: str = "auto", adapter: str | None = None,
+                        attn_implementation: str = "sdpa") -> LoadedModel:
+    """Load `model_name` (None = the embedded default), with the trained result in `adapter` applied if given.
+
+    Any method's result: the method registry knows how each is reloaded (PEFT adapters, bottleneck
+    adapters, trained-parameter files, whole models) and how its base must be loaded (4/8-bit).
+    """
+    if not adapter:
+        return load_model(model_name, dtype, attn_implementation)
+    from peftlab.methods import load_trained, saved_method
+
+    folder = adapter_folder(adapter)
+    check_base(folder, model_name)
+    loaded = load_model(model_name, dtype, attn_implementation, saved_method(folder).quantization)
+    try:
+        loaded.model = load_trained(loaded.model, folder)
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise misfit_error(folder, loaded.spec, error) from None
+    return loaded
+
+
 def source_ids(tokenizer: Any, prompt: str, chat: bool, is_seq2seq: bool) -> list[int]:
     """The prompt as training fed it: the encoder input for seq2seq, the chat-wrapped prompt for causal LMs."""
     from peftlab.data.tokenize import prompt_ids
@@ -28,7 +52,15 @@ def source_ids(tokenizer: Any, prompt: str, chat: bool, is_seq2seq: bool) -> lis
     return tokenizer(prompt)["input_ids"] if is_seq2seq else prompt_ids(tokenizer, prompt, chat)
 
 
-def _generation_config(model: Any, tokenizer: Any, settings: GenerationSettings) -> Any:
+def encode_prompts(loaded: LoadedModel, texts: list[str], chat_template: str) -> tuple[list[list[int]], bool]:
+    """Filled templates -> token ids as training fed them; also whether the chat template wrapped them."""
+    from peftlab.data.tokenize import uses_chat_template
+
+    chat = uses_chat_template(loaded.tokenizer, chat_template, loaded.is_seq2seq)
+    return [source_ids(loaded.tokenizer, text, chat, loaded.is_seq2seq) for text in texts], chat
+
+
+def generation_config(model: Any, tokenizer: Any, settings: GenerationSettings) -> Any:
     config = copy.deepcopy(model.generation_config)
     # greedy or beam search, deterministic: drop any sampling defaults the checkpoint ships with
     config.update(
@@ -41,7 +73,7 @@ def _generation_config(model: Any, tokenizer: Any, settings: GenerationSettings)
     return config
 
 
-def _pad(batch: list[list[int]], pad_id: int, left: bool) -> tuple[Any, Any]:
+def pad_batch(batch: list[list[int]], pad_id: int, left: bool) -> tuple[Any, Any]:
     import torch
 
     width = max(len(ids) for ids in batch)
@@ -67,13 +99,13 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2seq: b
     settings.check()
     if any(not ids for ids in prompts):
         raise PeftlabError("a prompt is empty after tokenization; check the template and the prompt column")
-    config = _generation_config(model, tokenizer, settings)
+    config = generation_config(model, tokenizer, settings)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     texts: list[str] = [""] * len(prompts)
     model.eval()
     for start in range(0, len(order), settings.batch_size):
         chosen = order[start:start + settings.batch_size]
-        ids, mask = _pad([prompts[i] for i in chosen], tokenizer.pad_token_id, left=not is_seq2seq)
+        ids, mask = pad_batch([prompts[i] for i in chosen], tokenizer.pad_token_id, left=not is_seq2seq)
         with torch.inference_mode():
             out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), generation_config=config)
         new_tokens = out if is_seq2seq else out[:, ids.shape[1]:]

@@ -1,0 +1,278 @@
+"""The on-disk formats, in one place: run folder, adapter folder, peftlab.json, run.yaml, summary.json,
+adapter_config.json (read only here), and the output guard every writing command uses.
+
+A training run folder DIR holds run.yaml (the resolved config), log.jsonl, checkpoints/,
+summary.json, and DIR/adapter: the trained result in its method's format beside peftlab.json
+(base model and method), run.yaml and the tokenizer. Anything that takes "an adapter" takes DIR
+or DIR/adapter, and a folder written by another tool (a plain PEFT adapter, a saved model).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from peftlab import atomic
+from peftlab import config as cfg
+from peftlab.config import RunConfig
+from peftlab.errors import PeftlabError
+from peftlab.models.loading import resolve_source
+
+RUN_FILE = "run.yaml"  # the resolved run config, in the run folder and in its adapter folder
+RUN_INFO = "peftlab.json"  # written by `peftlab train` beside the result: the base's label and path, the method
+SUMMARY = "summary.json"  # the training run's measurements
+LOSS_LOG = "log.jsonl"
+ADAPTER_DIR = "adapter"
+CHECKPOINTS = "checkpoints"
+ADAPTER_CONFIG = "adapter_config.json"  # PEFT's format (and the bottleneck adapter's, in its shape)
+TRAINED_PARAMETERS = "trained_parameters.json"  # selective methods' format (bitfit, freeze)
+MODEL_CONFIG = "config.json"  # a whole transformers model (full fine-tuning)
+RESULT_FILES = (RUN_INFO, ADAPTER_CONFIG, TRAINED_PARAMETERS, MODEL_CONFIG)
+
+
+# --- the adapter folder -------------------------------------------------------------------------
+
+def holds_result(folder: Path) -> bool:
+    """A trained result in any method's format, from `peftlab train` or another tool."""
+    return any((folder / name).is_file() for name in RESULT_FILES)
+
+
+def adapter_folder(path: str | Path) -> Path:
+    """The folder holding the trained result: DIR itself, or DIR/adapter of a training output."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise PeftlabError(f"adapter folder {path} does not exist; pass the adapter/ folder a `peftlab train` run wrote")
+    if not holds_result(folder) and holds_result(folder / ADAPTER_DIR):
+        folder = folder / ADAPTER_DIR
+    if not holds_result(folder):
+        raise PeftlabError(
+            f"{path} is not a PEFT adapter folder (no {ADAPTER_CONFIG}); pass the adapter/ folder inside a "
+            "`peftlab train` output, e.g. --adapter runs/NAME/adapter"
+        )
+    return folder
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise PeftlabError(f"{path} is not readable JSON ({error}); the adapter folder is damaged, train it again") from None
+    if not isinstance(data, dict):
+        raise PeftlabError(f"{path} does not hold a JSON object; the adapter folder is damaged, train it again")
+    return data
+
+
+def read_adapter_config(folder: Path) -> dict[str, Any] | None:
+    """adapter_config.json of a folder (None when it has none): the one place that reads it."""
+    path = Path(folder) / ADAPTER_CONFIG
+    return read_json(path) if path.is_file() else None
+
+
+def write_adapter_config(folder: Path, config: dict[str, Any]) -> None:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
+def read_run_info(folder: Path) -> dict[str, Any] | None:
+    """peftlab.json of a result folder (None for a result another tool wrote)."""
+    path = Path(folder) / RUN_INFO
+    return read_json(path) if path.is_file() else None
+
+
+def run_config_path(folder: Path) -> str | None:
+    """run.yaml of a run or adapter folder, to load with overrides (None when the folder records none)."""
+    path = Path(folder) / RUN_FILE
+    return str(path) if path.is_file() else None
+
+
+def read_run_config(folder: Path) -> RunConfig | None:
+    """The run config recorded in a run or adapter folder (None when it records none)."""
+    path = run_config_path(folder)
+    return cfg.load(path) if path else None
+
+
+@dataclass
+class SavedResult:
+    """What a result folder says about itself; the method registry turns it into a method."""
+
+    folder: Path
+    method: str | None  # named by peftlab.json
+    adapter_config: dict[str, Any] | None
+    trained_parameters: dict[str, Any] | None  # the selective format's config
+    whole_model: bool  # a complete transformers model (full fine-tuning)
+
+
+def read_saved(path: str | Path) -> SavedResult:
+    """Read any method's saved result folder (DIR or DIR/adapter)."""
+    folder = adapter_folder(path)
+    info = read_run_info(folder) or {}
+    selective = folder / TRAINED_PARAMETERS
+    return SavedResult(folder, info.get("method"), read_adapter_config(folder),
+                       read_json(selective) if selective.is_file() else None, (folder / MODEL_CONFIG).is_file())
+
+
+def recorded_base(folder: Path) -> tuple[str | None, str | None]:
+    """(label, loaded path) of the base the adapter was trained on, as far as the folder records it."""
+    info = read_run_info(folder)
+    if info is not None:
+        return info.get("model"), info.get("model_path")
+    selective = folder / TRAINED_PARAMETERS
+    config = read_adapter_config(folder) or (read_json(selective) if selective.is_file() else {})
+    base = config.get("base_model_name_or_path")
+    return base, base
+
+
+def recorded_model_name(folder: Path) -> str | None:
+    """The --model the adapter's training run used (None = the embedded default); a foreign adapter's base path."""
+    recorded = read_run_config(folder)
+    return recorded.model.name if recorded else recorded_base(folder)[1]
+
+
+def _same_source(a: str, b: str) -> bool:
+    if Path(a).exists() and Path(b).exists():
+        return Path(a).resolve() == Path(b).resolve()
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def check_base(folder: Path, model_name: str | None) -> None:
+    """Refuse a base other than the one the adapter was trained on (a peftlab adapter records it)."""
+    label, path = recorded_base(folder)
+    if not path or read_run_info(folder) is None:
+        return  # a foreign adapter: loading it still catches shape mismatches
+    wanted_label, wanted_path = resolve_source(model_name)
+    if not _same_source(wanted_path, path):
+        raise PeftlabError(
+            f"adapter {folder} was trained on {_named(label, path)}, not on {_named(wanted_label, wanted_path)}; "
+            "pass that base with --model, or omit --model to use it"
+        )
+
+
+def _named(label: str | None, path: str | None) -> str:
+    return f"{label} ({path})" if label and path and label != path else str(label or path or "an unrecorded base")
+
+
+def misfit_error(folder: Path, spec: str, error: Exception) -> PeftlabError:
+    """An adapter whose weights do not fit the loaded base, in one line naming the base it wants."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    label, path = recorded_base(folder)
+    return PeftlabError(
+        f"adapter {folder} does not fit base {spec}: {first[:200]}; it was trained on {_named(label, path)}: "
+        "pass that base with --model"
+    )
+
+
+# --- the output guard ---------------------------------------------------------------------------
+
+def check_output(path: str | Path, overwrite: bool, holds: str, owned: Callable[[Path], bool],
+                 continuable: bool = False) -> Path:
+    """The one rule for every command that writes a folder (train, eval, compare, demo, merge).
+
+    A file is never replaced by a folder; a non-empty folder that holds something other than
+    this command's output is refused (even with --overwrite: peftlab deletes only what it wrote);
+    a folder with this command's earlier output needs --overwrite, unless the command continues it.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise PeftlabError(f"output {out} is a file, not a folder; choose another --output")
+    if not out.is_dir() or not any(out.iterdir()):
+        return out
+    if not owned(out):
+        raise PeftlabError(f"output folder {out} is not empty and holds no {holds}; choose another --output"
+                           + ("" if overwrite else " or empty it"))
+    if not overwrite and not continuable:
+        raise PeftlabError(f"output folder {out} already holds a {holds}; pass --overwrite to replace it or choose another --output")
+    return out
+
+
+def check_output_file(path: str | Path) -> Path:
+    """A single output file (`peftlab generate --output`): replaced whole, never a folder."""
+    out = Path(path)
+    if out.is_dir():
+        raise PeftlabError(f"output {out} is a folder; `--output` takes a file name, e.g. answers.jsonl")
+    return out
+
+
+def empty_folder(out: Path) -> None:
+    for entry in out.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+# --- the training run folder --------------------------------------------------------------------
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): data}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    return sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
+
+
+def check_run_output(config: RunConfig, resume: bool, overwrite: bool) -> Path:
+    """Refuse a run folder that holds something else, before anything slow runs (reads only)."""
+    if not config.output:
+        raise PeftlabError("no output folder; pass --output DIR")
+    out = check_output(config.output, overwrite, "peftlab run", lambda o: (o / RUN_FILE).is_file(), continuable=True)
+    if out.is_dir() and (out / RUN_FILE).is_file() and not overwrite:
+        old = yaml.safe_load((out / RUN_FILE).read_text(encoding="utf-8")) or {}
+        changed = config_differences(old, config.to_dict())
+        if changed:
+            raise PeftlabError(f"output folder {out} holds a different run (differs in {', '.join(changed[:5])}); pass --overwrite to replace it or choose another --output")
+        if (out / ADAPTER_DIR).is_dir():
+            raise PeftlabError(f"output folder {out} already holds this finished run; pass --overwrite to train it again")
+        if not resume:
+            raise PeftlabError(f"output folder {out} holds an unfinished run of this config; pass --resume to continue it or --overwrite to start over")
+    return out
+
+
+def initialize_run(out: Path, config: RunConfig, overwrite: bool) -> None:
+    """Empty the folder if asked, and write the resolved config into it (the main process only)."""
+    if overwrite and out.is_dir():
+        empty_folder(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(out / RUN_FILE, config.to_yaml())
+    except PermissionError:
+        raise PeftlabError(f"output folder {out} is not writable; choose another --output") from None
+    except OSError as error:
+        raise PeftlabError(f"cannot write to output folder {out}: {error.strerror}; choose another --output") from None
+
+
+def last_checkpoint(out: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = out / CHECKPOINTS
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def save_result(out: Path, save: Callable[[Path], None], tokenizer: Any, config: RunConfig, info: dict[str, Any]) -> Path:
+    """Write DIR/adapter all at once: the method's files (`save` writes them), tokenizer, run.yaml, peftlab.json."""
+    target = out / ADAPTER_DIR
+    with atomic.folder(target) as tmp:
+        save(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / RUN_FILE).write_text(config.to_yaml(), encoding="utf-8")
+        (tmp / RUN_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return target
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic.write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> None:
+    write_json(out / SUMMARY, summary)
+
+
+def read_summary(out: Path) -> dict[str, Any]:
+    return read_json(out / SUMMARY)

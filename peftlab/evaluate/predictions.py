@@ -1,0 +1,49 @@
+"""Generate predictions for test examples and score them; one record per row; predictions and metrics files."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from peftlab import atomic
+from peftlab.errors import PeftlabError
+from peftlab.evaluate.references import EvalExample
+from peftlab.evaluate.rouge import example_scores, mean_scores
+from peftlab.inference import GenerationSettings, generate
+
+PREDICTIONS = "predictions.jsonl"
+METRICS = "metrics.json"
+
+
+def score_generations(name: str, loaded: Any, prompts: list[list[int]], examples: list[EvalExample],
+           settings: GenerationSettings, say: Callable[[str], None]) -> tuple[list[str], list[dict[str, float]], dict[str, Any]]:
+    start = time.perf_counter()
+    texts = generate(loaded.model, loaded.tokenizer, prompts, loaded.is_seq2seq, settings,
+                     progress=lambda done: say(f"  {name}: {done}/{len(prompts)} generated"))
+    seconds = time.perf_counter() - start
+    scores = example_scores(texts, [e.references for e in examples])
+    summary = {**mean_scores(scores), "seconds": seconds, "summaries_per_second": len(texts) / seconds,
+               "mean_words": sum(len(t.split()) for t in texts) / len(texts)}
+    return texts, scores, summary
+
+
+def prediction_records(examples: list[EvalExample], runs: dict[str, tuple[list[str], list[dict]]]) -> list[dict[str, Any]]:
+    """One record per row: input, references, and per model its prediction and ROUGE."""
+    records = []
+    for i, example in enumerate(examples):
+        records.append({
+            "where": example.where, "input": example.prompt, "references": example.references,
+            "predictions": {key: texts[i] for key, (texts, _) in runs.items()},
+            "rouge": {key: scores[i] for key, (_, scores) in runs.items()},
+        })
+    return records
+
+
+def write_outputs(out: Path, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    try:
+        atomic.write_text(out / PREDICTIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        atomic.write_text(out / METRICS, json.dumps(metrics, indent=2) + "\n")
+    except OSError as error:
+        raise PeftlabError(f"cannot write to output folder {out}: {error.strerror}; choose another --output") from None

@@ -1,0 +1,130 @@
+"""A method defined here, not in peftlab: registered from the test, it trains, saves, reloads, evaluates,
+and `serve` / `merge` treat it by the capabilities it declares, without any change to peftlab."""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from peftlab.errors import PeftlabError
+from peftlab.methods import BuildContext, Method, get_method, load_trained, register, saved_method, unregister
+from peftlab.models import load_model
+from tests.conftest import TOY_ROWS, write_jsonl
+from tests.tiny_models import train_tiny
+
+WEIGHTS = "final_norm.safetensors"
+
+
+@dataclass
+class FinalNormSettings:
+    """Train only the final normalization weight of a Llama-style model."""
+
+    scale: float = 1.0  # multiplies the starting weight
+
+
+def build_final_norm(model, settings: FinalNormSettings, context: BuildContext):
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    norm = model.get_decoder().norm
+    norm.weight = torch.nn.Parameter(norm.weight.detach().clone() * settings.scale)
+    return model
+
+
+def save_final_norm(model, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": model.get_decoder().norm.weight.detach().contiguous()}, str(folder / WEIGHTS))
+
+
+def load_final_norm(base_model, folder: Path):
+    from safetensors.torch import load_file
+
+    # a new Parameter, not a copy into the old one: `serve` shares the base's tensors between models
+    base_model.get_decoder().norm.weight = torch.nn.Parameter(load_file(str(folder / WEIGHTS))["weight"], requires_grad=False)
+    return base_model
+
+
+FINAL_NORM = Method("final-norm", "Only the final norm's weight (a test fixture)", FinalNormSettings, build_final_norm,
+                    save=save_final_norm, load=load_final_norm, lr=0.1, servable=True)
+
+
+@pytest.fixture(scope="module")
+def final_norm():
+    register(FINAL_NORM)
+    try:
+        yield FINAL_NORM
+    finally:
+        unregister(FINAL_NORM.name)
+
+
+@pytest.fixture(scope="module")
+def trained(final_norm, tiny_llama, tmp_path_factory) -> Path:
+    tmp_path = tmp_path_factory.mktemp("final-norm")
+    data = write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS * 2)
+    summary = train_tiny(tiny_llama, data, tmp_path / "run", "method=final-norm", "final-norm.scale=1.5", "train.batch_size=4")
+    hidden = load_model(tiny_llama, "fp32").model.config.hidden_size
+    assert summary["method"] == "final-norm" and summary["trainable_parameters"] == hidden
+    return tmp_path / "run"
+
+
+def test_trains_saves_reloads_and_evaluates(trained, tiny_llama, tmp_path):
+    from peftlab.evaluate.evaluation import evaluate
+    from peftlab.evaluate.settings import eval_config
+
+    assert saved_method(trained) is get_method("final-norm")
+    reloaded = load_trained(load_model(tiny_llama, "fp32").model, trained)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(trained / "adapter" / WEIGHTS))["weight"]
+    torch.testing.assert_close(reloaded.get_decoder().norm.weight, saved)
+    assert not torch.equal(saved, load_model(tiny_llama, "fp32").model.get_decoder().norm.weight)  # it trained
+
+    data = write_jsonl(tmp_path / "test.jsonl", TOY_ROWS)
+    config = eval_config(str(trained), [], {"model.name": tiny_llama})
+    result = evaluate(config, str(data), str(tmp_path / "eval"), adapter=str(trained))
+    assert set(result["results"]) == {"base", "tuned"} and (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def answer(engine, model: str, ids: list[int]) -> str:
+    from peftlab.serve.jobs import Job, TextStream
+
+    job = Job(model, ids, 6, TextStream(engine.loaded.tokenizer, []), queue.Queue())
+    engine.run([job])
+    assert job.done
+    return "".join(job.output)
+
+
+def alone(model: str, adapter: str | None, ids: list[int]) -> str:
+    """A fresh base (+ adapter), greedy, one prompt, no server."""
+    from peftlab.inference import load_for_generation
+
+    loaded = load_for_generation(model, "fp32", adapter)
+    out = loaded.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
+    return loaded.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+
+
+def test_serve_follows_the_declared_capabilities(trained, final_norm, tiny_llama, capsys):
+    from peftlab.cli import main
+    from peftlab.serve.launch import load_engine
+
+    engine = load_engine(tiny_llama, [("norm", str(trained))], "fp32", "tiny")
+    served = engine.models["norm"]
+    assert served.method == "final-norm" and served.row_name is None  # not mixable: batched per adapter
+    ids = engine.prompt_ids("Hello, how are you?")
+    assert answer(engine, "norm", ids) == alone(tiny_llama, str(trained), ids)
+    assert answer(engine, "tiny", ids) == alone(tiny_llama, None, ids)  # the shared base weights are untouched
+
+    register(dataclasses.replace(final_norm, servable=False))
+    try:
+        with pytest.raises(PeftlabError, match="final-norm cannot be served"):
+            load_engine(tiny_llama, [("norm", str(trained))], "fp32", "tiny")
+    finally:
+        register(final_norm)
+    assert main(["merge", "--adapter", str(trained), "--output", str(trained.parent / "merged")]) == 2
+    assert "final-norm cannot be merged" in capsys.readouterr().err

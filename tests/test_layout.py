@@ -1,0 +1,108 @@
+"""Architecture rules of the package, checked on its source: no import cycle, one owner per file format,
+no peft_type string comparisons outside the methods."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "peftlab"
+FORMAT_MODULE = "peftlab.artifacts"
+FORMAT_FILES = ("adapter_config.json", "peftlab.json")
+FORMAT_NAMES = ("ADAPTER_CONFIG", "RUN_INFO")  # artifacts' names for those files
+PEFT_TYPES = ("LORA", "ADALORA", "LOHA", "LOKR", "IA3", "PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "LN_TUNING", "BOTTLENECK")
+
+
+def modules() -> dict[str, ast.Module]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return found
+
+
+def imported(name: str, tree: ast.Module, known: set[str]) -> set[str]:
+    """peftlab modules `name` imports anywhere (module level or inside functions)."""
+    package = name if (PACKAGE.parent / name.replace(".", "/") / "__init__.py").is_file() else name.rpartition(".")[0]
+    targets = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            # `from X import Y` imports module X.Y when Y is one, else X itself
+            targets |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names}
+    return {target for target in targets if target in known and target != name}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_import_cycle_detection_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle_in_the_package():
+    trees = modules()
+    graph = {name: imported(name, tree, set(trees)) for name, tree in trees.items()}
+    assert graph["peftlab.methods.saved"] >= {"peftlab.artifacts", "peftlab.methods.base"}  # the walk sees imports
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def _docstrings(tree: ast.Module) -> set[int]:
+    nodes = [tree, *(n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))]
+    return {id(n.body[0].value) for n in nodes if n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+
+
+def test_only_the_format_module_names_adapter_config_and_peftlab_json():
+    offenders = []
+    for name, tree in modules().items():
+        if name == FORMAT_MODULE:
+            continue
+        skip = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+                offenders += [f"{name}:{node.lineno} {file}" for file in FORMAT_FILES if file in node.value]
+            if isinstance(node, ast.ImportFrom) and node.module == FORMAT_MODULE:
+                offenders += [f"{name}:{node.lineno} imports {a.name}" for a in node.names if a.name in FORMAT_NAMES]
+            if isinstance(node, ast.Attribute) and node.attr in FORMAT_NAMES:
+                offenders.append(f"{name}:{node.lineno} uses {node.attr}")
+    assert not offenders, offenders
+
+
+def test_no_peft_type_comparison_outside_the_methods():
+    offenders = []
+    for name, tree in modules().items():
+        if name.startswith("peftlab.methods"):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Compare):
+                continue
+            text = ast.unparse(node)
+            strings = [n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+            if "peft_type" in text or any(s in PEFT_TYPES for s in strings):
+                offenders.append(f"{name}:{node.lineno} {text}")
+    assert not offenders, offenders
