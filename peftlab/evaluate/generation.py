@@ -54,9 +54,9 @@ def _pad(batch: list[list[int]], pad_id: int, left: bool) -> tuple[Any, Any]:
     return ids, mask
 
 
-def generate(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2seq: bool,
-             settings: GenerationSettings, progress: Callable[[int], None] = lambda done: None) -> list[str]:
-    """Decoded completions of token-id prompts, in the prompts' order.
+def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2seq: bool,
+                 settings: GenerationSettings, progress: Callable[[int], None] = lambda done: None) -> list[list[int]]:
+    """The new token ids (pad tokens included) generated for token-id prompts, in the prompts' order.
 
     Batches hold prompts of similar length (sorted, longest first, so memory peaks at once);
     causal LMs are padded on the left so every row's next token follows its own last prompt
@@ -69,15 +69,22 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2seq: b
         raise PeftlabError("a prompt is empty after tokenization; check the template and the prompt column")
     config = _generation_config(model, tokenizer, settings)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    texts: list[str] = [""] * len(prompts)
+    generated: list[list[int]] = [[] for _ in prompts]
     model.eval()
     for start in range(0, len(order), settings.batch_size):
         chosen = order[start:start + settings.batch_size]
         ids, mask = _pad([prompts[i] for i in chosen], tokenizer.pad_token_id, left=not is_seq2seq)
         with torch.inference_mode():
             out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), generation_config=config)
-        new_tokens = out if is_seq2seq else out[:, ids.shape[1]:]
-        for i, tokens in zip(chosen, new_tokens):
-            texts[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        new_tokens = out[:, 1:] if is_seq2seq else out[:, ids.shape[1]:]  # seq2seq output opens with the decoder start token
+        for i, tokens in zip(chosen, new_tokens.tolist()):
+            generated[i] = tokens
         progress(min(start + settings.batch_size, len(order)))
-    return texts
+    return generated
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2seq: bool,
+             settings: GenerationSettings, progress: Callable[[int], None] = lambda done: None) -> list[str]:
+    """Decoded completions of token-id prompts, in the prompts' order (see generate_ids)."""
+    return [tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            for tokens in generate_ids(model, tokenizer, prompts, is_seq2seq, settings, progress)]
