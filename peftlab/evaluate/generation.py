@@ -64,6 +64,8 @@ def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2se
     """
     import torch
 
+    from peftlab.evaluate.selfcheck import generate_new_tokens
+
     settings.check()
     if any(not ids for ids in prompts):
         raise PeftlabError("a prompt is empty after tokenization; check the template and the prompt column")
@@ -75,8 +77,7 @@ def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2se
         chosen = order[start:start + settings.batch_size]
         ids, mask = _pad([prompts[i] for i in chosen], tokenizer.pad_token_id, left=not is_seq2seq)
         with torch.inference_mode():
-            out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), generation_config=config)
-        new_tokens = out[:, 1:] if is_seq2seq else out[:, ids.shape[1]:]  # seq2seq output opens with the decoder start token
+            new_tokens = generate_new_tokens(model, ids.to(model.device), mask.to(model.device), config, is_seq2seq)
         for i, tokens in zip(chosen, new_tokens.tolist()):
             generated[i] = tokens
         progress(min(start + settings.batch_size, len(order)))

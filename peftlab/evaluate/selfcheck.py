@@ -1,30 +1,104 @@
-"""The reference decode: greedy tokens from full forward passes without a cache, which cached generation must equal."""
+"""Generation guarded by a self-check: once per process and method, a few cached tokens are compared with uncached forward passes.
+
+Cached generation of prompt-learning methods has broken silently with several releases of
+peft and transformers (peft issues 1391 and 2123, transformers issue 36509); a broken cache
+gives fluent-looking garbage and wrong scores, not an error. So the first generation with a
+method decodes a short probe both ways; if they differ, that method generates without a cache
+(slower, but what the model learned) and one line says so.
+"""
 
 from __future__ import annotations
 
+import copy
+import logging
+import time
 from typing import Any
 
+from peftlab.evaluate.uncached import forward_logits, uncached_generate
+from peftlab.evaluate.virtual_tokens import generate_with_virtual_tokens, new_tokens, virtual_token_type
 
-def reference_greedy(model: Any, prompt: list[int], steps: int, is_seq2seq: bool) -> list[int]:
-    """Greedy tokens from full forward passes over the whole sequence, without a cache: what generation must equal.
+log = logging.getLogger(__name__)
 
-    The model's own forward is what training optimised (for prompt-learning methods peft's forward
-    adds the virtual tokens), so this loop is the definition of the right answer; eos does not stop it.
+PROBE_TOKENS = 4  # enough to cover the prefill and several cached steps
+PROBE_LENGTHS = (12, 7)  # two prompts of different lengths, so the padded batch is checked too
+_cache_agrees: dict[tuple[str, str], bool] = {}  # (model class, method) -> verdict of this process's self-check
+last_check_seconds: float | None = None  # what the latest self-check cost (benchmarks read it)
+
+
+def method_label(model: Any) -> str:
+    """The peft type of the active adapter (LORA, PREFIX_TUNING...), or 'base' for a plain model."""
+    config = getattr(model, "active_peft_config", None)
+    if config is None:
+        return "base"
+    return str(getattr(config.peft_type, "value", config.peft_type))
+
+
+def _base_class(model: Any) -> str:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return type(base).__name__
+
+
+def cached_generate(model: Any, ids: Any, mask: Any, config: Any, is_seq2seq: bool, **extra: Any) -> Any:
+    """New tokens (rows x steps) for padded prompts, with the cache on: the fast path every method should take."""
+    if virtual_token_type(model):
+        return generate_with_virtual_tokens(model, ids, mask, config, is_seq2seq, **extra)
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, **extra)
+    return new_tokens(out, ids, is_seq2seq)
+
+
+def _probe_config(config: Any) -> Any:
+    probe = copy.deepcopy(config)
+    # greedy and blind to eos, so that the probe runs exactly PROBE_TOKENS steps
+    probe.update(do_sample=False, temperature=None, top_p=None, top_k=None, num_beams=1,
+                 max_new_tokens=PROBE_TOKENS, min_new_tokens=None, eos_token_id=None)
+    return probe
+
+
+def _rounding(model: Any) -> float:
+    """Relative rounding of the model's arithmetic: fp32's, or bf16's when a weight is stored in fewer bits (bf16, int8, 4-bit)."""
+    import torch
+
+    exact = all(parameter.dtype in (torch.float32, torch.float64) for parameter in model.parameters())
+    return torch.finfo(torch.float32 if exact else torch.bfloat16).eps
+
+
+def cache_agrees(model: Any, prompt: list[int], config: Any, is_seq2seq: bool) -> bool:
+    """Whether every token cached generation picks for prefixes of `prompt` (batched, padded) is the uncached argmax.
+
+    The uncached logits come from one teacher-forced forward pass per probe. A cached step and
+    a full pass round differently, so a token counts as the argmax when its logit is within a
+    few units in the last place of the top one: in fp32 that is an exact-equality test in all
+    but ties; in bf16 or quantized models it keeps rounding from flagging a working cache,
+    while a broken cache picks tokens whole logits below the top.
     """
     import torch
 
-    device = model.device
-    source = torch.tensor([prompt], device=device)
-    start = model.config.decoder_start_token_id if is_seq2seq else None
-    tokens: list[int] = []
-    with torch.inference_mode():
-        for _ in range(steps):
-            if is_seq2seq:
-                decoder = torch.tensor([[start, *tokens]], device=device)
-                logits = model(input_ids=source, attention_mask=torch.ones_like(source), decoder_input_ids=decoder,
-                               use_cache=False).logits
-            else:
-                sequence = torch.tensor([prompt + tokens], device=device)
-                logits = model(input_ids=sequence, attention_mask=torch.ones_like(sequence), use_cache=False).logits
-            tokens.append(int(logits[0, -1].argmax()))
-    return tokens
+    from peftlab.evaluate.generation import _pad
+
+    probes = list({tuple(prompt[:length]): None for length in PROBE_LENGTHS})  # distinct, longest first
+    ids, mask = _pad([list(p) for p in probes], config.pad_token_id, left=not is_seq2seq)
+    got = cached_generate(model, ids.to(model.device), mask.to(model.device), _probe_config(config), is_seq2seq)
+    for probe, tokens in zip(probes, got[:, -PROBE_TOKENS:].tolist()):
+        logits = forward_logits(model, list(probe), tokens[:-1], is_seq2seq)
+        picked = logits.gather(1, torch.tensor(tokens, device=logits.device)[:, None])[:, 0]
+        slack = 8 * _rounding(model) * logits.abs().max()
+        if bool((logits.max(dim=1).values - picked > slack).any()):
+            return False
+    return True
+
+
+def generate_new_tokens(model: Any, ids: Any, mask: Any, config: Any, is_seq2seq: bool, **extra: Any) -> Any:
+    """New tokens (rows x steps) for padded prompts: cached unless this process's self-check caught the cache lying."""
+    global last_check_seconds
+    key = (_base_class(model), method_label(model))
+    if key not in _cache_agrees:
+        started = time.perf_counter()
+        first_prompt = ids[0][mask[0].bool()].tolist()
+        _cache_agrees[key] = cache_agrees(model, first_prompt, config, is_seq2seq)
+        last_check_seconds = time.perf_counter() - started
+        if not _cache_agrees[key]:
+            log.warning("self-check: cached generation of %s on %s differs from uncached forward passes; "
+                        "generating without a cache for this method (slower, but correct)", key[1], key[0])
+    if _cache_agrees[key]:
+        return cached_generate(model, ids, mask, config, is_seq2seq, **extra)
+    return uncached_generate(model, ids, mask, config, is_seq2seq, **extra)

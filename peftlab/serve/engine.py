@@ -11,6 +11,7 @@ from typing import Any
 
 from peftlab.errors import PeftlabError
 from peftlab.evaluate.generation import GenerationSettings, _generation_config, _pad, source_ids
+from peftlab.evaluate.selfcheck import generate_new_tokens
 from peftlab.models.adapters import ADAPTER_CONFIG, add_named_adapter, adapter_folder, check_base, misfit_error
 from peftlab.models.loading import LoadedModel
 from peftlab.serve.jobs import Job, StepHook
@@ -145,8 +146,8 @@ class Engine:
         extra = {"adapter_names": [self.models[job.model].row_name for job in jobs]} if family.mixed else {}
         hook = StepHook(jobs, self.eos_ids)
         device = family.model.device
-        with torch.inference_mode():
-            family.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                                  stopping_criteria=StoppingCriteriaList([hook]), **extra)
+        with torch.inference_mode():  # the checked path: prompt-learning adapters need its cache handling
+            generate_new_tokens(family.model, ids.to(device), mask.to(device), config, is_seq2seq,
+                                stopping_criteria=StoppingCriteriaList([hook]), **extra)
         for job in jobs:
             job.finish("length")  # rows the step hook did not end ran into max_new_tokens

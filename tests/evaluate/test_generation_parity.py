@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from peftlab.evaluate.generation import GenerationSettings, generate_ids, source_ids
-from peftlab.evaluate.selfcheck import reference_greedy
+from peftlab.evaluate.uncached import reference_greedy
 from peftlab.methods import BuildContext, get_method, method_names
 from peftlab.models import load_model
 
