@@ -1,17 +1,17 @@
-"""Generation guarded by a self-check: once per process and method, a few cached tokens are compared with uncached forward passes.
+"""Generation guarded by a self-check: once per model and method, a few cached tokens are compared with uncached forward passes.
 
 Cached generation of prompt-learning methods has broken silently with several releases of
 peft and transformers (peft issues 1391 and 2123, transformers issue 36509); a broken cache
 gives fluent-looking garbage and wrong scores, not an error. So the first generation with a
-method decodes a short probe both ways; if they differ, that method generates without a cache
-(slower, but what the model learned) and one line says so.
+model and method decodes a short probe both ways; if they differ, that method generates
+without a cache (slower, but what the model learned) and one line says so.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import time
+import weakref
 from typing import Any
 
 from peftlab.evaluate.uncached import forward_logits, uncached_generate
@@ -21,21 +21,17 @@ log = logging.getLogger(__name__)
 
 PROBE_TOKENS = 4  # enough to cover the prefill and several cached steps
 PROBE_LENGTHS = (12, 7)  # two prompts of different lengths, so the padded batch is checked too
-_cache_agrees: dict[tuple[str, str], bool] = {}  # (model class, method) -> verdict of this process's self-check
-last_check_seconds: float | None = None  # what the latest self-check cost (benchmarks read it)
+# model object -> {method label: the cache agreed}; weak, so a freed model takes its verdicts along
+_verdicts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def method_label(model: Any) -> str:
-    """The peft type of the active adapter (LORA, PREFIX_TUNING...), or 'base' for a plain model."""
+    """The active adapter's peft type (LORA, PREFIX_TUNING...), or the model class for a model without an active PEFT adapter."""
     config = getattr(model, "active_peft_config", None)
-    if config is None:
-        return "base"
+    if config is None or getattr(model, "_adapters_disabled", False):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return type(base).__name__
     return str(getattr(config.peft_type, "value", config.peft_type))
-
-
-def _base_class(model: Any) -> str:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return type(base).__name__
 
 
 def cached_generate(model: Any, ids: Any, mask: Any, config: Any, is_seq2seq: bool, **extra: Any) -> Any:
@@ -89,16 +85,13 @@ def cache_agrees(model: Any, prompt: list[int], config: Any, is_seq2seq: bool) -
 
 def generate_new_tokens(model: Any, ids: Any, mask: Any, config: Any, is_seq2seq: bool, **extra: Any) -> Any:
     """New tokens (rows x steps) for padded prompts: cached unless this process's self-check caught the cache lying."""
-    global last_check_seconds
-    key = (_base_class(model), method_label(model))
-    if key not in _cache_agrees:
-        started = time.perf_counter()
-        first_prompt = ids[0][mask[0].bool()].tolist()
-        _cache_agrees[key] = cache_agrees(model, first_prompt, config, is_seq2seq)
-        last_check_seconds = time.perf_counter() - started
-        if not _cache_agrees[key]:
-            log.warning("self-check: cached generation of %s on %s differs from uncached forward passes; "
-                        "generating without a cache for this method (slower, but correct)", key[1], key[0])
-    if _cache_agrees[key]:
+    verdicts = _verdicts.setdefault(model, {})
+    label = method_label(model)
+    if label not in verdicts:
+        verdicts[label] = cache_agrees(model, ids[0][mask[0].bool()].tolist(), config, is_seq2seq)
+        if not verdicts[label]:
+            log.warning("self-check: cached generation of %s differs from uncached forward passes; "
+                        "generating without a cache for this method (slower, but correct)", label)
+    if verdicts[label]:
         return cached_generate(model, ids, mask, config, is_seq2seq, **extra)
     return uncached_generate(model, ids, mask, config, is_seq2seq, **extra)

@@ -23,6 +23,8 @@ PREFIXED = ("PREFIX_TUNING",)  # virtual tokens are key/value pairs in front of 
 def virtual_token_type(model: Any) -> str | None:
     """PROMPT_TUNING, P_TUNING or PREFIX_TUNING when this generation path handles the model's active adapter, else None."""
     config = getattr(model, "active_peft_config", None)
+    if getattr(model, "_adapters_disabled", False):  # inside peft's disable_adapter(): the plain base generates
+        return None
     peft_type = str(getattr(getattr(config, "peft_type", None), "value", getattr(config, "peft_type", "")))
     return peft_type if peft_type in EMBEDDED + PREFIXED else None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.evaluate.test_generation_parity import NEW_TOKENS, PROMPTS, perturbed
 @pytest.fixture(autouse=True)
 def fresh_process(monkeypatch):
     """Every test starts like a new process: no method checked yet."""
-    monkeypatch.setattr(selfcheck, "_cache_agrees", {})
+    monkeypatch.setattr(selfcheck, "_verdicts", weakref.WeakKeyDictionary())
 
 
 def peft_cached_generate(model, ids, mask, config, is_seq2seq, **extra):
@@ -40,7 +41,7 @@ def test_the_fixed_cache_passes_the_self_check(tiny_llama, method_name, caplog):
     with caplog.at_level(logging.WARNING, logger=selfcheck.__name__):
         got, want = answers(model, loaded)
     assert got == want
-    assert list(selfcheck._cache_agrees.values()) == [True]
+    assert list(selfcheck._verdicts[model].values()) == [True]
     assert not caplog.records
 
 
@@ -57,5 +58,18 @@ def test_a_broken_cache_is_caught_and_generation_falls_back_to_uncached(request,
         got, want = answers(model, loaded)
         answers(model, loaded)  # a second generation with the method: no second check, no second line
     assert got == want
-    assert list(selfcheck._cache_agrees.values()) == [False]
+    assert list(selfcheck._verdicts[model].values()) == [False]
     assert len(caplog.records) == 1 and "without a cache" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("method_name", ["prompt-tuning", "prefix-tuning"])
+def test_a_disabled_soft_prompt_generates_like_the_base(tiny_llama, method_name):
+    """eval scores the base of a PEFT result with its adapter disabled: no virtual tokens may slip in."""
+    from peftlab.models import load_model
+
+    loaded, model = perturbed_model(method_name, tiny_llama)
+    base = load_model(tiny_llama, "fp32").model.eval()
+    with model.disable_adapter():
+        got, _ = answers(model, loaded)
+    _, want = answers(base, loaded)
+    assert got == want
