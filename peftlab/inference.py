@@ -1,15 +1,21 @@
 """Inference for every command that generates (eval, generate, compare, serve): load base (+ adapter),
-prompt -> token ids, generation settings, padding, and batched generation (sorted by length, restored in order)."""
+prompt -> token ids, generation settings, padding, and batched generation (sorted by length, restored in order),
+guarded by a self-check of the generation cache, with decoding by full forward passes as reference and fallback."""
 
 from __future__ import annotations
 
 import copy
+import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from peftlab.artifacts import adapter_folder, check_base, misfit_error
 from peftlab.errors import PeftlabError
+from peftlab.methods.virtual_tokens import generate_with_virtual_tokens, new_tokens, virtual_token_type
 from peftlab.models.loading import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,9 +92,9 @@ def pad_batch(batch: list[list[int]], pad_id: int, left: bool) -> tuple[Any, Any
     return ids, mask
 
 
-def generate(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2seq: bool,
-             settings: GenerationSettings, progress: Callable[[int], None] = lambda done: None) -> list[str]:
-    """Decoded completions of token-id prompts, in the prompts' order.
+def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2seq: bool,
+                 settings: GenerationSettings, progress: Callable[[int], None] = lambda done: None) -> list[list[int]]:
+    """The new token ids (pad tokens included) generated for token-id prompts, in the prompts' order.
 
     Batches hold prompts of similar length (sorted, longest first, so memory peaks at once);
     causal LMs are padded on the left so every row's next token follows its own last prompt
@@ -101,15 +107,192 @@ def generate(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2seq: b
         raise PeftlabError("a prompt is empty after tokenization; check the template and the prompt column")
     config = generation_config(model, tokenizer, settings)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    texts: list[str] = [""] * len(prompts)
+    generated: list[list[int]] = [[] for _ in prompts]
     model.eval()
     for start in range(0, len(order), settings.batch_size):
         chosen = order[start:start + settings.batch_size]
         ids, mask = pad_batch([prompts[i] for i in chosen], tokenizer.pad_token_id, left=not is_seq2seq)
         with torch.inference_mode():
-            out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), generation_config=config)
-        new_tokens = out if is_seq2seq else out[:, ids.shape[1]:]
-        for i, tokens in zip(chosen, new_tokens):
-            texts[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            new_tokens = generate_new_tokens(model, ids.to(model.device), mask.to(model.device), config, is_seq2seq)
+        for i, tokens in zip(chosen, new_tokens.tolist()):
+            generated[i] = tokens
         progress(min(start + settings.batch_size, len(order)))
-    return texts
+    return generated
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2seq: bool,
+             settings: GenerationSettings, progress: Callable[[int], None] = lambda done: None) -> list[str]:
+    """Decoded completions of token-id prompts, in the prompts' order (see generate_ids)."""
+    return [tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            for tokens in generate_ids(model, tokenizer, prompts, is_seq2seq, settings, progress)]
+
+
+# --- the self-check -------------------------------------------------------------------------------
+# Generation guarded by a self-check: once per model and method, a few cached tokens are compared with uncached forward passes.
+#
+# Cached generation of prompt-learning methods has broken silently with several releases of
+# peft and transformers (peft issues 1391 and 2123, transformers issue 36509); a broken cache
+# gives fluent-looking garbage and wrong scores, not an error. So the first generation with a
+# model and method decodes a short probe both ways; if they differ, that method generates
+# without a cache (slower, but what the model learned) and one line says so.
+
+
+PROBE_TOKENS = 4  # enough to cover the prefill and several cached steps
+PROBE_LENGTHS = (12, 7)  # two prompts of different lengths, so the padded batch is checked too
+# model object -> {method label: the cache agreed}; weak, so a freed model takes its verdicts along
+_verdicts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def method_label(model: Any) -> str:
+    """The active adapter's peft type (LORA, PREFIX_TUNING...), or the model class for a model without an active PEFT adapter."""
+    config = getattr(model, "active_peft_config", None)
+    if config is None or getattr(model, "_adapters_disabled", False):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return type(base).__name__
+    return str(getattr(config.peft_type, "value", config.peft_type))
+
+
+def cached_generate(model: Any, ids: Any, mask: Any, config: Any, is_seq2seq: bool, **extra: Any) -> Any:
+    """New tokens (rows x steps) for padded prompts, with the cache on: the fast path every method should take."""
+    if virtual_token_type(model):
+        return generate_with_virtual_tokens(model, ids, mask, config, is_seq2seq, **extra)
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, **extra)
+    return new_tokens(out, ids, is_seq2seq)
+
+
+def _probe_config(config: Any) -> Any:
+    probe = copy.deepcopy(config)
+    # greedy and blind to eos, so that the probe runs exactly PROBE_TOKENS steps
+    probe.update(do_sample=False, temperature=None, top_p=None, top_k=None, num_beams=1,
+                 max_new_tokens=PROBE_TOKENS, min_new_tokens=None, eos_token_id=None)
+    return probe
+
+
+def _rounding(model: Any) -> float:
+    """Relative rounding of the model's arithmetic: fp32's, or bf16's when a weight is stored in fewer bits (bf16, int8, 4-bit)."""
+    import torch
+
+    exact = all(parameter.dtype in (torch.float32, torch.float64) for parameter in model.parameters())
+    return torch.finfo(torch.float32 if exact else torch.bfloat16).eps
+
+
+def cache_agrees(model: Any, prompt: list[int], config: Any, is_seq2seq: bool) -> bool:
+    """Whether every token cached generation picks for prefixes of `prompt` (batched, padded) is the uncached argmax.
+
+    The uncached logits come from one teacher-forced forward pass per probe. A cached step and
+    a full pass round differently, so a token counts as the argmax when its logit is within a
+    few units in the last place of the top one: in fp32 that is an exact-equality test in all
+    but ties; in bf16 or quantized models it keeps rounding from flagging a working cache,
+    while a broken cache picks tokens whole logits below the top.
+    """
+    import torch
+
+    probes = list({tuple(prompt[:length]): None for length in PROBE_LENGTHS})  # distinct, longest first
+    ids, mask = pad_batch([list(p) for p in probes], config.pad_token_id, left=not is_seq2seq)
+    got = cached_generate(model, ids.to(model.device), mask.to(model.device), _probe_config(config), is_seq2seq)
+    for probe, tokens in zip(probes, got[:, -PROBE_TOKENS:].tolist()):
+        logits = forward_logits(model, list(probe), tokens[:-1], is_seq2seq)
+        picked = logits.gather(1, torch.tensor(tokens, device=logits.device)[:, None])[:, 0]
+        slack = 8 * _rounding(model) * logits.abs().max()
+        if bool((logits.max(dim=1).values - picked > slack).any()):
+            return False
+    return True
+
+
+def generate_new_tokens(model: Any, ids: Any, mask: Any, config: Any, is_seq2seq: bool, **extra: Any) -> Any:
+    """New tokens (rows x steps) for padded prompts: cached unless this process's self-check caught the cache lying."""
+    verdicts = _verdicts.setdefault(model, {})
+    label = method_label(model)
+    if label not in verdicts:
+        verdicts[label] = cache_agrees(model, ids[0][mask[0].bool()].tolist(), config, is_seq2seq)
+        if not verdicts[label]:
+            log.warning("self-check: cached generation of %s differs from uncached forward passes; "
+                        "generating without a cache for this method (slower, but correct)", label)
+    if verdicts[label]:
+        return cached_generate(model, ids, mask, config, is_seq2seq, **extra)
+    return uncached_generate(model, ids, mask, config, is_seq2seq, **extra)
+
+
+# --- decoding by full forward passes --------------------------------------------------------------
+# Decoding by full forward passes without a cache: the reference that generation must equal, and the fallback when a cache lies.
+#
+# Each row is decoded on its own, unpadded, through the model's own forward pass, which is what
+# training optimised (for prompt-learning methods peft's forward adds the virtual tokens). It is
+# slow (every step re-reads the whole sequence) but depends on no cache and no generation hook:
+# peft's own `generate(use_cache=False)` is no substitute, as it misplaces the positions of
+# left-padded rows for soft prompts and loses prefix tuning's prefix after the first step.
+# Hand-written here because transformers' generate has no cache-free mode that bypasses those hooks.
+
+
+def forward_logits(model: Any, prompt: list[int], tokens: list[int], is_seq2seq: bool, **forward_extra: Any) -> Any:
+    """Logits (len(tokens) + 1 rows) predicting each of `tokens` and then the next, from one forward pass over the whole sequence."""
+    import torch
+
+    device = model.device
+    if is_seq2seq:
+        source = torch.tensor([prompt], device=device)
+        decoder = torch.tensor([[model.config.decoder_start_token_id, *tokens]], device=device)
+        logits = model(input_ids=source, attention_mask=torch.ones_like(source), decoder_input_ids=decoder,
+                       use_cache=False, **forward_extra).logits
+    else:
+        sequence = torch.tensor([prompt + tokens], device=device)
+        logits = model(input_ids=sequence, attention_mask=torch.ones_like(sequence), use_cache=False, **forward_extra).logits
+    # counted from the end: soft-prompt methods return logits for their virtual tokens too
+    return logits[0, -(len(tokens) + 1):].float()
+
+
+def last_logits(model: Any, prompt: list[int], tokens: list[int], is_seq2seq: bool, **forward_extra: Any) -> Any:
+    """The next-token logits after `prompt` + `tokens`."""
+    return forward_logits(model, prompt, tokens, is_seq2seq, **forward_extra)[-1]
+
+
+def reference_greedy(model: Any, prompt: list[int], steps: int, is_seq2seq: bool) -> list[int]:
+    """Greedy tokens from full forward passes without a cache: the definition generation must meet; eos does not stop it."""
+    import torch
+
+    tokens: list[int] = []
+    with torch.inference_mode():
+        for _ in range(steps):
+            tokens.append(int(last_logits(model, prompt, tokens, is_seq2seq).argmax()))
+    return tokens
+
+
+def _choose(logits: Any, config: Any) -> Any:
+    """Next tokens (rows) from next-token logits (rows x vocabulary): greedy, or sampling with temperature and top-p."""
+    import torch
+
+    if not config.do_sample:
+        return logits.argmax(dim=-1)
+    probabilities = torch.softmax(logits / (config.temperature or 1.0), dim=-1)
+    ranked, order = probabilities.sort(dim=-1, descending=True)
+    # keep the smallest set of tokens whose probability reaches top_p (the first token always)
+    outside = ranked.cumsum(dim=-1) - ranked >= (config.top_p if config.top_p is not None else 1.0)
+    ranked[outside] = 0
+    return order.gather(-1, torch.multinomial(ranked, 1)).squeeze(-1)
+
+
+def uncached_generate(model: Any, ids: Any, mask: Any, config: Any, is_seq2seq: bool,
+                      stopping_criteria: Any = None, adapter_names: list[str] | None = None) -> Any:
+    """New tokens (rows x steps) for padded prompts, every step a full forward pass per row; pad after a row ends."""
+    import torch
+
+    if (config.num_beams or 1) > 1:
+        raise PeftlabError("beam search needs a working generation cache, and this method's failed the self-check; "
+                           "use --num-beams 1")
+    prompts = [row[keep.bool()].tolist() for row, keep in zip(ids, mask)]
+    eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    eos = torch.tensor([token for token in eos if token is not None], dtype=torch.long)
+    generated = torch.empty((len(prompts), 0), dtype=torch.long)
+    finished = torch.zeros(len(prompts), dtype=torch.bool)
+    for _ in range(config.max_new_tokens):
+        logits = torch.stack([last_logits(model, prompt, generated[row].tolist(), is_seq2seq,
+                                          **({"adapter_names": [adapter_names[row]]} if adapter_names else {}))
+                              for row, prompt in enumerate(prompts)])
+        chosen = _choose(logits, config).cpu().masked_fill(finished, config.pad_token_id)
+        generated = torch.cat((generated, chosen[:, None]), dim=1)
+        finished |= torch.isin(chosen, eos)
+        if stopping_criteria is not None:  # serve's per-step hook: it sees every row's newest token
+            finished |= stopping_criteria(generated, logits).cpu()
+        if finished.all():
+            break
+    return generated

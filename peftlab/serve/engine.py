@@ -10,7 +10,7 @@ from typing import Any
 
 from peftlab.artifacts import adapter_folder, check_base, misfit_error
 from peftlab.errors import PeftlabError
-from peftlab.inference import GenerationSettings, generation_config, pad_batch, source_ids
+from peftlab.inference import GenerationSettings, generate_new_tokens, generation_config, pad_batch, source_ids
 from peftlab.models.loading import LoadedModel
 from peftlab.serve.jobs import Job, StepHook
 
@@ -142,8 +142,8 @@ class Engine:
         extra = {"adapter_names": [self.models[job.model].row_name for job in jobs]} if family.mixed else {}
         hook = StepHook(jobs, self.eos_ids)
         device = family.model.device
-        with torch.inference_mode():
-            family.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                                  stopping_criteria=StoppingCriteriaList([hook]), **extra)
+        with torch.inference_mode():  # the checked path: prompt-learning adapters need its cache handling
+            generate_new_tokens(family.model, ids.to(device), mask.to(device), config, is_seq2seq,
+                                stopping_criteria=StoppingCriteriaList([hook]), **extra)
         for job in jobs:
             job.finish("length")  # rows the step hook did not end ran into max_new_tokens

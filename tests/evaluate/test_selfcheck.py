@@ -1,0 +1,74 @@
+"""The generation self-check: it passes the fixed cache, catches a broken one, and then generation falls back to uncached steps."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+
+import pytest
+
+from peftlab import inference as selfcheck  # the self-check lives in the inference module
+from peftlab.inference import GenerationSettings, generate_ids, reference_greedy, source_ids
+from tests.evaluate.test_generation_parity import NEW_TOKENS, PROMPTS, perturbed_model, until_eos
+
+
+@pytest.fixture(autouse=True)
+def fresh_process(monkeypatch):
+    """Every test starts like a new process: no method checked yet."""
+    monkeypatch.setattr(selfcheck, "_verdicts", weakref.WeakKeyDictionary())
+
+
+def peft_cached_generate(model, ids, mask, config, is_seq2seq, **extra):
+    """A broken cache: peft 0.21's own cached generate under transformers 5 (prompts re-injected at every step)."""
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, **extra)
+    return out[:, 1:] if is_seq2seq else out[:, ids.shape[1]:]
+
+
+def answers(model, loaded) -> tuple[list[list[int]], list[list[int]]]:
+    """(generated, reference) new tokens for PROMPTS in one padded batch, each cut after eos."""
+    tokenizer, is_seq2seq = loaded.tokenizer, loaded.is_seq2seq
+    prompts = [source_ids(tokenizer, text, chat=False, is_seq2seq=is_seq2seq) for text in PROMPTS]
+    got = generate_ids(model, tokenizer, prompts, is_seq2seq, GenerationSettings(NEW_TOKENS, 1, len(prompts)))
+    want = [reference_greedy(model, ids, NEW_TOKENS, is_seq2seq) for ids in prompts]
+    eos = tokenizer.eos_token_id
+    return [until_eos(row, eos) for row in got], [until_eos(row, eos) for row in want]
+
+
+@pytest.mark.parametrize("method_name", ["prompt-tuning", "prefix-tuning", "p-tuning", "lora"])
+def test_the_fixed_cache_passes_the_self_check(tiny_llama, method_name, caplog):
+    loaded, model = perturbed_model(method_name, tiny_llama)
+    with caplog.at_level(logging.WARNING, logger=selfcheck.__name__):
+        got, want = answers(model, loaded)
+    assert got == want
+    assert list(selfcheck._verdicts[model].values()) == [True]
+    assert not caplog.records
+
+
+# where peft's own cached generate goes wrong (T5 prompt tuning and P-tuning it gets right)
+BROKEN = [("tiny_llama", "prompt-tuning"), ("tiny_llama", "prefix-tuning"), ("tiny_llama", "p-tuning"), ("tiny_t5", "prefix-tuning")]
+
+
+@pytest.mark.parametrize(("model_fixture", "method_name"), BROKEN)
+def test_a_broken_cache_is_caught_and_generation_falls_back_to_uncached(request, model_fixture, method_name, monkeypatch, caplog):
+    monkeypatch.setattr(selfcheck, "generate_with_virtual_tokens", peft_cached_generate)
+    tiny_model = request.getfixturevalue(model_fixture)
+    loaded, model = perturbed_model(method_name, tiny_model)
+    with caplog.at_level(logging.WARNING, logger=selfcheck.__name__):
+        got, want = answers(model, loaded)
+        answers(model, loaded)  # a second generation with the method: no second check, no second line
+    assert got == want
+    assert list(selfcheck._verdicts[model].values()) == [False]
+    assert len(caplog.records) == 1 and "without a cache" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("method_name", ["prompt-tuning", "prefix-tuning"])
+def test_a_disabled_soft_prompt_generates_like_the_base(tiny_llama, method_name):
+    """eval scores the base of a PEFT result with its adapter disabled: no virtual tokens may slip in."""
+    from peftlab.models import load_model
+
+    loaded, model = perturbed_model(method_name, tiny_llama)
+    base = load_model(tiny_llama, "fp32").model.eval()
+    with model.disable_adapter():
+        got, _ = answers(model, loaded)
+    _, want = answers(base, loaded)
+    assert got == want

@@ -1,0 +1,36 @@
+"""Serving a soft-prompt adapter answers what its forward pass says, like eval does (the engine shares the checked generation path)."""
+
+from __future__ import annotations
+
+import queue
+
+import pytest
+
+from peftlab.inference import reference_greedy
+from peftlab.serve.jobs import Job, TextStream
+from tests.serve.conftest import train_adapter
+
+MAX_TOKENS = 8
+PROMPTS = ["#Person1#: Hello, how are you today? #Person2#: I am fine.", "The quick brown fox"]
+
+
+@pytest.mark.parametrize("method_name", ["prompt-tuning", "prefix-tuning"])
+def test_a_served_soft_prompt_answers_like_uncached_forward_passes(tiny_llama, tmp_path, method_name):
+    from peftlab.serve.launch import load_engine
+
+    adapter = train_adapter(tiny_llama, tmp_path, f"method={method_name}", "train.lr=0.3")
+    engine = load_engine(tiny_llama, [("soft", adapter)], "fp32", "tiny")
+    tokenizer = engine.loaded.tokenizer
+    jobs = [Job(name, engine.prompt_ids(text), MAX_TOKENS, TextStream(tokenizer, []), queue.Queue())
+            for name in ("soft", "tiny") for text in PROMPTS]
+    engine.run(jobs)  # one batch: the base rows and the adapter rows go to their own groups
+
+    def expected(model, ids):
+        tokens = reference_greedy(model, ids, MAX_TOKENS, False)
+        tokens = tokens[:tokens.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in tokens else tokens
+        return tokenizer.decode(tokens, skip_special_tokens=True)
+
+    soft, base = engine.families["adapter:soft"].model, engine.families["base"].model
+    want = [expected(soft, job.prompt_ids) for job in jobs[:2]] + [expected(base, job.prompt_ids) for job in jobs[2:]]
+    assert ["".join(job.output) for job in jobs] == want
+    assert want[:2] != want[2:]  # the adapter answers differently from the base: the comparison means something
