@@ -75,3 +75,38 @@ def train_tiny(model: str | None, data: str | Path, out: str | Path, *settings: 
     from peftlab.train.recipe import run
 
     return run(tiny_run_config(model, data, out, *settings))
+
+
+def toy_batch(tokenizer, is_seq2seq: bool) -> dict:
+    """The toy rows as one batch, loss on the summaries only."""
+    import torch
+
+    from tests.conftest import TOY_ROWS
+
+    prompts = [row["dialogue"] + " Summary:" for row in TOY_ROWS]
+    answers = [" " + row["summary"] for row in TOY_ROWS]
+    if is_seq2seq:
+        batch = tokenizer(prompts, padding=True, return_tensors="pt")
+        labels = tokenizer(answers, padding=True, return_tensors="pt")["input_ids"]
+        labels[labels == tokenizer.pad_token_id] = -100
+        return {**batch, "labels": labels}
+    rows = [(tokenizer(p)["input_ids"], tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+            for p, a in zip(prompts, answers)]
+    width = max(len(p) + len(a) for p, a in rows)
+    pad = [width - len(p) - len(a) for p, a in rows]
+    input_ids = [p + a + [tokenizer.pad_token_id] * n for (p, a), n in zip(rows, pad)]
+    labels = [[-100] * len(p) + a + [-100] * n for (p, a), n in zip(rows, pad)]
+    mask = [[1] * (len(p) + len(a)) + [0] * n for (p, a), n in zip(rows, pad)]
+    return {"input_ids": torch.tensor(input_ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
+
+
+def logits(model, batch):
+    """The model's logits for a toy batch in eval mode (T5 gets four decoder positions)."""
+    import torch
+
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if "decoder_input_ids" not in inputs and model.config.is_encoder_decoder:
+        inputs["decoder_input_ids"] = torch.zeros_like(batch["labels"][:, :4])
+    with torch.no_grad():
+        return model(**inputs).logits

@@ -18,7 +18,7 @@ import torch
 from peftlab.errors import PeftlabError
 from peftlab.methods import BuildContext, count_parameters, get_method, load_trained, method_names, saved_method
 from peftlab.models import load_model
-from tests.conftest import TOY_ROWS
+from tests.tiny_models import logits, toy_batch
 
 QV = r"\.(q_proj|v_proj|q|v)"  # the query/value projections of Llama and T5
 ALL_LINEAR = r"\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|q|k|v|o|wi|wo)"  # every linear layer but the head
@@ -53,25 +53,6 @@ CASES = [
 CASE_IDS = [f"{name}-{settings['placement']}" if "placement" in settings else name for name, settings, _ in CASES]
 
 
-def toy_batch(tokenizer, is_seq2seq: bool) -> dict[str, torch.Tensor]:
-    """The toy rows as one batch, loss on the summaries only."""
-    prompts = [row["dialogue"] + " Summary:" for row in TOY_ROWS]
-    answers = [" " + row["summary"] for row in TOY_ROWS]
-    if is_seq2seq:
-        batch = tokenizer(prompts, padding=True, return_tensors="pt")
-        labels = tokenizer(answers, padding=True, return_tensors="pt")["input_ids"]
-        labels[labels == tokenizer.pad_token_id] = -100
-        return {**batch, "labels": labels}
-    rows = [(tokenizer(p)["input_ids"], tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
-            for p, a in zip(prompts, answers)]
-    width = max(len(p) + len(a) for p, a in rows)
-    pad = [width - len(p) - len(a) for p, a in rows]
-    input_ids = [p + a + [tokenizer.pad_token_id] * n for (p, a), n in zip(rows, pad)]
-    labels = [[-100] * len(p) + a + [-100] * n for (p, a), n in zip(rows, pad)]
-    mask = [[1] * (len(p) + len(a)) + [0] * n for (p, a), n in zip(rows, pad)]
-    return {"input_ids": torch.tensor(input_ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
-
-
 def build(method_name: str, settings: dict, path: str, total_steps: int = 20):
     method = get_method(method_name)
     loaded = load_model(path, "fp32", quantization=method.quantization)
@@ -99,15 +80,6 @@ def move_off_initialisation(model) -> None:
 def loss_of(model, batch) -> float:
     with torch.no_grad():
         return model(**batch).loss.item()
-
-
-def logits(model, batch) -> torch.Tensor:
-    model.eval()
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    if "decoder_input_ids" not in inputs and model.config.is_encoder_decoder:
-        inputs["decoder_input_ids"] = torch.zeros_like(batch["labels"][:, :4])
-    with torch.no_grad():
-        return model(**inputs).logits
 
 
 @pytest.fixture(params=["llama", "t5"])

@@ -12,8 +12,7 @@ from peftlab.errors import PeftlabError
 from peftlab.methods import load_trained, saved_method
 from peftlab.models import load_model
 from peftlab.train.recipe import run
-from tests.methods.test_methods import logits, toy_batch
-from tests.tiny_models import tiny_run_config
+from tests.tiny_models import logits, tiny_run_config, toy_batch
 
 
 def make_config(model, data, out, method, *extra):
