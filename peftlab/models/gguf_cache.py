@@ -67,7 +67,7 @@ def conversion_code_versions() -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """The file's SHA-256, remembered beside the cache per (path, size, mtime): hashing 100 MB costs ~0.3 s a load."""
+    """The file's SHA-256, remembered under the cache per (path, inode, size, mtime): hashing 100 MB costs ~0.3 s a load."""
     stat = path.stat()
     stamp = hashlib.sha256(f"{path.resolve()}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     remembered = cache_root() / "hashes" / stamp
