@@ -173,8 +173,9 @@ def check_output(path: str | Path, overwrite: bool, holds: str, owned: Callable[
     """The one rule for every command that writes a folder (train, eval, compare, demo, merge).
 
     A file is never replaced by a folder; a non-empty folder that holds something other than
-    this command's output is refused (even with --overwrite: peftlab deletes only what it wrote);
-    a folder with this command's earlier output needs --overwrite, unless the command continues it.
+    this command's output is refused, naming what it holds (even with --overwrite: peftlab
+    deletes only what it wrote); a folder with this command's earlier output needs --overwrite,
+    unless the command continues it. Reads only.
     """
     out = Path(path)
     if out.exists() and not out.is_dir():
@@ -182,7 +183,9 @@ def check_output(path: str | Path, overwrite: bool, holds: str, owned: Callable[
     if not out.is_dir() or not any(out.iterdir()):
         return out
     if not owned(out):
-        raise PeftlabError(f"output folder {out} is not empty and holds no {holds}; choose another --output"
+        found = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in out.iterdir())
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise PeftlabError(f"output folder {out} holds {shown}, not a {holds}; choose another --output"
                            + ("" if overwrite else " or empty it"))
     if not overwrite and not continuable:
         raise PeftlabError(f"output folder {out} already holds a {holds}; pass --overwrite to replace it or choose another --output")
@@ -197,9 +200,36 @@ def check_output_file(path: str | Path) -> Path:
     return out
 
 
-def empty_folder(out: Path) -> None:
-    for entry in out.iterdir():
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+def staging_folder(out: Path) -> Path:
+    """Where a replacement for `out` is built (same parent, so the final rename is atomic)."""
+    return out.with_name(f".{out.name}.peftlab-new")
+
+
+def holds_something(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def remove_ours(folder: Path) -> None:
+    """Remove a staging folder peftlab made (its name says so)."""
+    if folder.is_dir():
+        shutil.rmtree(folder)
+
+
+def replacement_folder(out: Path, keep: Callable[[Path], bool] = lambda staging: False) -> Path:
+    """Where --overwrite builds a command's new output: `out` itself when it holds nothing, else its
+    staging folder, continued when `keep` says the one there is this same job, else started empty.
+    `publish_replacement` puts it in place when the command has finished."""
+    if not holds_something(out):
+        return out
+    staging = staging_folder(out)
+    if staging.is_dir() and not keep(staging):
+        remove_ours(staging)
+    return staging
+
+
+def publish_replacement(work: Path, out: Path) -> None:
+    if work != out:
+        atomic.publish(work, out)
 
 
 # --- the training run folder --------------------------------------------------------------------
@@ -218,41 +248,78 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
 
 
-def check_run_output(config: RunConfig, resume: bool, overwrite: bool) -> Path:
-    """Refuse a run folder that holds something else, before anything slow runs (reads only)."""
+def _recorded_run_differences(folder: Path, config: RunConfig) -> list[str] | None:
+    """Settings in which the run recorded in `folder` differs from `config` (None: no run recorded)."""
+    path = folder / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return ["run.yaml (unreadable)"]
+    return config_differences(old if isinstance(old, dict) else {}, config.to_dict())
+
+
+@dataclass
+class RunFolder:
+    """Where a training run's result lives (`final`) and where this run is built (`work`).
+
+    `work` is `final` itself, unless --overwrite replaces an earlier run: then the new run is built
+    in a staging folder beside it and renamed over it only when it has finished, so a failed or
+    interrupted new run never costs the old result.
+    """
+
+    final: Path
+    work: Path
+    continue_work: bool  # resume what is in `work` (else it starts empty)
+
+    @property
+    def replaces(self) -> bool:
+        return self.work != self.final
+
+    def resume_hint(self) -> str:
+        return "rerun with --overwrite --resume" if self.replaces else "rerun with --resume"
+
+
+def check_run_output(config: RunConfig, resume: bool, overwrite: bool) -> RunFolder:
+    """Decide where the run is built, refusing a folder that holds something else (reads only)."""
     if not config.output:
         raise PeftlabError("no output folder; pass --output DIR")
     out = check_output(config.output, overwrite, "peftlab run", lambda o: (o / RUN_FILE).is_file(), continuable=True)
-    if out.is_dir() and (out / RUN_FILE).is_file() and not overwrite:
-        old = yaml.safe_load((out / RUN_FILE).read_text(encoding="utf-8")) or {}
-        changed = config_differences(old, config.to_dict())
-        if changed:
-            raise PeftlabError(f"output folder {out} holds a different run (differs in {', '.join(changed[:5])}); pass --overwrite to replace it or choose another --output")
-        if (out / ADAPTER_DIR).is_dir():
-            raise PeftlabError(f"output folder {out} already holds this finished run; pass --overwrite to train it again")
-        if not resume:
-            raise PeftlabError(f"output folder {out} holds an unfinished run of this config; pass --resume to continue it or --overwrite to start over")
-    return out
+    staging = staging_folder(out)
+    if overwrite:
+        if not holds_something(out):
+            return RunFolder(out, out, continue_work=False)
+        same = _recorded_run_differences(staging, config) == []
+        return RunFolder(out, staging, continue_work=resume and same)
+    changed = _recorded_run_differences(out, config)
+    if changed:
+        raise PeftlabError(f"output folder {out} holds a different run (differs in {', '.join(changed[:5])}); pass --overwrite to replace it or choose another --output")
+    if changed == [] and (out / ADAPTER_DIR).is_dir():
+        pending = " (an interrupted replacement waits in " + staging.name + ": --overwrite --resume continues it)" if staging.is_dir() else ""
+        raise PeftlabError(f"output folder {out} already holds this finished run; pass --overwrite to train it again{pending}")
+    if changed == [] and not resume:
+        raise PeftlabError(f"output folder {out} holds an unfinished run of this config; pass --resume to continue it or --overwrite to start over")
+    return RunFolder(out, out, continue_work=resume)
 
 
-def initialize_run(out: Path, config: RunConfig, overwrite: bool) -> None:
-    """Empty the folder if asked, and write the resolved config into it (the main process only)."""
-    if overwrite and out.is_dir():
-        empty_folder(out)
+def initialize_run(folder: RunFolder, config: RunConfig) -> None:
+    """Prepare the folder the run is built in and record the resolved config (the main process only)."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(out / RUN_FILE, config.to_yaml())
+        if folder.replaces and not folder.continue_work:
+            remove_ours(folder.work)
+        folder.work.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(folder.work / RUN_FILE, config.to_yaml())
     except PermissionError:
-        raise PeftlabError(f"output folder {out} is not writable; choose another --output") from None
+        raise PeftlabError(f"output folder {folder.final} is not writable; choose another --output") from None
     except OSError as error:
-        raise PeftlabError(f"cannot write to output folder {out}: {error.strerror}; choose another --output") from None
+        raise PeftlabError(f"cannot write to output folder {folder.final}: {error.strerror}; choose another --output") from None
 
 
-def last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = out / CHECKPOINTS
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+def finish_run(folder: RunFolder) -> None:
+    """A finished replacement takes the place of the earlier run."""
+    if folder.replaces:
+        atomic.publish(folder.work, folder.final)
 
 
 def save_result(out: Path, save: Callable[[Path], None], tokenizer: Any, config: RunConfig, info: dict[str, Any]) -> Path:

@@ -322,6 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # anything unexpected: one line unless --debug
         if args.debug:
             raise
+        from peftlab.atomic import write_failure
+
+        reason = write_failure(error)
+        if reason:  # disk full, read-only, no permission: the user's to fix, and nothing was replaced
+            where = f" {error.filename}" if getattr(error, "filename", None) else ""
+            print(f"error: cannot write{where}: {reason}; free space or fix the folder's permissions (or choose another --output), "
+                  "then run the command again; earlier outputs are untouched", file=sys.stderr)
+            return 2
         print(f"error: unexpected {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
 

@@ -23,23 +23,30 @@ SETUP = "compare.yaml"  # what every run shares; a later call must match it to a
 RESULT = "result.json"
 
 
-def check_output(out: Path, setup: CompareSetup, overwrite: bool) -> None:
-    """A compare folder may be continued or extended with more methods, but only with the same setup."""
-    artifacts.check_output(out, overwrite, "comparison", lambda folder: (folder / SETUP).is_file(), continuable=True)
-    recorded = out / SETUP
-    if recorded.is_file() and not overwrite:
-        changed = artifacts.config_differences(yaml.safe_load(recorded.read_text(encoding="utf-8")) or {}, setup.to_dict())
-        if changed:
-            raise PeftlabError(f"output folder {out} holds a comparison with another setup (differs in {', '.join(changed[:5])}); "
-                               "pass --overwrite to start over or choose another --output")
-    if overwrite and out.is_dir():
-        import shutil
-
-        shutil.rmtree(out)
+def prepare_output(out: Path, setup: CompareSetup, overwrite: bool) -> Path:
+    """The folder to build the comparison in: `out` (continued or extended with more methods, with the
+    same setup only), or with --overwrite a staging folder beside it that replaces it when finished."""
+    work = artifacts.replacement_folder(out, keep=lambda staging: not _setup_differences(staging, setup)) if overwrite else out
+    changed = _setup_differences(work, setup)
+    if changed:
+        raise PeftlabError(f"output folder {out} holds a comparison with another setup (differs in {', '.join(changed[:5])}); "
+                           "pass --overwrite to start over or choose another --output")
     try:
-        atomic.write_text(recorded, yaml.safe_dump(setup.to_dict(), sort_keys=False))
+        atomic.write_text(work / SETUP, yaml.safe_dump(setup.to_dict(), sort_keys=False))
     except OSError as error:
         raise PeftlabError(f"cannot write to output folder {out}: {error.strerror}; choose another --output") from None
+    return work
+
+
+def _setup_differences(folder: Path, setup: CompareSetup) -> list[str]:
+    recorded = folder / SETUP
+    if not recorded.is_file():
+        return []
+    try:
+        old = yaml.safe_load(recorded.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return [SETUP + " (unreadable)"]
+    return artifacts.config_differences(old if isinstance(old, dict) else {}, setup.to_dict())
 
 
 def train_command(config_file: Path, launcher_config: str | None) -> list[str]:
@@ -94,12 +101,14 @@ def run_compare(setup: CompareSetup, methods: list[str], sweeps: list[str], outp
     """Train and score every planned run (and the base) on the shared setup; returns one record per run."""
     from peftlab.report.compare import write_report
 
-    out = Path(output)
+    final = Path(output)
     runs = plan_runs(methods, sweeps)  # checks method names and sweeps before anything slow
     shared = setup.shared_config()
-    check_output(out, setup, overwrite)
+    artifacts.check_output(final, overwrite, "comparison", lambda folder: (folder / SETUP).is_file(), continuable=True)
     examples = test_examples(shared, setup.eval_data, setup.eval_rows)
-    say(f"compare: {len(runs)} trained run(s) + base on {len(examples)} test rows; output {out}")
+    out = prepare_output(final, setup, overwrite)
+    say(f"compare: {len(runs)} trained run(s) + base on {len(examples)} test rows; output {final}"
+        + (f" (built in {out}, which replaces it when finished)" if out != final else ""))
 
     base_file = out / "runs" / "base" / RESULT
     if not base_file.is_file():
@@ -129,8 +138,9 @@ def run_compare(setup: CompareSetup, methods: list[str], sweeps: list[str], outp
     if "base" not in methods:
         records.insert(0, base)  # the reference every gain is measured against
     table = write_report(out, records, examples_info(examples), setup.to_dict())
+    artifacts.publish_replacement(out, final)
     say(table)
-    say(f"report: {out / 'report.html'}")
+    say(f"report: {final / 'report.html'}")
     return records
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from peftlab import atomic
-from peftlab.artifacts import ADAPTER_DIR, check_output
+from peftlab.artifacts import ADAPTER_DIR, check_output, publish_replacement, replacement_folder
 from peftlab.config import RunConfig
 from peftlab.data.readers import read_rows
 from peftlab.errors import PeftlabError
@@ -26,11 +25,13 @@ MARKER = "demo.json"  # results; also marks the folder as a demo's, safe to repl
 PAGE = "report.html"
 
 
-def prepare_output(out: Path, overwrite: bool) -> None:
+def prepare_output(out: Path, overwrite: bool) -> Path:
+    """The folder the demo is built in: `out` when it holds nothing, else (an earlier demo, --overwrite)
+    a fresh staging folder beside it that replaces it when the demo has finished."""
     check_output(out, overwrite, "peftlab demo", lambda folder: (folder / MARKER).is_file() or (folder / "train").is_dir())
-    if out.is_dir():
-        shutil.rmtree(out)  # empty, or an earlier demo that --overwrite replaces
-    out.mkdir(parents=True, exist_ok=True)
+    work = replacement_folder(out)
+    work.mkdir(parents=True, exist_ok=True)
+    return work
 
 
 def split_rows(spec: str, out: Path) -> tuple[str, str]:
@@ -52,8 +53,8 @@ def run_demo(config: RunConfig, test_data: str | None, settings: GenerationSetti
     """Base eval -> train -> tuned eval on the same test rows and prompt; writes demo.json and report.html."""
     from peftlab.train.recipe import run as train
 
-    out = Path(config.output or "runs/demo")
-    prepare_output(out, overwrite)
+    final = Path(config.output or "runs/demo")
+    out = prepare_output(final, overwrite)
     train_data = config.data.train or DEMO_TRAIN
     if test_data is None:
         train_data, test_data = (train_data, DEMO_TEST) if train_data == DEMO_TRAIN else split_rows(train_data, out)
@@ -85,4 +86,5 @@ def run_demo(config: RunConfig, test_data: str | None, settings: GenerationSetti
     page = evaluation_page("peftlab demo: base vs tuned", facts, results, records, note)
     atomic.write_text(out / PAGE, page)
     atomic.write_text(out / MARKER, json.dumps({"results": results, "facts": facts, "train": summary}, indent=2) + "\n")
-    return {"results": results, "records": records, "page": str(out / PAGE), "summary": summary}
+    publish_replacement(out, final)
+    return {"results": results, "records": records, "page": str(final / PAGE), "summary": summary}

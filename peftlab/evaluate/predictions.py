@@ -42,8 +42,10 @@ def prediction_records(examples: list[EvalExample], runs: dict[str, tuple[list[s
 
 
 def write_outputs(out: Path, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """Replace the evaluation folder whole: predictions and metrics of one run, never a mix of two."""
     try:
-        atomic.write_text(out / PREDICTIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        atomic.write_text(out / METRICS, json.dumps(metrics, indent=2) + "\n")
+        with atomic.folder(out) as tmp:
+            (tmp / PREDICTIONS).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+            (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     except OSError as error:
         raise PeftlabError(f"cannot write to output folder {out}: {error.strerror}; choose another --output") from None

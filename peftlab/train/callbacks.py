@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
+from peftlab import atomic
 from peftlab.data.collator import TokenCount
 
 
@@ -49,7 +51,11 @@ class ProgressBar(TrainerCallback):
 
 
 class LossLog(TrainerCallback):
-    """Appends one JSON line per logged step; a resumed run drops lines past its checkpoint."""
+    """Appends one JSON line per logged step, flushed to disk as it goes.
+
+    A resumed run keeps the lines up to its checkpoint, drops the rest and a torn last line (a
+    kill or a full disk mid-write), and records where it resumed: {"step": N, "resumed": true}.
+    """
 
     KEYS = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch")
 
@@ -57,11 +63,13 @@ class LossLog(TrainerCallback):
         self.path = path
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero or not self.path.exists():
+        if not state.is_world_process_zero:
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] <= state.global_step]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        kept = [record for record in read_log(self.path) if record["step"] <= state.global_step]
+        if state.global_step > 0:
+            kept.append({"step": state.global_step, "resumed": True})
+        if kept or self.path.exists():
+            atomic.write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -70,3 +78,20 @@ class LossLog(TrainerCallback):
         if "loss" in record or "eval_loss" in record:
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+
+
+def read_log(path: Path) -> list[dict]:
+    """The step log's records, skipping lines that are not a whole record (a torn write)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return records

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from peftlab import artifacts
+from peftlab import artifacts, atomic
 from peftlab.config import RunConfig
 from peftlab.data.collator import CountingCollator
 from peftlab.data.examples import build_examples
@@ -18,6 +18,7 @@ from peftlab.errors import PeftlabError
 from peftlab.methods import BuildContext, get_method
 from peftlab.models import load_model
 from peftlab.models.parameters import count_parameters
+from peftlab.train import checkpoints
 from peftlab.train.callbacks import LossLog, ProgressBar
 
 
@@ -85,12 +86,13 @@ def check_schedule(config: RunConfig, has_eval: bool) -> None:
 
 def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
         callbacks: tuple = (), say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    """Nothing is written until the model, data and method are loaded: bad input leaves the folder as it was."""
     if not config.data.train:
         raise PeftlabError("no training data; pass --data FILE (JSONL, CSV, Parquet or hub:NAME)")
     method = get_method(config.method)
     settings = method.parse_settings(config.methods.get(config.method))
     check_schedule(config, bool(config.data.eval))
-    processes, out = _start(config, resume, overwrite)
+    processes, folder = _check_output(config, resume, overwrite)
     if not processes.is_main_process:
         say = lambda text: None  # noqa: E731 - one voice on the terminal
 
@@ -111,32 +113,39 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f}%)")
     lr = config.train.lr if config.train.lr is not None else method.lr
 
+    checkpoint = _initialize(processes, folder, config, say)
+    out = folder.work
     trainer, collator = _trainer(config, out, model, loaded, train_set, eval_set, lr, [*method.callbacks(model), *callbacks],
                                  method.answer_only_logits)
-    checkpoint = artifacts.last_checkpoint(out) if resume else None
-    if resume:
-        say(f"resuming from {checkpoint}" if checkpoint else "nothing to resume: no checkpoint yet, starting fresh")
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - start - trainer.eval_seconds
-    real_tokens, computed_tokens = _sum_over_processes(trainer, collator.count.real, collator.count.total)
-
-    summary = {
-        "model": loaded.spec, "model_path": loaded.path, "method": method.name, "dtype": loaded.dtype,
-        "quantization": loaded.quantization, "trainable_parameters": trainable, "total_parameters": total,
-        "trainable_percent": 100 * trainable / total, "learning_rate": lr, "steps": trainer.state.global_step,
-        "train_seconds": seconds, "processes": processes.num_processes, "real_tokens": real_tokens,
-        "real_tokens_per_second": real_tokens / seconds, "real_token_share": real_tokens / max(computed_tokens, 1),
-        "peak_memory_bytes": peak_memory_bytes(), "train_loss": _last(trainer.state.log_history, "loss"),
-        "train_loss_mean": result.training_loss, "eval_loss": _final_eval_loss(trainer) if eval_set else None,
-        "rows_truncated": train_set.truncated, "rows_dropped_no_labels": train_set.no_labels,
-    }
-    if processes.is_main_process:
-        info = {k: summary[k] for k in ("model", "model_path", "method", "trainable_parameters", "total_parameters")}
-        artifacts.save_result(out, lambda folder: method.save(model, folder), loaded.tokenizer, config, info)
-        artifacts.write_summary(out, summary)
+    try:
+        start = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        seconds = time.perf_counter() - start - trainer.eval_seconds
+        real_tokens, computed_tokens = _sum_over_processes(trainer, collator.count.real, collator.count.total)
+        summary = {
+            "model": loaded.spec, "model_path": loaded.path, "method": method.name, "dtype": loaded.dtype,
+            "quantization": loaded.quantization, "trainable_parameters": trainable, "total_parameters": total,
+            "trainable_percent": 100 * trainable / total, "learning_rate": lr, "steps": trainer.state.global_step,
+            "train_seconds": seconds, "processes": processes.num_processes, "real_tokens": real_tokens,
+            "real_tokens_per_second": real_tokens / seconds, "real_token_share": real_tokens / max(computed_tokens, 1),
+            "peak_memory_bytes": peak_memory_bytes(), "train_loss": _last(trainer.state.log_history, "loss"),
+            "train_loss_mean": result.training_loss, "eval_loss": _final_eval_loss(trainer) if eval_set else None,
+            "rows_truncated": train_set.truncated, "rows_dropped_no_labels": train_set.no_labels,
+        }
+        if processes.is_main_process:
+            info = {k: summary[k] for k in ("model", "model_path", "method", "trainable_parameters", "total_parameters")}
+            artifacts.save_result(out, lambda result_folder: method.save(model, result_folder), loaded.tokenizer, config, info)
+            artifacts.write_summary(out, summary)
+            artifacts.finish_run(folder)
+    except Exception as error:
+        reason = atomic.write_failure(error)
+        if reason is None:
+            raise
+        raise PeftlabError(f"cannot write the run in {out}: {reason}; "
+                           + ("the earlier run in " + str(folder.final) + " is untouched; " if folder.replaces else "")
+                           + f"free space or fix the folder, then {folder.resume_hint()}") from None
     processes.wait_for_everyone()
-    say(report(summary, out))  # under `accelerate launch` only the main process speaks for all
+    say(report(summary, folder.final))  # under `accelerate launch` only the main process speaks for all
     return summary
 
 
@@ -150,8 +159,8 @@ def report(summary: dict[str, Any], out: Path) -> str:
             f"{losses}; adapter: {out / artifacts.ADAPTER_DIR}")
 
 
-def _start(config: RunConfig, resume: bool, overwrite: bool) -> tuple[Any, Path]:
-    """Check the output folder everywhere, write to it from the main process only.
+def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> tuple[Any, artifacts.RunFolder]:
+    """Check the output folder in every process (reads only).
 
     Under `accelerate launch` every process runs this recipe; without a GPU the processes join
     over gloo on the CPU.
@@ -160,12 +169,26 @@ def _start(config: RunConfig, resume: bool, overwrite: bool) -> tuple[Any, Path]
     from accelerate import PartialState
 
     processes = PartialState(cpu=not torch.cuda.is_available())
-    out = artifacts.check_run_output(config, resume, overwrite)
+    folder = artifacts.check_run_output(config, resume, overwrite)
     processes.wait_for_everyone()
+    return processes, folder
+
+
+def _initialize(processes: Any, folder: artifacts.RunFolder, config: RunConfig, say: Callable[[str], None]) -> str | None:
+    """Write the run's config (main process), then find the checkpoint to resume from, if any."""
     if processes.is_main_process:
-        artifacts.initialize_run(out, config, overwrite)
+        artifacts.initialize_run(folder, config)
+        if folder.replaces:
+            say(f"building the new run in {folder.work}; it replaces {folder.final} when it has finished")
     processes.wait_for_everyone()
-    return processes, out
+    if not folder.continue_work:
+        return None
+    found = checkpoints.resume_point(folder.work / artifacts.CHECKPOINTS, clean=processes.is_main_process)
+    processes.wait_for_everyone()
+    for skipped in found.skipped:
+        say(f"skipped incomplete {skipped}; removed it")
+    say(f"resuming from {found.checkpoint}" if found.checkpoint else "nothing to resume: no complete checkpoint yet, starting fresh")
+    return str(found.checkpoint) if found.checkpoint else None
 
 
 def _load_data(config: RunConfig, loaded: Any, say: Callable[[str], None]) -> tuple[TokenizedSet, TokenizedSet | None]:

@@ -1,20 +1,29 @@
-"""The transformers Trainer with three changes measured to matter on small hardware.
+"""The transformers Trainer with three changes measured to matter on small hardware, and one for safety.
 
 - batches grouped by length over large windows (little padding, still shuffled),
 - logits computed only where the loss needs them (causal LMs; the vocabulary projection and
   its fp32 logits are a fifth of the compute and most of the memory otherwise),
-- evaluation batches kept out of the training token count.
+- evaluation batches kept out of the training token count,
+- checkpoints that are complete or absent: the Trainer writes checkpoint-N in place, file by
+  file, so a kill or a full disk during a save leaves a folder that looks like the newest
+  checkpoint and is not (transformers has no atomic save). Here each one is written under
+  checkpoints/.saving, fsync'd, given a manifest of its files, and renamed into place.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Sampler
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from peftlab.train import checkpoints
 from peftlab.data.tokenize import IGNORE
 
 
@@ -59,6 +68,7 @@ class PeftlabTrainer(Trainer):
         self.eval_collator = eval_collator
         self.length_grouped = length_grouped
         self.eval_seconds = 0.0  # so throughput can be reported for training alone
+        self._saving = False
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -68,6 +78,33 @@ class PeftlabTrainer(Trainer):
         # run sees the same batches as one process with N times the batch size
         global_batch = self.args.train_batch_size * self.args.world_size
         return LengthGroupedOrder(dataset["length"], global_batch, self.args.data_seed or self.args.seed)
+
+    def _get_output_dir(self, trial: Any) -> str:
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, checkpoints.SAVING) if self._saving else run_dir
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """The Trainer's own save, into checkpoints/.saving; then published whole under its final name."""
+        root = Path(super()._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = root / checkpoints.SAVING
+        if self.args.should_save and staging.exists():
+            shutil.rmtree(staging)  # what an interrupted save left
+        self.accelerator.wait_for_everyone()
+        self._saving = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._saving = False
+        self.accelerator.wait_for_everyone()  # every process has written its RNG state
+        if self.args.should_save:
+            if self.state.best_model_checkpoint and Path(self.state.best_model_checkpoint).parent == staging:
+                self.state.best_model_checkpoint = str(root / Path(self.state.best_model_checkpoint).name)
+                self.state.save_to_json(str(staging / name / "trainer_state.json"))
+            checkpoints.publish(staging / name, root / name)
+            rotate_checkpoints(output_dir=str(root), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         train_collator, self.data_collator = self.data_collator, self.eval_collator or self.data_collator

@@ -111,7 +111,7 @@ def test_output_folder_guards(tiny_llama, toy_data, tmp_path):
     assert json.loads((out / "summary.json").read_text())["steps"] == 3
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(PeftlabError, match="not empty and holds no peftlab run"):
+    with pytest.raises(PeftlabError, match=r"holds notes.txt, not a peftlab run"):
         run(make_config(tiny_llama, toy_data, tmp_path / "other"))
 
 
