@@ -107,9 +107,23 @@ class SavedResult:
     whole_model: bool  # a complete transformers model (full fine-tuning)
 
 
+def check_weight_files(folder: Path) -> None:
+    """Every safetensors file of a result folder opens whole (its header covers the file): a truncated one is named before any model loads."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="np"):
+                pass
+        except (SafetensorError, OSError) as error:
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise PeftlabError(f"{path} is damaged ({detail}); the adapter folder is incomplete, train it again") from None
+
+
 def read_saved(path: str | Path) -> SavedResult:
     """Read any method's saved result folder (DIR or DIR/adapter)."""
     folder = adapter_folder(path)
+    check_weight_files(folder)
     info = read_run_info(folder) or {}
     selective = folder / TRAINED_PARAMETERS
     return SavedResult(folder, info.get("method"), read_adapter_config(folder),

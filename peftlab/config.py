@@ -100,7 +100,8 @@ class CompareSetup:
 def from_dict(data: dict[str, Any], cls: type = RunConfig, where: str = "") -> Any:
     """Build a config dataclass from plain data, naming any unknown key or wrong type."""
     if not isinstance(data, dict):
-        raise PeftlabError(f"config{where}: expected a mapping, got {type(data).__name__}")
+        section = f"'{where.lstrip('.')}' " if where else ""
+        raise PeftlabError(f"config: {section}must be a mapping of settings, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     names = set(fields)
@@ -187,15 +188,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
 
 def load(path: str | None, overrides: list[str] = (), base: dict[str, Any] | None = None) -> RunConfig:
     """Defaults <- YAML file <- `base` (the CLI's flags) <- --set overrides, then validate."""
-    raw: dict[str, Any] = {}
-    if path:
-        file = Path(path)
-        if not file.is_file():
-            raise PeftlabError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise PeftlabError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    raw = read_config_file(path) if path else {}
     for key, value in (base or {}).items():
         if value is not None:
             apply_override(raw, f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}")
@@ -204,6 +197,30 @@ def load(path: str | None, overrides: list[str] = (), base: dict[str, Any] | Non
     config = from_dict(raw)
     validate(config)
     return config
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """A run config YAML file as raw settings; its own mistakes are named with the file (and the line)."""
+    file = Path(path)
+    if not file.is_file():
+        raise PeftlabError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise PeftlabError(f"config file {path} is not valid YAML: {problem}{where}; fix the file there") from None
+    except UnicodeDecodeError:
+        raise PeftlabError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
+    if not isinstance(raw, dict):
+        raise PeftlabError(f"config file {path} holds a {type(raw).__name__}, not a mapping of settings; "
+                           "write sections of key: value lines, e.g. 'train:' then '  lr: 1e-4'")
+    try:
+        from_dict(raw)
+    except PeftlabError as error:
+        raise PeftlabError(f"config file {path}: {str(error).removeprefix('config: ')}") from None
+    return raw
 
 
 def validate(config: RunConfig) -> None:

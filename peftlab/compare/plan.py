@@ -38,6 +38,22 @@ def parse_sweep(text: str) -> tuple[str, list[str]]:
     return key.strip(), choices
 
 
+def check_sweep(key: str, values: list[str]) -> None:
+    """Every value of a sweep names a setting that exists and has the right type, before any run starts."""
+    from peftlab import config as cfg
+    from peftlab.methods import get_method
+
+    for value in values:
+        raw: dict = {}
+        try:
+            cfg.apply_override(raw, f"{key}={value}")
+            config = cfg.from_dict(raw)
+            for method, settings in config.methods.items():
+                get_method(method).parse_settings(settings)
+        except PeftlabError as error:
+            raise PeftlabError(f"--sweep {key}={value}: {str(error).removeprefix('config: ')}") from None
+
+
 def plan_runs(methods: list[str], sweeps: list[str]) -> list[PlannedRun]:
     """Runs in a stable order; 'base' (the zero-shot model) is evaluated separately and not listed."""
     from peftlab.methods import method_names
@@ -47,10 +63,11 @@ def plan_runs(methods: list[str], sweeps: list[str]) -> list[PlannedRun]:
     if unknown:
         raise PeftlabError(f"unknown method(s) {', '.join(unknown)} in --methods; choose from base, {', '.join(sorted(known))}")
     parsed = [parse_sweep(s) for s in sweeps]
-    for key, _ in parsed:
+    for key, values in parsed:
         section = key.split(".", 1)[0]
         if section not in SHARED_SECTIONS and section not in methods:
             raise PeftlabError(f"--sweep {key}: '{section}' is neither a method in --methods nor one of {', '.join(SHARED_SECTIONS)}")
+        check_sweep(key, values)
     runs = []
     for method in dict.fromkeys(m for m in methods if m != "base"):
         mine = [(key, values) for key, values in parsed if key.split(".", 1)[0] in (method, *SHARED_SECTIONS)]

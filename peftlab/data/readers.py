@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,8 @@ def read_rows(spec: str) -> list[Row]:
         rows = _read_hub(spec[4:])
     else:
         path = Path(spec)
+        if path.is_dir():
+            raise PeftlabError(f"data file {spec} is a folder, not a file; pass a {FORMATS}")
         if not path.is_file():
             raise PeftlabError(f"data file {spec} does not exist; pass a {FORMATS}")
         readers = {".jsonl": _read_jsonl, ".json": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}
@@ -37,25 +41,38 @@ def read_rows(spec: str) -> list[Row]:
     return rows
 
 
+def _read_text(path: Path) -> str:
+    """The file as text: UTF-8 (a leading byte-order mark is dropped); other encodings are named with the fix."""
+    data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise PeftlabError(f"{path.name} is UTF-16 text; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise PeftlabError(f"{path.name} line {line}: byte 0x{data[error.start]:02x} is not UTF-8 text; save the file as UTF-8 "
+                           "(e.g. iconv -f latin1 -t UTF-8)") from None
+
+
 def _read_jsonl(path: Path) -> list[Row]:
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                values = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise PeftlabError(f"{path.name} line {number}: not valid JSON ({error.msg}); each line must be one JSON object") from None
-            if not isinstance(values, dict):
-                raise PeftlabError(f"{path.name} line {number}: expected a JSON object like {{\"dialogue\": ..., \"summary\": ...}}")
-            rows.append(Row(values, f"{path.name} line {number}"))
+    # split on newlines only: str.splitlines would also split inside strings holding U+2028 and the like
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            values = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise PeftlabError(f"{path.name} line {number}: not valid JSON ({error.msg}); each line must be one JSON object") from None
+        if not isinstance(values, dict):
+            raise PeftlabError(f"{path.name} line {number}: expected a JSON object like {{\"dialogue\": ..., \"summary\": ...}}")
+        rows.append(Row(values, f"{path.name} line {number}"))
     return rows
 
 
 def _read_csv(path: Path) -> list[Row]:
     rows = []
-    with path.open(encoding="utf-8", newline="") as handle:
+    with io.StringIO(_read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         for values in reader:

