@@ -183,18 +183,6 @@ def yaml_file(b: Bench, text: str) -> str:
 
 # --- the cases --------------------------------------------------------------------------------------
 
-RECIPE_WRITES_FIRST = pytest.mark.xfail(
-    raises=OutputChanged, strict=True,
-    reason="needs train's recipe to read the data and resolve the model before initialize_run creates --output and "
-           "writes run.yaml (or to build in a staging folder removed on failure)")
-COMPARE_WRITES_FIRST = pytest.mark.xfail(
-    raises=OutputChanged, strict=True,
-    reason="needs compare to read the test data before its check_output writes compare.yaml into --output")
-GUARD_NAMES_NOTHING = pytest.mark.xfail(
-    raises=MessageMissing, strict=True,
-    reason="needs artifacts.check_output to name what it found in a folder it refuses (e.g. 'holds notes.txt')")
-
-
 @dataclass
 class Case:
     id: str
@@ -206,23 +194,23 @@ class Case:
 CASES = [
     # train: data files
     Case("train-jsonl-broken-line", lambda b: train(b, data=broken_jsonl(b)),
-         ("bad.jsonl line 3", "not valid JSON", "one JSON object"), (RECIPE_WRITES_FIRST,)),
+         ("bad.jsonl line 3", "not valid JSON", "one JSON object")),
     Case("train-csv-ragged-line", lambda b: train(b, data=ragged_csv(b)),
-         ("bad.csv line 3", "number of fields", "quote fields"), (RECIPE_WRITES_FIRST,)),
+         ("bad.csv line 3", "number of fields", "quote fields")),
     Case("train-parquet-not-parquet", lambda b: train(b, data=b.file("bad.parquet", b"not a parquet file at all\n" * 8)),
-         ("bad.parquet", "not a readable Parquet file"), (RECIPE_WRITES_FIRST,)),
+         ("bad.parquet", "not a readable Parquet file")),
     Case("train-latin1-bytes-in-jsonl", lambda b: train(b, data=latin1_jsonl(b)),
-         ("latin1.jsonl line 2", "UTF-8"), (RECIPE_WRITES_FIRST,)),
+         ("latin1.jsonl line 2", "UTF-8")),
     Case("train-empty-file", lambda b: train(b, data=b.file("empty.jsonl", "")),
-         ("empty.jsonl", "holds no rows"), (RECIPE_WRITES_FIRST,)),
+         ("empty.jsonl", "holds no rows")),
     Case("train-missing-column", lambda b: train(b, data=b.rows("nosummary.jsonl", [{"dialogue": "#Person1#: Hi", "label": "x"}])),
-         ("nosummary.jsonl line 1", "no column 'summary'", "dialogue, label", "--columns response="), (RECIPE_WRITES_FIRST,)),
+         ("nosummary.jsonl line 1", "no column 'summary'", "dialogue, label", "--columns response=")),
     Case("train-misspelled-column", lambda b: train(b, "--columns", "prompt=dialog,response=summary"),
-         ("toy.jsonl line 1", "no column 'dialog'", "dialogue", "--columns prompt="), (RECIPE_WRITES_FIRST,)),
+         ("toy.jsonl line 1", "no column 'dialog'", "dialogue", "--columns prompt=")),
     Case("train-template-unknown-field", lambda b: train(b, "--template", "Summarize: {conversation}"),
-         ("toy.jsonl line 1", "no column 'conversation'", "--template"), (RECIPE_WRITES_FIRST,)),
+         ("toy.jsonl line 1", "no column 'conversation'", "--template")),
     Case("train-model-folder-missing", lambda b: train(b, "--model", f"{b.inputs}/no-such-model"),
-         ("{inputs}/no-such-model", "does not exist"), (RECIPE_WRITES_FIRST,)),
+         ("{inputs}/no-such-model", "does not exist")),
     # train: settings, flags and the config file
     Case("train-unknown-method", lambda b: train(b, "--method", "lorax"), ("unknown method 'lorax'", "lora, dora")),
     Case("train-batch-size-zero", lambda b: train(b, "--set", "train.batch_size=0"), ("train.batch_size must be at least 1, got 0",)),
@@ -242,9 +230,9 @@ CASES = [
     Case("train-output-is-a-file", lambda b: train(b, output=b.file("taken.txt", "a file\n")),
          ("{inputs}/taken.txt is a file", "another --output")),
     Case("train-output-foreign-folder", lambda b: train(b, output=b.occupied_output()),
-         ("{out}", "not empty", "notes.txt", "another --output"), (GUARD_NAMES_NOTHING,)),
+         ("{out}", "holds notes.txt", "another --output")),
     Case("train-output-foreign-folder-overwrite", lambda b: train(b, "--overwrite", output=b.occupied_output()),
-         ("{out}", "not empty", "notes.txt", "another --output"), (GUARD_NAMES_NOTHING,)),
+         ("{out}", "holds notes.txt", "another --output")),
     # eval: data files, adapters, models, settings
     Case("eval-jsonl-broken-line", lambda b: evaluate(b, data=broken_jsonl(b)), ("bad.jsonl line 3", "not valid JSON")),
     Case("eval-csv-ragged-line", lambda b: evaluate(b, data=ragged_csv(b)), ("bad.csv line 3", "quote fields")),
@@ -283,7 +271,7 @@ CASES = [
     Case("merge-prompt-tuning", lambda b: merge(b, adapter=b.prompt_tuning), ("prompt-tuning cannot be merged", "serve it as an adapter")),
     Case("merge-output-is-a-file", lambda b: merge(b, "--output", b.file("taken.txt", "x")), ("{inputs}/taken.txt is a file",)),
     Case("merge-output-foreign-folder-overwrite", lambda b: merge(b, "--overwrite", "--output", b.occupied_output()),
-         ("{out}", "notes.txt"), (GUARD_NAMES_NOTHING,)),
+         ("{out}", "notes.txt")),
     # serve start-up: refused before a socket is bound
     Case("serve-adapter-spec-without-name", lambda b: serve(b, "--adapter", b.lora), ("is not NAME=DIR",)),
     Case("serve-port-out-of-range", lambda b: serve(b, "--adapter", f"a={b.lora}", "--port", "70000"), ("--port 70000", "65535")),
@@ -291,8 +279,7 @@ CASES = [
     # compare
     Case("compare-unknown-method", lambda b: compare(b, "--methods", "base,lora,lorax"), ("lorax", "--methods", "choose from")),
     Case("compare-sweep-unknown-key", lambda b: compare(b, "--sweep", "lora.rank=4,8"), ("lora.rank", "r, target")),
-    Case("compare-test-data-broken", lambda b: compare(b, test=broken_jsonl(b)), ("bad.jsonl line 3", "not valid JSON"),
-         (COMPARE_WRITES_FIRST,)),
+    Case("compare-test-data-broken", lambda b: compare(b, test=broken_jsonl(b)), ("bad.jsonl line 3", "not valid JSON")),
 ]
 
 
