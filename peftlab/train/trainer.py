@@ -102,6 +102,7 @@ class PeftlabTrainer(Trainer):
                 self.state.best_model_checkpoint = str(root / Path(self.state.best_model_checkpoint).name)
                 self.state.save_to_json(str(staging / name / "trainer_state.json"))
             checkpoints.publish(staging / name, root / name)
+            staging.rmdir()
             rotate_checkpoints(output_dir=str(root), save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
         self.accelerator.wait_for_everyone()
