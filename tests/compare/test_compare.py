@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from peftlab.train.checkpoints import MANIFEST
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def compare_command(tiny_llama, data, out, methods="base,lora,ia3"):
     return [sys.executable, "-m", "peftlab", "compare", "--model", tiny_llama, "--data", data, "--eval-data", data,
-            "--methods", methods, "--budget-steps", "4", "--dtype", "fp32", "--set", "train.lr=0.03",
+            "--methods", methods, "--budget-steps", "12", "--dtype", "fp32", "--set", "train.lr=0.03", "--set", "train.save_steps=2",
             "--set", "lora.r=4", "--max-new-tokens", "6", "--output", str(out)]
 
 
@@ -27,7 +29,8 @@ def environment():
 
 @pytest.fixture(scope="module")
 def finished_compare(tiny_llama, tmp_path_factory):
-    """A compare killed once it finished its first trained run, then run again to the end."""
+    """A compare killed (SIGKILL) once its first run has finished and its second has written a checkpoint,
+    then run again to the end."""
     from tests.conftest import TOY_ROWS, write_jsonl
 
     folder = tmp_path_factory.mktemp("compare")
@@ -36,12 +39,14 @@ def finished_compare(tiny_llama, tmp_path_factory):
     process = subprocess.Popen(compare_command(tiny_llama, data, out), env=environment(), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = out / "runs" / "lora" / "result.json"
+    second_checkpoints = out / "runs" / "ia3" / "train" / "checkpoints"
     deadline = time.time() + 300
-    while not first.is_file() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+    while not list(second_checkpoints.glob(f"checkpoint-*/{MANIFEST}")) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)  # the whole group: the compare and its training child
     process.wait()
     assert first.is_file(), "the first run never finished"
+    assert not (out / "runs" / "ia3" / "train" / "adapter").exists(), "the second run finished before the kill"
     stamp = first.stat().st_mtime_ns
     again = subprocess.run(compare_command(tiny_llama, data, out), env=environment(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -60,6 +65,14 @@ def test_a_killed_compare_resumes_without_redoing_finished_runs(finished_compare
     assert {"results.csv", "results.md", "report.html"} <= {p.name for p in out.iterdir()}
     assert {p.name for p in (out / "plots").iterdir()} >= {"forgetting.svg", "forgetting.png", "peak_memory.png",
                                                           "quality_vs_trainable_share.png", "quality_vs_training_time.svg"}
+
+
+def test_the_rerun_resumed_the_interrupted_run_from_its_checkpoint(finished_compare):
+    out, printed, _ = finished_compare
+    records = [json.loads(line) for line in (out / "runs" / "ia3" / "train" / "log.jsonl").read_text().splitlines()]
+    resumed = [r for r in records if r.get("resumed")]
+    assert len(resumed) == 1 and resumed[0]["step"] >= 2, records  # resumed, not started over
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))  # each step trained and logged once
 
 
 def test_adding_a_method_later_extends_the_same_report(finished_compare, tiny_llama):
