@@ -118,12 +118,25 @@ _WRITE_FAILURE_TEXT = {"file write failed": "a write failed (disk full?)", "unex
                        "read-only file system": "read-only file system", "os error 30": "read-only file system"}
 
 
-def write_failure(error: BaseException) -> str | None:
-    """What went wrong, when `error` is a failed write (disk full, read-only, no permission), else None."""
+def write_failure(error: BaseException, folder: str | os.PathLike | None = None) -> str | None:
+    """What went wrong, when `error` is a failed write (disk full, read-only, no permission), else None.
+
+    `folder`, where the failed write went, turns torch's wordless "file write failed" into
+    "no space left on device" when that file system is (nearly) full.
+    """
     if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
         return _WRITE_ERRNOS[error.errno]
     text = str(error).lower().replace(" ", "") if not isinstance(error, OSError) else ""
     for needle, reason in _WRITE_FAILURE_TEXT.items():
         if needle.replace(" ", "") in text:
+            if reason.endswith("(disk full?)") and folder is not None and _nearly_full(folder):
+                return "no space left on device"
             return reason
     return None
+
+
+def _nearly_full(folder: str | os.PathLike) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False

@@ -45,6 +45,9 @@ class ProgressBar(TrainerCallback):
             self.bar.write(f"step {state.global_step}: eval loss {logs['eval_loss']:.4f}")
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None

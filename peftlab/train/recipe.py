@@ -138,7 +138,10 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
             artifacts.write_summary(out, summary)
             artifacts.finish_run(folder)
     except Exception as error:
-        reason = atomic.write_failure(error)
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, ProgressBar):
+                callback.close()  # end the bar's line, so the error is a line of its own
+        reason = atomic.write_failure(error, out)
         if reason is None:
             raise
         raise PeftlabError(f"cannot write the run in {out}: {reason}; "
