@@ -230,6 +230,30 @@ def test_impossible_settings_are_named(method_name, settings, message, tiny_llam
         build(method_name, settings, tiny_llama)
 
 
+def test_prefix_initialised_from_text_acts_as_that_text_in_front_of_the_prompt(tiny_llama):
+    from transformers import AutoTokenizer
+
+    text = "Summarize the conversation now"
+    ids = AutoTokenizer.from_pretrained(tiny_llama)(text, add_special_tokens=False)["input_ids"]
+    model = build("prefix-tuning", {"init_text": text, "num_virtual_tokens": len(ids)}, tiny_llama)[2].eval()
+    prompt = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        prefixed = model(input_ids=prompt).logits
+        written = model.get_base_model()(input_ids=torch.cat([torch.tensor([ids]), prompt], dim=1)).logits[:, len(ids):]
+    assert torch.allclose(prefixed, written, atol=1e-4)
+    assert not torch.allclose(prefixed, model.get_base_model()(input_ids=prompt).logits, atol=1e-2)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"init_text": "Summarize.", "prefix_projection": "true"}, "use one of the two"),
+])
+def test_prefix_init_text_refuses_what_it_cannot_do(settings, message, tiny_llama, tiny_t5):
+    with pytest.raises(PeftlabError, match=message):
+        build("prefix-tuning", settings, tiny_llama)
+    with pytest.raises(PeftlabError, match="causal LMs only"):
+        build("prefix-tuning", {"init_text": "Summarize."}, tiny_t5)
+
+
 def test_unknown_setting_is_named():
     with pytest.raises(PeftlabError, match="unknown setting 'prompt-tuning.target'"):
         get_method("prompt-tuning").parse_settings({"target": "qv"})
