@@ -60,6 +60,17 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def resumes_to_the_reference(args, reference: Path, out: Path, steps: int, capsys, checkpoint: str = "checkpoint-") -> str:
+    """Run `args` (a resume): it must resume from `checkpoint` and end bit-identical to `reference`, each step logged once."""
+    code = main(args)
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "resuming from" in printed.out and checkpoint in printed.out, printed.out
+    assert_identical_adapters(reference, out)
+    assert logged_steps(out) == list(range(1, steps + 1))
+    return printed.out
+
+
 def pages(folder: Path) -> int:
     return sum(math.ceil(p.stat().st_size / PAGE) * PAGE for p in folder.rglob("*") if p.is_file())
 
@@ -105,13 +116,8 @@ def test_resume_skips_an_incomplete_checkpoint_and_a_torn_log_line(tiny_llama, t
     (out / "checkpoints" / "checkpoint-6" / "optimizer.pt").unlink()
     with (out / "log.jsonl").open("a") as log:
         log.write('{"step": 7, "lo')
-    code = main([*train_args(tiny_llama, toy_data, out, 6), "--resume"])
-    printed = capsys.readouterr()
-    assert code == 0, printed.err
-    assert "skipped incomplete checkpoint-6 (optimizer.pt is missing)" in printed.out
-    assert "resuming from" in printed.out and "checkpoint-5" in printed.out
-    assert_identical_adapters(straight, out)
-    assert logged_steps(out) == [1, 2, 3, 4, 5, 6]
+    printed = resumes_to_the_reference([*train_args(tiny_llama, toy_data, out, 6), "--resume"], straight, out, 6, capsys, "checkpoint-5")
+    assert "skipped incomplete checkpoint-6 (optimizer.pt is missing)" in printed
 
 
 def test_a_full_disk_costs_nothing_and_the_run_resumes_once_space_is_freed(tiny_llama, toy_data, tmp_path, small_disk, capsys):
@@ -133,12 +139,7 @@ def test_a_full_disk_costs_nothing_and_the_run_resumes_once_space_is_freed(tiny_
     assert checksum(out) == before
 
     filler.unlink()
-    code = main(train_args(tiny_llama, toy_data, out, 6, "--overwrite", "--resume"))
-    printed = capsys.readouterr()
-    assert code == 0, printed.err
-    assert "resuming from" in printed.out and "checkpoint-1" in printed.out, printed.out
-    assert_identical_adapters(reference, out)
-    assert logged_steps(out) == [1, 2, 3, 4, 5, 6]
+    resumes_to_the_reference(train_args(tiny_llama, toy_data, out, 6, "--overwrite", "--resume"), reference, out, 6, capsys, "checkpoint-1")
 
 
 def test_a_disk_turned_read_only_mid_run_is_one_line_and_the_run_resumes(tiny_llama, toy_data, tmp_path, small_disk, capsys):
@@ -158,9 +159,4 @@ def test_a_disk_turned_read_only_mid_run_is_one_line_and_the_run_resumes(tiny_ll
     assert process.returncode == 2, err[-2000:]
     line = one_line(err)
     assert "read-only file system" in line and "--resume" in line, line
-    code = main([*train_args(tiny_llama, toy_data, out, 8), "--resume"])
-    printed = capsys.readouterr()
-    assert code == 0, printed.err
-    assert "resuming from" in printed.out
-    assert_identical_adapters(reference, out)
-    assert logged_steps(out) == list(range(1, 9))
+    resumes_to_the_reference([*train_args(tiny_llama, toy_data, out, 8), "--resume"], reference, out, 8, capsys)
