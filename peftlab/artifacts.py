@@ -262,16 +262,19 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
 
 
-def _recorded_run_differences(folder: Path, config: RunConfig) -> list[str] | None:
-    """Settings in which the run recorded in `folder` differs from `config` (None: no run recorded)."""
-    path = folder / RUN_FILE
+def recorded_differences(path: Path, current: dict[str, Any]) -> list[str] | None:
+    """Settings in which the YAML recorded at `path` (run.yaml, compare.yaml) differs from `current` (None: nothing recorded)."""
     if not path.is_file():
         return None
     try:
         old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
-        return ["run.yaml (unreadable)"]
-    return config_differences(old if isinstance(old, dict) else {}, config.to_dict())
+        return [f"{path.name} (unreadable)"]
+    return config_differences(old if isinstance(old, dict) else {}, current)
+
+
+def _recorded_run_differences(folder: Path, config: RunConfig) -> list[str] | None:
+    return recorded_differences(folder / RUN_FILE, config.to_dict())
 
 
 @dataclass
@@ -332,8 +335,7 @@ def initialize_run(folder: RunFolder, config: RunConfig) -> None:
 
 def finish_run(folder: RunFolder) -> None:
     """A finished replacement takes the place of the earlier run."""
-    if folder.replaces:
-        atomic.publish(folder.work, folder.final)
+    publish_replacement(folder.work, folder.final)
 
 
 def save_result(out: Path, save: Callable[[Path], None], tokenizer: Any, config: RunConfig, info: dict[str, Any]) -> Path:

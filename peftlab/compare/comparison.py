@@ -39,14 +39,7 @@ def prepare_output(out: Path, setup: CompareSetup, overwrite: bool) -> Path:
 
 
 def _setup_differences(folder: Path, setup: CompareSetup) -> list[str]:
-    recorded = folder / SETUP
-    if not recorded.is_file():
-        return []
-    try:
-        old = yaml.safe_load(recorded.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return [SETUP + " (unreadable)"]
-    return artifacts.config_differences(old if isinstance(old, dict) else {}, setup.to_dict())
+    return artifacts.recorded_differences(folder / SETUP, setup.to_dict()) or []
 
 
 def train_command(config_file: Path, launcher_config: str | None) -> list[str]:
