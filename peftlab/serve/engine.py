@@ -1,17 +1,19 @@
-"""One base model in memory serving several adapters: LoRA rows mixed in one forward, other methods per adapter."""
+"""One base model in memory serving several adapters: LoRA rows mixed in one forward, other methods per adapter.
+
+`run` is static batching (a batch generates to its end): the reference the continuous scheduler is measured against."""
 
 from __future__ import annotations
 
-import copy
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from peftlab.artifacts import adapter_folder, check_base, misfit_error
 from peftlab.errors import PeftlabError
 from peftlab.inference import GenerationSettings, generate_new_tokens, generation_config, pad_batch, source_ids
 from peftlab.models.loading import LoadedModel
+from peftlab.methods.virtual_tokens import virtual_token_type
+from peftlab.serve.adapters import Prepared, shared_weights_copy, transplant_lora
 from peftlab.serve.jobs import Job, StepHook
 
 BASE_ROW = "__base__"  # peft's adapter name for "no adapter" in a mixed batch
@@ -30,24 +32,15 @@ class Family:
 @dataclass
 class ServedModel:
     name: str
-    family: str
+    family: str  # the family whose model prefills this model's prompts
     row_name: str | None = None  # the name this model's rows carry in a mixed batch
     folder: str | None = None
     method: str | None = None
-
-
-def shared_weights_copy(model: Any) -> Any:
-    """A copy of the module tree whose parameters and buffers are the same tensors: no second set of weights.
-
-    peft injects its layers into the module tree it is given, so each family gets its own tree;
-    the base weights stay in memory once.
-    """
-    memo = {id(tensor): tensor for tensor in [*model.parameters(), *model.buffers()]}
-    return copy.deepcopy(model, memo)
+    virtual_tokens: str | None = None  # PROMPT_TUNING / P_TUNING / PREFIX_TUNING: prefilled with its soft prompt, decoded as the base
 
 
 class Engine:
-    """Loads adapters onto one base and generates for batches of jobs, each naming a model."""
+    """One base and the adapters on it, grouped into families of rows that can share a forward pass."""
 
     def __init__(self, loaded: LoadedModel, base_name: str, model_spec: str | None = None):
         loaded.model.eval()
@@ -62,42 +55,71 @@ class Engine:
         self.eos_ids = {*(eos if isinstance(eos, list) else [eos] if eos is not None else []), loaded.tokenizer.eos_token_id} - {None}
 
     def add_adapter(self, name: str, path: str) -> ServedModel:
+        """Build and install an adapter at once (at start-up; while serving the scheduler splits the two)."""
+        return self.install(self.prepare_adapter(name, path))
+
+    def check_name(self, name: str) -> None:
+        if not name or name in self.models or name == BASE_ROW:
+            raise PeftlabError(f"adapter name '{name}' is empty or already taken; give each adapter a unique name")
+
+    def prepare_adapter(self, name: str, path: str) -> Prepared:
+        """Check an adapter folder and build its PEFT model on a shared-weights copy of the base: slow, and touches nothing served."""
+        from peft import PeftModel
+
         from peftlab.methods import saved_method
 
-        if not name or name in self.models or name == BASE_ROW:
-            raise PeftlabError(f"adapter name '{name}' is empty or already taken; give each --adapter NAME=DIR a unique name")
+        self.check_name(name)
         folder = adapter_folder(path)
         check_base(folder, self.model_spec)
         method = saved_method(folder)
         if not method.servable:
             raise PeftlabError(f"adapter {name}: method {method.name} cannot be served by `peftlab serve`; "
                                f"evaluate it with `peftlab eval --adapter {folder}` or merge it instead")
-        if method.mixable:
-            self._add_mixed(name, folder)
-            served = ServedModel(name, MIXED, name, str(folder), method.name)
-        else:
-            key = f"adapter:{name}"
-            try:
-                self.families[key] = Family(method.load(shared_weights_copy(self.loaded.model), folder).eval())
-            except (RuntimeError, ValueError, KeyError) as error:
-                raise misfit_error(folder, self.loaded.spec, error) from None
-            served = ServedModel(name, key, None, str(folder), method.name)
-        self.models[name] = served
-        if MIXED in self.families:  # base rows join the LoRA rows' forward pass
-            self.models[self.base_name] = ServedModel(self.base_name, MIXED, BASE_ROW)
-        return served
-
-    def _add_mixed(self, name: str, folder: Path) -> None:
-        from peft import PeftModel
-
+        tree = shared_weights_copy(self.loaded.model)
         try:
-            if MIXED in self.families:  # one more LoRA adapter on the shared PEFT model
-                self.families[MIXED].model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
-                return
-            model = PeftModel.from_pretrained(shared_weights_copy(self.loaded.model), str(folder), adapter_name=name, is_trainable=False)
+            if method.mixable:
+                model = PeftModel.from_pretrained(tree, str(folder), adapter_name=name, is_trainable=False)
+            else:
+                model = method.load(tree, folder)
         except (RuntimeError, ValueError, KeyError) as error:
             raise misfit_error(folder, self.loaded.spec, error) from None
-        self.families[MIXED] = Family(model.eval(), mixed=True)
+        return Prepared(name, folder, method, model.eval())
+
+    def install(self, prepared: Prepared) -> ServedModel:
+        """Serve a prepared adapter: milliseconds, so the decoding loop does it between two steps."""
+        name, method = prepared.name, prepared.method
+        self.check_name(name)
+        if method.mixable:
+            if MIXED in self.families:  # one more LoRA adapter on the shared PEFT model
+                transplant_lora(self.families[MIXED].model, prepared.model, name)
+            else:
+                self.families[MIXED] = Family(prepared.model, mixed=True)
+            served = ServedModel(name, MIXED, name, str(prepared.folder), method.name)
+            self.models[self.base_name] = ServedModel(self.base_name, MIXED, BASE_ROW)  # base rows join the LoRA rows' forward
+        else:
+            key = f"adapter:{name}"
+            self.families[key] = Family(prepared.model)
+            served = ServedModel(name, key, None, str(prepared.folder), method.name, virtual_token_type(prepared.model))
+        self.models[name] = served
+        return served
+
+    def remove_adapter(self, name: str) -> None:
+        """Stop serving an adapter and free its weights (between steps, when none of its rows runs)."""
+        served = self.models.pop(name)
+        if served.family != MIXED:
+            del self.families[served.family]
+        elif any(other.family == MIXED and other.row_name != BASE_ROW for other in self.models.values()):
+            self.families[MIXED].model.delete_adapter(name)
+        else:  # the last LoRA adapter: the base decodes alone again
+            del self.families[MIXED]
+            self.models[self.base_name] = ServedModel(self.base_name, PLAIN)
+
+    def decoding_family(self, served: ServedModel) -> tuple[str, str | None]:
+        """The family whose forward decodes this model's rows, and their row name: soft prompts decode as the base does."""
+        if served.virtual_tokens:
+            base = self.models[self.base_name]
+            return base.family, base.row_name
+        return served.family, served.row_name
 
     def prompt_ids(self, text: str, chat_messages: list[dict[str, str]] | None = None) -> list[int]:
         """Token ids of a completion prompt, or of chat messages through the tokenizer's chat template.

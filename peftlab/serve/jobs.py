@@ -2,47 +2,13 @@
 
 from __future__ import annotations
 
-import queue
 from dataclasses import dataclass, field
 from typing import Any
 
+from peftlab.serve.text import TextStream
+
 GREEDY = (0.0, 1.0)  # (temperature, top_p)
-
-
-class TextStream:
-    """Token ids -> text, released only where it is final: no half characters, nothing a stop string may still claim."""
-
-    def __init__(self, tokenizer: Any, stop: list[str]):
-        self.tokenizer = tokenizer
-        self.stop = [s for s in stop if s]
-        self.ids: list[int] = []
-        self.released = 0  # characters of the text handed out so far
-        self.stopped = False  # a stop string appeared: the text ends before it
-
-    def _text(self) -> str:
-        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
-
-    def add(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        text = self._text()
-        hits = [text.find(s, max(0, self.released - len(s))) for s in self.stop]
-        hits = [i for i in hits if i >= 0]
-        if hits:
-            self.stopped = True
-            return self._release(text[:min(hits)], len(text))
-        if text.endswith("\ufffd"):
-            return ""  # a multi-byte character is not complete yet
-        held = max((n for s in self.stop for n in range(len(s) - 1, 0, -1) if text.endswith(s[:n])), default=0)
-        return self._release(text, len(text) - held)
-
-    def flush(self) -> str:
-        return "" if self.stopped else self._release(self._text(), None)
-
-    def _release(self, text: str, end: int | None) -> str:
-        end = len(text) if end is None else min(end, len(text))
-        delta = text[self.released:end] if end > self.released else ""
-        self.released = max(self.released, end)
-        return delta
+__all__ = ["GREEDY", "Job", "StepHook", "TextStream"]
 
 
 @dataclass
@@ -53,7 +19,7 @@ class Job:
     prompt_ids: list[int]
     max_tokens: int
     text: TextStream
-    events: queue.Queue
+    events: Any  # anything with put(event): a queue.Queue, or a bridge into an asyncio loop
     index: int = 0
     sampling: tuple[float, float] = GREEDY
     cancelled: bool = False  # the client went away: stop spending compute on it

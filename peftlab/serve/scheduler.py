@@ -1,29 +1,304 @@
-"""The scheduler: one thread owns the model, collects the requests that arrive together and runs them as one batch."""
+"""The scheduler: one thread owns the model and decides, at every decoding step, which rows run.
+
+Continuous batching: a request joins as soon as there is room, its prompt is prefilled in
+chunks between decoding steps (so running streams keep flowing), and each row leaves the step it
+ends. Rows are grouped by family (base and all LoRA adapters share one forward; each other
+adapter has its own), and every iteration gives each family with rows one step, so no family
+waits for another's answers to finish. Adapters are loaded and unloaded here too, between steps.
+
+transformers' own continuous batching (`generate_batch`, `ContinuousBatchingManager`) packs all
+requests into one flat sequence over a paged cache; peft's per-row adapters (`adapter_names`)
+select rows of the batch dimension and soft-prompt adapters need a cache they prefill, so
+neither fits it. This scheduler works on the model's ordinary KV cache instead (batching.py).
+"""
 
 from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
+from peftlab.errors import PeftlabError
+from peftlab.serve.adapters import BackgroundLoader
+from peftlab.serve.batching import Prefill, RunningBatch, choose
 from peftlab.serve.jobs import Job
 
 log = logging.getLogger(__name__)
+ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a folder name under --adapter-dir: no path separators
 
 
 class Busy(Exception):
-    """More jobs are waiting than the server accepts."""
+    """More jobs are waiting than the server accepts, or every adapter slot is in use."""
 
 
 class Scheduler:
-    """Requests wait at most `window_seconds` after the first of a batch arrives; a batch holds up to `max_batch_size` jobs.
+    """Continuous batching over the engine's families, with adapters loaded and unloaded while serving."""
 
-    While a batch generates, new requests queue up and form the next one, so under load the
-    batches fill by themselves. max_batch_size=1 serves one request at a time (the benchmark's
-    reference).
-    """
+    def __init__(self, engine: Any, max_batch_size: int = 32, max_waiting: int = 256, prefill_chunk_tokens: int = 128,
+                 adapter_dir: str | Path | None = None, max_adapters: int | None = None):
+        self.engine = engine
+        self.max_batch_size = max_batch_size  # rows prefilling or decoding at once
+        self.max_waiting = max_waiting
+        self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.adapter_dir = Path(adapter_dir) if adapter_dir else None
+        self.max_adapters = max_adapters
+        self.waiting: deque[Job] = deque()
+        self.prefills: list[Prefill] = []
+        self.batches: dict[int, RunningBatch] = {}  # by id of the family object they decode with
+        self.loader = BackgroundLoader()
+        self.loading: dict[str, Future] = {}
+        self.unloading: dict[str, Future] = {}
+        self.last_used: dict[str, float] = {}
+        self.steps = 0  # decoding steps run, and the most rows in one: for tests and the benchmark
+        self.largest_batch = 0
+        self.step_seconds = 0.05  # the last iteration's model time: sizes the loader's slices
+        self._wake = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="peftlab-scheduler", daemon=True)
+        self._thread.start()
+
+    # --- called from request handlers -------------------------------------------------------------
+
+    def submit(self, jobs: list[Job]) -> None:
+        with self._wake:
+            if len(self.waiting) + len(jobs) > self.max_waiting:
+                raise Busy(f"{len(self.waiting)} requests are waiting for a place (limit {self.max_waiting})")
+            now = time.monotonic()
+            for job in jobs:
+                self.last_used[job.model] = now
+                self.waiting.append(job)
+            self._wake.notify()
+
+    def ready(self, model: str) -> Future | None:
+        """None when `model` is served; a future that completes once it is loaded from --adapter-dir; KeyError when unknown."""
+        with self._wake:
+            if model in self.unloading:
+                raise KeyError(model)
+            if model in self.engine.models:
+                self.last_used[model] = time.monotonic()
+                return None
+            if model in self.loading:
+                return self.loading[model]
+        folder = self.adapter_dir / model if self.adapter_dir and ADAPTER_NAME.fullmatch(model) else None
+        if folder is None or not folder.is_dir():
+            raise KeyError(model)
+        return self.load_adapter(model, str(folder))
+
+    def load_adapter(self, name: str, path: str) -> Future:
+        """Start loading an adapter; the future gives its ServedModel, or the PeftlabError/Busy that stopped it."""
+        future: Future = Future()
+        with self._wake:
+            if name in self.engine.models or name in self.loading:
+                future.set_exception(PeftlabError(f"an adapter named '{name}' is already served or loading; unload it first"))
+                return future
+            self.loading[name] = future
+            self.loader.start(name, lambda: self.engine.prepare_adapter(name, path))
+            self._wake.notify()
+        return future
+
+    def unload_adapter(self, name: str) -> Future:
+        """Stop serving `name` (KeyError when it is not an adapter served here): new requests for it are refused at once,
+        its running rows finish, then its weights are freed."""
+        with self._wake:
+            if name == self.engine.base_name or name not in self.engine.models or name in self.unloading:
+                raise KeyError(name)
+            future: Future = Future()
+            self.unloading[name] = future
+            self._wake.notify()
+        return future
+
+    def close(self) -> None:
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout=30)
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def _rows(self) -> int:
+        return len(self.prefills) + sum(len(batch) for batch in self.batches.values())
+
+    def _has_work(self) -> bool:
+        return bool(self.waiting or self.prefills or self.batches or self.unloading or self.loader.finished)
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._has_work() and not self._closing:
+                    self.loader.slices.open()  # nothing decodes: adapters load at full speed
+                    self._wake.wait(timeout=0.05 if self.loader.busy else None)
+                if self._closing and not self._has_work():
+                    return
+                self.loader.slices.close()
+                admitted = self._admit()
+            started = time.perf_counter()
+            try:
+                self._install_loaded()
+                self._unload()
+                self._start_prefills(admitted)
+                self._prefill()
+                self._decode()
+            except Exception:  # a bug: never let it stop the server; the rows involved were failed where it happened
+                log.exception("scheduler iteration failed")
+            self.step_seconds = time.perf_counter() - started
+            if self.loader.busy:  # a slice for the adapter being built: at most half a step, so streams slow by less than one
+                self.loader.slices.give(min(0.5 * self.step_seconds, 0.1))
+
+    def _admit(self) -> list[Job]:
+        admitted = []
+        while self.waiting and self._rows() + len(admitted) < self.max_batch_size:
+            job = self.waiting.popleft()
+            if job.cancelled:
+                job.finish("cancelled")
+            else:
+                admitted.append(job)
+        return admitted
+
+    def _start_prefills(self, jobs: list[Job]) -> None:
+        from transformers import DynamicCache
+
+        for job in jobs:
+            served = self.engine.models.get(job.model)
+            if served is None or job.model in self.unloading:
+                job.fail(f"model {job.model} was unloaded")
+                continue
+            family = self.engine.families[served.family]
+            row_name = None if served.virtual_tokens else served.row_name
+            try:
+                self.prefills.append(Prefill(job, family.model, row_name, served.virtual_tokens,
+                                             DynamicCache(config=self.engine.loaded.model.config)))
+            except Exception as error:
+                _fail([job], error)
+
+    def _prefill(self) -> None:
+        """Prefill waiting prompts, oldest first, up to the chunk budget (all of them when nothing decodes)."""
+        import torch
+
+        budget = self.prefill_chunk_tokens if self.batches else None
+        for prefill in list(self.prefills):
+            if prefill.job.cancelled:
+                prefill.job.finish("cancelled")
+                self.prefills.remove(prefill)
+                continue
+            if budget is not None and budget <= 0:
+                break
+            tokens = prefill.remaining if budget is None else min(budget, prefill.remaining)
+            try:
+                with torch.inference_mode():
+                    prefill.run_chunk(tokens)
+            except Exception as error:
+                _fail([prefill.job], error)
+                self.prefills.remove(prefill)
+                continue
+            budget = None if budget is None else budget - tokens
+            if prefill.remaining == 0:
+                self.prefills.remove(prefill)
+                self._start_decoding(prefill)
+
+    def _start_decoding(self, prefill: Prefill) -> None:
+        token = choose(prefill.logits, [prefill.job])[0]
+        if prefill.job.on_token(token, self.engine.eos_ids):
+            return
+        family_key, row_name = self.engine.decoding_family(self.engine.models[prefill.job.model])
+        family = self.engine.families[family_key]
+        batch = self.batches.setdefault(id(family), RunningBatch(family))
+        batch.admit(prefill, token, row_name)
+
+    def _decode(self) -> None:
+        import torch
+
+        for key, batch in list(self.batches.items()):
+            for row in batch.rows:
+                if row.job.cancelled:  # the client went away: its row leaves now
+                    row.job.finish("cancelled")
+            batch.keep([i for i, row in enumerate(batch.rows) if not row.job.done])
+            if not batch.rows:
+                del self.batches[key]
+                continue
+            try:
+                with torch.inference_mode():
+                    logits = batch.step()
+            except Exception as error:
+                _fail([row.job for row in batch.rows], error)
+                del self.batches[key]
+                continue
+            self.steps += 1
+            self.largest_batch = max(self.largest_batch, len(batch))
+            tokens = choose(logits, [row.job for row in batch.rows])
+            keep = []
+            for i, (row, token) in enumerate(zip(batch.rows, tokens)):
+                if not row.job.on_token(token, self.engine.eos_ids):
+                    row.token = token
+                    keep.append(i)
+            batch.keep(keep)
+            if not batch.rows:
+                del self.batches[key]
+
+    # --- adapters ---------------------------------------------------------------------------------
+
+    def _in_use(self, name: str) -> bool:
+        with self._wake:
+            waiting = any(job.model == name for job in self.waiting)
+        return waiting or any(p.job.model == name for p in self.prefills) or any(
+            row.job.model == name for batch in self.batches.values() for row in batch.rows)
+
+    def _install_loaded(self) -> None:
+        for name, prepared, error in self.loader.take_finished():
+            with self._wake:
+                future = self.loading.pop(name)
+            try:
+                if error is not None:
+                    raise error
+                self._make_room()
+                future.set_result(self.engine.install(prepared))
+            except (PeftlabError, Busy) as refused:
+                future.set_exception(refused)
+            except Exception as failed:  # a misfit the method's loader did not name: still the request's answer
+                future.set_exception(PeftlabError(f"adapter {name} failed to load: {type(failed).__name__}: {failed}"))
+
+    def _make_room(self) -> None:
+        """With --max-adapters reached, unload the adapter used least recently that no request needs now."""
+        if self.max_adapters is None:
+            return
+        adapters = [name for name in self.engine.models if name != self.engine.base_name]
+        if len(adapters) < self.max_adapters:
+            return
+        idle = [name for name in adapters if not self._in_use(name)]
+        if not idle:
+            raise Busy(f"all {self.max_adapters} adapter places (--max-adapters) are in use")
+        victim = min(idle, key=lambda name: self.last_used.get(name, 0.0))
+        self.engine.remove_adapter(victim)
+        log.info("unloaded adapter %s (least recently used) to make room", victim)
+
+    def _unload(self) -> None:
+        for name, future in list(self.unloading.items()):
+            if any(p.job.model == name for p in self.prefills) or any(
+                    row.job.model == name for batch in self.batches.values() for row in batch.rows):
+                continue  # its rows finish first
+            with self._wake:
+                del self.unloading[name]
+                for job in [job for job in self.waiting if job.model == name]:
+                    self.waiting.remove(job)
+                    job.fail(f"model {name} was unloaded")
+            self.engine.remove_adapter(name)
+            future.set_result(True)
+
+
+def _fail(jobs: list[Job], error: Exception) -> None:
+    log.exception("generation failed")
+    for job in jobs:
+        job.fail(f"generation failed: {type(error).__name__}: {str(error)[:200]}")
+
+
+class StaticScheduler:
+    """Static batching, the reference for the benchmark: requests that arrive within `window_seconds` form a batch,
+    which generates to its end before the next starts. max_batch_size=1 serves one request at a time."""
 
     def __init__(self, engine: Any, max_batch_size: int = 32, window_seconds: float = 0.01, max_waiting: int = 1024):
         self.engine = engine
@@ -31,10 +306,9 @@ class Scheduler:
         self.window_seconds = window_seconds
         self.max_waiting = max_waiting
         self.waiting: queue.Queue[Job | None] = queue.Queue()
-        self.batches = 0  # generate rounds run, and the jobs in them: for tests and the benchmark
-        self.batched_jobs = 0
+        self.batches = 0
         self.largest_batch = 0
-        self._thread = threading.Thread(target=self._loop, name="peftlab-scheduler", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="peftlab-static-scheduler", daemon=True)
         self._thread.start()
 
     def submit(self, jobs: list[Job]) -> None:
@@ -42,6 +316,10 @@ class Scheduler:
             raise Busy(f"{self.waiting.qsize()} requests are waiting (limit {self.max_waiting})")
         for job in jobs:
             self.waiting.put(job)
+
+    def ready(self, model: str) -> None:
+        if model not in self.engine.models:
+            raise KeyError(model)
 
     def close(self) -> None:
         self.waiting.put(None)
@@ -66,13 +344,10 @@ class Scheduler:
                 return
             batch, closing = self._collect(first)
             self.batches += 1
-            self.batched_jobs += len(batch)
             self.largest_batch = max(self.largest_batch, len(batch))
             try:
                 self.engine.run(batch)
             except Exception as error:  # never let one bad batch stop the server
-                log.exception("batch failed")
-                for job in batch:
-                    job.fail(f"generation failed: {type(error).__name__}")
+                _fail(batch, error)
             if closing:
                 return

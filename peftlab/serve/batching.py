@@ -1,0 +1,180 @@
+"""Continuous batching on the model's own KV cache: a prompt is prefilled in chunks, then its row joins a running batch
+and leaves it the step it ends.
+
+A running batch is one left-padded cache ([rows, heads, length, head_dim] per layer), its
+attention mask and each row's next position: exactly what `generate` holds for a left-padded
+batch, so every row decodes as it would alone. A row joining pads the shorter side on the left;
+rows leaving are cut out, and padding columns no row needs any more are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from peftlab.methods.virtual_tokens import PREFIXED
+from peftlab.serve.jobs import Job
+
+GREEDY_BELOW = 1e-3  # temperatures this close to 0 decode greedily: dividing logits by them overflows to inf
+
+
+def forward(model: Any, cache: Any, mask: Any, positions: Any, adapter_names: list[str] | None = None,
+            input_ids: Any = None, inputs_embeds: Any = None) -> Any:
+    """Next-token logits (rows x vocab) for the last input of each row; the cache grows in place."""
+    extra = {"adapter_names": adapter_names} if adapter_names is not None else {}
+    out = model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions,
+                use_cache=True, logits_to_keep=1, **{cache_keyword(model): cache}, **extra)
+    return out.logits[:, -1].float()
+
+
+def cache_keyword(model: Any) -> str:
+    """transformers 5 renamed the forward's `past_key_values` to `cache`; ask the underlying model which one it takes."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def choose(logits: Any, jobs: list[Job]) -> list[int]:
+    """Each row's next token: the argmax for greedy rows, a sample (temperature, top-p) for the others."""
+    import torch
+
+    tokens = logits.argmax(dim=-1).tolist()
+    for row, job in enumerate(jobs):
+        temperature, top_p = job.sampling
+        if temperature < GREEDY_BELOW:
+            continue
+        probs = torch.softmax(logits[row] / temperature, dim=-1)
+        if top_p < 1:
+            sorted_probs, order = probs.sort(descending=True)
+            outside = sorted_probs.cumsum(0) - sorted_probs > top_p  # keep the smallest set reaching top_p
+            probs = probs.scatter(0, order[outside], 0.0)
+        tokens[row] = int(torch.multinomial(probs, 1))
+    return tokens
+
+
+class Prefill:
+    """One prompt going into its own cache, a chunk at a time; its last chunk gives the first new token's logits.
+
+    Soft-prompt adapters are prefilled as their forward pass sees them: prompt tuning and
+    P-tuning put the virtual token embeddings in front of the prompt's, prefix tuning starts from
+    a cache holding the prefix (the prompt's positions then start after it, as in peft's forward).
+    """
+
+    def __init__(self, job: Job, model: Any, row_name: str | None, virtual_tokens: str | None, empty_cache: Any):
+        import torch
+
+        self.job = job
+        self.model, self.row_name = model, row_name
+        ids = torch.tensor([job.prompt_ids])
+        self.cache, self.cached, self.position = empty_cache, 0, 0
+        self.inputs, self.embedded = ids, False
+        if virtual_tokens in PREFIXED:
+            self.cache = model.get_prompt(batch_size=1)
+            self.cached = self.position = self.cache.get_seq_length()
+            self.model = model.get_base_model()
+        elif virtual_tokens:
+            with torch.inference_mode():
+                embeds = model.word_embeddings(ids)
+                virtual = model.get_prompt(batch_size=1)[:, :model.active_peft_config.num_virtual_tokens].to(embeds.dtype)
+                self.inputs, self.embedded = torch.cat((virtual, embeds), dim=1), True
+            self.model = model.get_base_model()
+        self.done = 0  # inputs prefilled so far
+        self.logits: Any = None
+
+    @property
+    def remaining(self) -> int:
+        return self.inputs.shape[1] - self.done
+
+    def run_chunk(self, tokens: int) -> None:
+        import torch
+
+        piece = self.inputs[:, self.done:self.done + tokens]
+        width = piece.shape[1]
+        positions = torch.arange(self.position, self.position + width)[None]
+        mask = torch.ones(1, self.cached + width, dtype=torch.long)
+        names = [self.row_name] if self.row_name is not None else None
+        inputs = {"inputs_embeds": piece} if self.embedded else {"input_ids": piece}
+        self.logits = forward(self.model, self.cache, mask, positions, names, **inputs)
+        self.done, self.cached, self.position = self.done + width, self.cached + width, self.position + width
+
+
+@dataclass
+class Row:
+    job: Job
+    token: int  # the newest token: fed at the next step
+    position: int  # its position id
+
+
+class RunningBatch:
+    """The rows of one family decoding together, one token per row per step."""
+
+    def __init__(self, family: Any):
+        self.family = family
+        self.rows: list[Row] = []
+        self.row_names: list[str | None] = []
+        self.cache: Any = None
+        self.mask: Any = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def admit(self, prefill: Prefill, token: int, row_name: str | None) -> None:
+        """Add a prefilled row whose first new token is `token`."""
+        import torch
+
+        row_mask = torch.ones(1, prefill.cached, dtype=torch.long)
+        if self.cache is None:
+            self.cache, self.mask = prefill.cache, row_mask
+        else:
+            width = max(self.mask.shape[1], prefill.cached)
+            for mine, theirs in zip(self.cache.layers, prefill.cache.layers):
+                mine.keys = torch.cat((_pad_left(mine.keys, width), _pad_left(theirs.keys, width)))
+                mine.values = torch.cat((_pad_left(mine.values, width), _pad_left(theirs.values, width)))
+            self.mask = torch.cat((_pad_left(self.mask, width), _pad_left(row_mask, width)))
+        self.rows.append(Row(prefill.job, token, prefill.position))
+        self.row_names.append(row_name)
+
+    def step(self) -> Any:
+        """One decoding step for every row: the logits of each row's next token."""
+        import torch
+
+        tokens = torch.tensor([[row.token] for row in self.rows])
+        positions = torch.tensor([[row.position] for row in self.rows])
+        self.mask = torch.cat((self.mask, torch.ones(len(self.rows), 1, dtype=torch.long)), dim=1)
+        names = self.row_names if self.family.mixed else None
+        logits = forward(self.family.model, self.cache, self.mask, positions, names, input_ids=tokens)
+        for row in self.rows:
+            row.position += 1
+        return logits
+
+    def keep(self, keep: list[int]) -> None:
+        """Keep only the rows at these indices; drop padding columns none of them needs."""
+        import torch
+
+        if len(keep) == len(self.rows):
+            return
+        self.rows = [self.rows[i] for i in keep]
+        self.row_names = [self.row_names[i] for i in keep]
+        if not keep:
+            self.cache = self.mask = None
+            return
+        index = torch.tensor(keep)
+        self.mask = self.mask[index]
+        first = int(self.mask.any(dim=0).long().argmax())  # the first column some row attends to
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[index, :, first:]
+            layer.values = layer.values[index, :, first:]
+        self.mask = self.mask[:, first:]
+
+
+def _pad_left(tensor: Any, width: int) -> Any:
+    """Zeros in front along the sequence axis (the last-but-one of a cache tensor, the last of a mask) up to `width`."""
+    import torch.nn.functional as F
+
+    axis_from_end = 2 if tensor.dim() == 4 else 1
+    missing = width - tensor.shape[-axis_from_end]
+    if missing == 0:
+        return tensor
+    pad = [0, 0, missing, 0] if axis_from_end == 2 else [missing, 0]
+    return F.pad(tensor, pad)
