@@ -141,6 +141,24 @@ def save_trained_parameters(model: Any, folder: Path, method: str) -> None:
     (Path(folder) / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
+def replace_parameter(model: Any, name: str, tensor: Any) -> None:
+    """Put `tensor` in place of parameter `name` (and of every tied use of it) as a new tensor, never writing into the old one.
+
+    `peftlab serve` builds each adapter on a module tree that shares the base's tensors: an
+    in-place copy would change the base model for every request.
+    """
+    import torch
+
+    old = model.get_parameter(name)
+    new = torch.nn.Parameter(tensor.to(dtype=old.dtype, device=old.device), requires_grad=old.requires_grad)
+    if new.shape != old.shape:
+        raise RuntimeError(f"{name}: saved shape {tuple(new.shape)}, model shape {tuple(old.shape)}")
+    for module in model.modules():
+        for leaf, parameter in list(module._parameters.items()):
+            if parameter is old:
+                module._parameters[leaf] = new
+
+
 def load_trained_parameters(base_model: Any, folder: Path) -> Any:
     import torch
     from safetensors.torch import load_file
@@ -151,10 +169,8 @@ def load_trained_parameters(base_model: Any, folder: Path) -> Any:
         base_model = _in_fp32(base_model)  # as it was trained
     try:
         add_biases(base_model, config["added_biases"])
-        parameters = dict(base_model.named_parameters())
-        with torch.no_grad():
-            for name, tensor in tensors.items():
-                parameters[name].copy_(tensor)
+        for name, tensor in tensors.items():
+            replace_parameter(base_model, name, tensor)
     except (AttributeError, KeyError, RuntimeError) as error:
         raise PeftlabError(f"trained parameters in {folder} do not fit this base model ({str(error).splitlines()[0]}); "
                            f"load the base model they were trained on ({config.get('base_model_name_or_path')})") from None

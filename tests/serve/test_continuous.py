@@ -15,14 +15,15 @@ PROMPTS = ["#Person1#: Hello, how are you today? #Person2#: I am fine.", "The qu
 
 
 @pytest.fixture(scope="module")
-def soft_prompts(tiny_llama, tmp_path_factory):
+def other_methods(tiny_llama, tmp_path_factory):
+    # freeze reloads trained weights of the base's own layers: served, it must not change the base's answers
     return {name: train_adapter(tiny_llama, tmp_path_factory.mktemp(name), f"method={name}", "train.lr=0.3")
-            for name in ("prompt-tuning", "prefix-tuning", "dora", "loha")}
+            for name in ("prompt-tuning", "prefix-tuning", "dora", "loha", "freeze")}
 
 
 @pytest.fixture(scope="module")
-def adapters(lora_a, lora_b, ia3_c, soft_prompts):
-    return {"a": lora_a, "b": lora_b, "c": ia3_c, **soft_prompts}
+def adapters(lora_a, lora_b, ia3_c, other_methods):
+    return {"a": lora_a, "b": lora_b, "c": ia3_c, **other_methods}
 
 
 def alone(model_path: str, adapter: str | None, prompt: list[int], max_tokens: int) -> str:
