@@ -79,6 +79,12 @@ def generation_config(model: Any, tokenizer: Any, settings: GenerationSettings) 
     return config
 
 
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every token that ends an answer: the generation config's eos (one or several) and the tokenizer's."""
+    eos = model.generation_config.eos_token_id
+    return {*(eos if isinstance(eos, list) else [eos] if eos is not None else []), tokenizer.eos_token_id} - {None}
+
+
 def pad_batch(batch: list[list[int]], pad_id: int, left: bool) -> tuple[Any, Any]:
     import torch
 
@@ -94,9 +100,10 @@ def pad_batch(batch: list[list[int]], pad_id: int, left: bool) -> tuple[Any, Any
 
 def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2seq: bool,
                  settings: GenerationSettings, progress: Callable[[int], None] = lambda done: None) -> list[list[int]]:
-    """The new token ids (pad tokens included) generated for token-id prompts, in the prompts' order.
+    """The new token ids (up to eos; pad tokens after it in static batches) generated for token-id prompts, in order.
 
-    Batches hold prompts of similar length (sorted, longest first, so memory peaks at once);
+    Greedy decoding of a causal LM batches continuously (peftlab/decoding.py); beam search and
+    seq2seq models use static batches through `generate`. Static batches hold prompts of similar length (sorted, longest first, so memory peaks at once);
     causal LMs are padded on the left so every row's next token follows its own last prompt
     token, T5 on the right with an attention mask.
     """
@@ -105,6 +112,11 @@ def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2se
     settings.check()
     if any(not ids for ids in prompts):
         raise PeftlabError("a prompt is empty after tokenization; check the template and the prompt column")
+    if not is_seq2seq and settings.num_beams == 1:  # greedy decoder-only: continuous batching (peftlab/decoding.py)
+        from peftlab.decoding import generate_continuously
+
+        model.eval()
+        return generate_continuously(model, prompts, settings.max_new_tokens, eos_ids(model, tokenizer), settings.batch_size, progress)
     config = generation_config(model, tokenizer, settings)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     generated: list[list[int]] = [[] for _ in prompts]

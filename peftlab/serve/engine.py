@@ -10,7 +10,7 @@ from typing import Any
 
 from peftlab.artifacts import adapter_folder, check_base, misfit_error
 from peftlab.errors import PeftlabError
-from peftlab.inference import GenerationSettings, generate_new_tokens, generation_config, pad_batch, source_ids
+from peftlab.inference import GenerationSettings, eos_ids, generate_new_tokens, generation_config, pad_batch, source_ids
 from peftlab.models.loading import LoadedModel
 from peftlab.methods.virtual_tokens import virtual_token_type
 from peftlab.serve.adapters import Prepared, shared_weights_copy, transplant_lora
@@ -51,8 +51,7 @@ class Engine:
         self.base_name = base_name
         config = loaded.model.config
         self.context_tokens = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 2048)
-        eos = loaded.model.generation_config.eos_token_id
-        self.eos_ids = {*(eos if isinstance(eos, list) else [eos] if eos is not None else []), loaded.tokenizer.eos_token_id} - {None}
+        self.eos_ids = eos_ids(loaded.model, loaded.tokenizer)
 
     def add_adapter(self, name: str, path: str) -> ServedModel:
         """Build and install an adapter at once (at start-up; while serving the scheduler splits the two)."""

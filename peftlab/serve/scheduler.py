@@ -14,6 +14,7 @@ neither fits it. This scheduler works on the model's ordinary KV cache instead (
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import re
@@ -26,7 +27,7 @@ from typing import Any
 
 from peftlab.errors import PeftlabError
 from peftlab.serve.adapters import BackgroundLoader
-from peftlab.serve.batching import Prefill, RunningBatch, choose
+from peftlab.decoding import Prefill, RunningBatch, choose, empty_cache
 from peftlab.serve.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class Scheduler:
         self.max_adapters = max_adapters
         self.waiting: deque[Job] = deque()
         self.prefills: list[Prefill] = []
-        self.batches: dict[int, RunningBatch] = {}  # by id of the family object they decode with
+        self.batches: dict[int, RunningBatch] = {}  # by id of the model they decode with (a batch keeps its model alive)
         self.loader = BackgroundLoader()
         self.loading: dict[str, Future] = {}
         self.unloading: dict[str, Future] = {}
@@ -60,6 +61,7 @@ class Scheduler:
         self.step_seconds = 0.05  # the last iteration's model time: sizes the loader's slices
         self._wake = threading.Condition()
         self._closing = False
+        gc.freeze()  # the model's million objects leave the collector's scans: a full collection would pause every stream
         self._thread = threading.Thread(target=self._loop, name="peftlab-scheduler", daemon=True)
         self._thread.start()
 
@@ -147,8 +149,10 @@ class Scheduler:
             except Exception:  # a bug: never let it stop the server; the rows involved were failed where it happened
                 log.exception("scheduler iteration failed")
             self.step_seconds = time.perf_counter() - started
-            if self.loader.busy:  # a slice for the adapter being built: at most half a step, so streams slow by less than one
-                self.loader.slices.give(min(0.5 * self.step_seconds, 0.1))
+            if self.loader.busy:  # a slice for the adapter being built: a quarter step, so no stream waits a step longer
+                _t = time.perf_counter()
+                self.loader.slices.give(min(0.25 * self.step_seconds, 0.05))
+                print("SLICE", round(time.perf_counter() - _t, 3), round(self.step_seconds, 3))
 
     def _admit(self) -> list[Job]:
         admitted = []
@@ -161,8 +165,6 @@ class Scheduler:
         return admitted
 
     def _start_prefills(self, jobs: list[Job]) -> None:
-        from transformers import DynamicCache
-
         for job in jobs:
             served = self.engine.models.get(job.model)
             if served is None or job.model in self.unloading:
@@ -171,8 +173,7 @@ class Scheduler:
             family = self.engine.families[served.family]
             row_name = None if served.virtual_tokens else served.row_name
             try:
-                self.prefills.append(Prefill(job, family.model, row_name, served.virtual_tokens,
-                                             DynamicCache(config=self.engine.loaded.model.config)))
+                self.prefills.append(Prefill(job, family.model, row_name, served.virtual_tokens, empty_cache(family.model)))
             except Exception as error:
                 _fail([job], error)
 
@@ -207,7 +208,7 @@ class Scheduler:
             return
         family_key, row_name = self.engine.decoding_family(self.engine.models[prefill.job.model])
         family = self.engine.families[family_key]
-        batch = self.batches.setdefault(id(family), RunningBatch(family))
+        batch = self.batches.setdefault(id(family.model), RunningBatch(family.model, family.mixed))
         batch.admit(prefill, token, row_name)
 
     def _decode(self) -> None:
@@ -256,7 +257,9 @@ class Scheduler:
                 if error is not None:
                     raise error
                 self._make_room()
+                _t = time.perf_counter()
                 future.set_result(self.engine.install(prepared))
+                print("INSTALL", time.perf_counter() - _t)
             except (PeftlabError, Busy) as refused:
                 future.set_exception(refused)
             except Exception as failed:  # a misfit the method's loader did not name: still the request's answer

@@ -27,11 +27,16 @@ def adapters(lora_a, lora_b, ia3_c, other_methods):
 
 
 def alone(model_path: str, adapter: str | None, prompt: list[int], max_tokens: int) -> str:
-    """The answer of base (+ adapter) to one prompt through the checked static generation path, nothing else loaded."""
-    from peftlab.inference import GenerationSettings, generate_ids, load_for_generation
+    """The answer of base (+ adapter) to one prompt through transformers' generate (the checked static path), nothing else loaded."""
+    import torch
+
+    from peftlab.inference import GenerationSettings, generate_new_tokens, generation_config, load_for_generation
 
     loaded = load_for_generation(model_path, "fp32", adapter)
-    tokens = generate_ids(loaded.model, loaded.tokenizer, [prompt], False, GenerationSettings(max_new_tokens=max_tokens))[0]
+    config = generation_config(loaded.model, loaded.tokenizer, GenerationSettings(max_new_tokens=max_tokens))
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        tokens = generate_new_tokens(loaded.model, ids, torch.ones_like(ids), config, False)[0].tolist()
     eos = loaded.tokenizer.eos_token_id
     tokens = tokens[:tokens.index(eos)] if eos in tokens else tokens
     return loaded.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -1,5 +1,5 @@
 """Continuous batching on the model's own KV cache: a prompt is prefilled in chunks, then its row joins a running batch
-and leaves it the step it ends.
+and leaves it the step it ends. Used by `peftlab serve` (scheduler.py) and, offline, by eval, generate and compare.
 
 A running batch is one left-padded cache ([rows, heads, length, head_dim] per layer), its
 attention mask and each row's next position: exactly what `generate` holds for a left-padded
@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from peftlab.methods.virtual_tokens import PREFIXED
-from peftlab.serve.jobs import Job
+from peftlab.methods.virtual_tokens import PREFIXED, virtual_token_type
 
 GREEDY_BELOW = 1e-3  # temperatures this close to 0 decode greedily: dividing logits by them overflows to inf
 
@@ -35,7 +34,14 @@ def cache_keyword(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-def choose(logits: Any, jobs: list[Job]) -> list[int]:
+def empty_cache(model: Any) -> Any:
+    from transformers import DynamicCache
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return DynamicCache(config=base.config)
+
+
+def choose(logits: Any, jobs: list[Any]) -> list[int]:
     """Each row's next token: the argmax for greedy rows, a sample (temperature, top-p) for the others."""
     import torch
 
@@ -54,14 +60,14 @@ def choose(logits: Any, jobs: list[Job]) -> list[int]:
 
 
 class Prefill:
-    """One prompt going into its own cache, a chunk at a time; its last chunk gives the first new token's logits.
+    """One prompt (a job: anything with prompt_ids and sampling) going into its own cache, a chunk at a time; its last chunk gives the first new token's logits.
 
     Soft-prompt adapters are prefilled as their forward pass sees them: prompt tuning and
     P-tuning put the virtual token embeddings in front of the prompt's, prefix tuning starts from
     a cache holding the prefix (the prompt's positions then start after it, as in peft's forward).
     """
 
-    def __init__(self, job: Job, model: Any, row_name: str | None, virtual_tokens: str | None, empty_cache: Any):
+    def __init__(self, job: Any, model: Any, row_name: str | None, virtual_tokens: str | None, empty_cache: Any):
         import torch
 
         self.job = job
@@ -101,7 +107,7 @@ class Prefill:
 
 @dataclass
 class Row:
-    job: Job
+    job: Any
     token: int  # the newest token: fed at the next step
     position: int  # its position id
 
@@ -109,8 +115,8 @@ class Row:
 class RunningBatch:
     """The rows of one family decoding together, one token per row per step."""
 
-    def __init__(self, family: Any):
-        self.family = family
+    def __init__(self, model: Any, mixed: bool = False):
+        self.model, self.mixed = model, mixed  # mixed: rows pick their LoRA adapter through peft's adapter_names
         self.rows: list[Row] = []
         self.row_names: list[str | None] = []
         self.cache: Any = None
@@ -142,8 +148,8 @@ class RunningBatch:
         tokens = torch.tensor([[row.token] for row in self.rows])
         positions = torch.tensor([[row.position] for row in self.rows])
         self.mask = torch.cat((self.mask, torch.ones(len(self.rows), 1, dtype=torch.long)), dim=1)
-        names = self.row_names if self.family.mixed else None
-        logits = forward(self.family.model, self.cache, self.mask, positions, names, input_ids=tokens)
+        names = self.row_names if self.mixed else None
+        logits = forward(self.model, self.cache, self.mask, positions, names, input_ids=tokens)
         for row in self.rows:
             row.position += 1
         return logits
@@ -178,3 +184,64 @@ def _pad_left(tensor: Any, width: int) -> Any:
         return tensor
     pad = [0, 0, missing, 0] if axis_from_end == 2 else [missing, 0]
     return F.pad(tensor, pad)
+
+
+@dataclass
+class Sequence:
+    """One prompt of an offline run: greedy, ends at eos or after max_new_tokens."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    eos_ids: set[int]
+    sampling: tuple[float, float] = (0.0, 1.0)
+    tokens: list[int] | None = None
+
+    def on_token(self, token: int) -> bool:
+        self.tokens = [*(self.tokens or []), token]
+        return token in self.eos_ids or len(self.tokens) >= self.max_new_tokens
+
+
+def generate_continuously(model: Any, prompts: list[list[int]], max_new_tokens: int, eos_ids: set[int], batch_size: int,
+                          progress: Any = lambda done: None) -> list[list[int]]:
+    """Greedy new tokens for each prompt of a decoder-only model (base, or base + one adapter of any method), in order.
+
+    Up to `batch_size` rows decode together and a finished row's place goes to the next prompt
+    at once, so no row waits for the longest answer of its batch (static batches do).
+    """
+    import torch
+
+    virtual = virtual_token_type(model)
+    batch = RunningBatch(model.get_base_model() if virtual else model)
+    sequences = [Sequence(ids, max_new_tokens, eos_ids) for ids in prompts]
+    waiting = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first: memory peaks early
+    done = 0
+
+    def finished() -> None:
+        nonlocal done
+        done += 1
+        if done % batch_size == 0 or done == len(prompts):
+            progress(done)
+
+    with torch.inference_mode():
+        while waiting or batch.rows:
+            while waiting and len(batch) < batch_size:
+                sequence = sequences[waiting.pop(0)]
+                prefill = Prefill(sequence, model, None, virtual, empty_cache(model))
+                prefill.run_chunk(prefill.remaining)
+                token = choose(prefill.logits, [sequence])[0]
+                if sequence.on_token(token):
+                    finished()
+                else:
+                    batch.admit(prefill, token, None)
+            if not batch.rows:
+                continue
+            tokens = choose(batch.step(), [row.job for row in batch.rows])
+            keep = []
+            for i, (row, token) in enumerate(zip(batch.rows, tokens)):
+                if row.job.on_token(token):
+                    finished()
+                else:
+                    row.token = token
+                    keep.append(i)
+            batch.keep(keep)
+    return [sequence.tokens or [] for sequence in sequences]
