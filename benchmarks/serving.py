@@ -118,8 +118,8 @@ def main() -> int:
     levels = [int(n) for n in args.clients.split(",")]
     runs: dict[str, list[dict]] = {}
     for mode, batch_size in (("batched", args.max_batch_size), ("one-at-a-time", 1)):
-        server, _ = start(engine, "127.0.0.1", 0, max_batch_size=batch_size)
-        port = server.server_address[1]
+        server = start(engine, "127.0.0.1", 0, max_batch_size=batch_size)
+        port = server.port
         ask(port, models[0], prompts[0], 4, False)  # warm-up
         runs[mode] = []
         for clients in levels:

@@ -76,3 +76,46 @@ class Scheduler:
                     job.fail(f"generation failed: {type(error).__name__}")
             if closing:
                 return
+
+    # --- TEMPORARY SHIM (branch http-layer), replaced by the continuous-batching scheduler -------------
+    # The HTTP layer's adapter contract, done synchronously on the caller's thread and answered with
+    # a completed Future. Unlike the real scheduler it does not wait for a decoding step boundary:
+    # loading or unloading while a batch runs on the same model is unsafe. Delete this block at the merge.
+    def load_adapter(self, name: str, path: str) -> "concurrent.futures.Future":
+        import concurrent.futures
+
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            future.set_result(self.engine.add_adapter(name, path))  # PeftlabError: a bad folder, a taken name
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+    def unload_adapter(self, name: str) -> "concurrent.futures.Future":
+        import concurrent.futures
+
+        from peftlab.errors import PeftlabError
+        from peftlab.serve.engine import BASE_ROW, PLAIN, ServedModel
+
+        engine, future = self.engine, concurrent.futures.Future()
+        if name == engine.base_name:
+            future.set_exception(PeftlabError(f"'{name}' is the base model; only adapters can be unloaded"))
+            return future
+        if name not in engine.models:
+            future.set_exception(KeyError(name))
+            return future
+        served = engine.models.pop(name)
+        others = [m for m in engine.models.values() if m.family == served.family and m.row_name != BASE_ROW]
+        if served.row_name and others:
+            engine.families[served.family].model.delete_adapter(name)
+        else:
+            del engine.families[served.family]
+            if served.row_name:  # the last LoRA adapter: base rows go back to the plain model
+                engine.models[engine.base_name] = ServedModel(engine.base_name, PLAIN)
+        future.set_result(served)
+        return future
+
+    def ready(self, model: str) -> "concurrent.futures.Future | None":
+        if model in self.engine.models:
+            return None
+        raise KeyError(model)  # this shim loads nothing on demand

@@ -35,12 +35,13 @@ def ia3_c(tiny_llama, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def served(tiny_llama, lora_a, lora_b, ia3_c):
     """A server on 127.0.0.1 (free port) with the base 'tiny', LoRA 'a' and 'b', IA3 'c'; yields (base_url, server)."""
-    from peftlab.serve.http import Limits, start, stop
+    from peftlab.serve.http import start, stop
     from peftlab.serve.launch import load_engine
+    from peftlab.serve.limits import Limits
 
     engine = load_engine(tiny_llama, [("a", lora_a), ("b", lora_b), ("c", ia3_c)], "fp32", "tiny")
-    server, _ = start(engine, "127.0.0.1", 0, API_KEY, Limits(max_body_bytes=64 * 1024, max_tokens=64), max_batch_size=32)
-    yield f"http://127.0.0.1:{server.server_address[1]}", server
+    server = start(engine, "127.0.0.1", 0, API_KEY, Limits(max_body_bytes=64 * 1024, max_tokens=64), max_batch_size=32)
+    yield f"http://127.0.0.1:{server.port}", server
     stop(server)
 
 
