@@ -188,6 +188,9 @@ def _serve_limits(args: argparse.Namespace) -> Any:
     for flag, (field, _) in SERVE_LIMITS.items():
         if not getattr(limits, field) > 0:
             raise PeftlabError(f"{flag} must be more than 0, got {getattr(limits, field)}")
+    if limits.max_prompts > limits.max_waiting:
+        raise PeftlabError(f"--max-prompts {limits.max_prompts} exceeds --max-waiting {limits.max_waiting}: such a request could "
+                           "never be queued; lower --max-prompts or raise --max-waiting")
     return limits
 
 def config_flags(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:

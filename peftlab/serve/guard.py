@@ -1,8 +1,12 @@
-"""The door of `peftlab serve`: API key, body size and body arrival time, checked in plain ASGI before any route runs.
+"""The door of `peftlab serve`: head size, API key, body size and body arrival time, checked in plain ASGI before any route runs.
 
 Plain ASGI rather than FastAPI middleware, because a request must be refused before the app reads a
 byte of its body: a client without the key may declare a 1 GB body and is answered at once, and
 the connection is closed so that the unread body is never taken for the next request.
+
+The head is measured here too: h11's max_incomplete_event_size only applies while a head is
+incomplete (h11/_connection.py, `if event is NEED_DATA: if len(self._receive_buffer) > ...`), so
+a larger head arriving in one read (asyncio reads up to 256 KiB) passes it.
 """
 
 from __future__ import annotations
@@ -79,6 +83,11 @@ class Guard:
             return
         headers = dict(scope["headers"])
         try:
+            head_bytes = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + sum(
+                len(name) + len(value) + 4 for name, value in scope["headers"])
+            if head_bytes > self.limits.max_header_bytes:
+                raise ApiError(431, f"request headers of {head_bytes} bytes exceed the limit of {self.limits.max_header_bytes} bytes "
+                               "(--max-header-bytes)", None, "request_header_fields_too_large")
             if self.key is not None and not key_matches(headers.get(b"authorization", b""), self.key):
                 raise ApiError(401, "Incorrect API key provided; send it as 'Authorization: Bearer KEY'", None, "invalid_api_key")
             length = headers.get(b"content-length", b"")
