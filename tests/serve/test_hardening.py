@@ -280,3 +280,22 @@ def test_the_connection_limit_answers_503_and_frees_with_the_idle_timeout(tiny_l
         still_serving(server.port)
     finally:
         stop(server)
+
+
+def test_a_bug_is_a_logged_500_with_an_error_object_and_the_connection_goes_on(base_server, monkeypatch, caplog):
+    import http.client
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(base_server.engine, "prompt_ids", broken)
+    connection = http.client.HTTPConnection("127.0.0.1", base_server.port, timeout=30)
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    connection.request("POST", "/v1/completions", json.dumps(PROMPT), headers)
+    answer = connection.getresponse()
+    assert "RuntimeError" in error_of(answer.status, answer.read(), 500, "internal_error")
+    assert [r.levelname for r in caplog.records if "a bug" in str(r.exc_info)] == ["ERROR"]  # logged once, with its traceback
+    connection.request("GET", "/v1/chat/completions", headers=headers)  # the same connection serves on
+    answer = connection.getresponse()
+    error_of(answer.status, answer.read(), 405, "method_not_allowed")
+    connection.close()
