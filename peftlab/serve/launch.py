@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 from pathlib import Path
 from typing import Callable
@@ -13,6 +14,7 @@ from peftlab.serve import vllm_compat
 from peftlab.serve.engine import Engine
 from peftlab.serve.http import Server, start, stop
 from peftlab.serve.limits import Limits
+from peftlab.serve.scheduler import Scheduler
 
 DEFAULT_BASE_NAME = "SmolLM2-135M-Instruct"
 
@@ -83,6 +85,10 @@ def serve(model: str | None, adapter_specs: list[str], host: str, port: int, api
     if not 0 <= port <= 65535:  # checked before the slow load, not left to bind()
         raise PeftlabError(f"--port {port} is out of range; choose a port from 1 to 65535 (0: any free port)")
     adapters = parse_adapters(adapter_specs)
+    if (adapter_dir or max_adapters) and "adapter_dir" not in inspect.signature(Scheduler).parameters:
+        # loading on demand comes with the continuous-batching scheduler: refused before the slow load until it is merged
+        raise PeftlabError("--adapter-dir and --max-adapters need the continuous-batching scheduler, which is not merged yet; "
+                           "leave them out and load adapters with --adapter or POST /v1/load_lora_adapter")
     if api_key is None and not is_loopback(host):
         say(f"warning: --host {host} without an API key: anyone who can reach this machine can generate and load adapters; "
             "set --api-key-file PATH or $PEFTLAB_API_KEY")
