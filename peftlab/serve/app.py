@@ -31,6 +31,10 @@ def json_response(data: BaseModel | dict[str, Any], status: int = 200) -> Respon
     return Response(body, status, media_type="application/json")
 
 
+def served_names(engine: Any) -> str:
+    return ", ".join(list(engine.models))
+
+
 def error_response(error: ApiError) -> Response:
     return Response(error.payload(), error.status, media_type="application/json")
 
@@ -65,7 +69,7 @@ def build_app(engine: Any, scheduler: Scheduler, limits: Limits) -> FastAPI:
     async def models() -> Response:
         cards = [ModelCard(id=name, created=started, root=engine.base_name, parent=None if name == engine.base_name else engine.base_name,
                            peftlab={"method": served.method} if served.method else None)
-                 for name, served in engine.models.items()]
+                 for name, served in list(engine.models.items())]  # a copy: adapters come and go on other threads
         return json_response(ModelList(data=cards))
 
     @app.post("/v1/chat/completions")
@@ -91,7 +95,7 @@ def build_app(engine: Any, scheduler: Scheduler, limits: Limits) -> FastAPI:
         try:
             await asyncio.wrap_future(scheduler.unload_adapter(body.lora_name))
         except KeyError:
-            raise ApiError(404, f"no adapter named '{body.lora_name}' is served; served here: {', '.join(engine.models)}",
+            raise ApiError(404, f"no adapter named '{body.lora_name}' is served; served here: {served_names(engine)}",
                            "lora_name", "model_not_found") from None
         except PeftlabError as error:
             raise ApiError(400, str(error), "lora_name", "invalid_adapter") from None
@@ -129,7 +133,7 @@ async def _model_ready(scheduler: Scheduler, engine: Any, model: str) -> None:
         if loading is not None:
             await asyncio.wrap_future(loading)
     except KeyError:
-        raise ApiError(404, f"The model '{model}' does not exist; served here: {', '.join(engine.models)}", "model",
+        raise ApiError(404, f"The model '{model}' does not exist; served here: {served_names(engine)}", "model",
                        "model_not_found") from None
     except PeftlabError as error:
         raise ApiError(400, str(error), "model", "invalid_adapter") from None
