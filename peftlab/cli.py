@@ -145,13 +145,54 @@ def _add_use_commands(commands: Any) -> None:
     serve.add_argument("--name", help="the base model's name in requests (default: --model, or SmolLM2-135M-Instruct)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--api-key", default=os.environ.get("PEFTLAB_API_KEY"), help="require 'Authorization: Bearer KEY' (default: $PEFTLAB_API_KEY)")
+    serve.add_argument("--api-key-file", metavar="PATH", help="require 'Authorization: Bearer KEY', KEY read from this file "
+                       "(default: $PEFTLAB_API_KEY)")
+    serve.add_argument("--api-key", nargs="?", const="", dest="refused_api_key", help=argparse.SUPPRESS)  # refused: argv is public
     serve.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto", help="weights dtype (fp32: answers never depend on batching)")
-    serve.add_argument("--max-tokens", type=int, default=512, help="the most tokens one completion may ask for (default 512)")
-    serve.add_argument("--max-batch-size", type=int, default=32, help="requests generated together (1 = one at a time)")
-    serve.add_argument("--batch-window-ms", type=float, default=10, help="how long a batch waits for more requests (default 10)")
-    serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")
+    serve.add_argument("--max-batch-size", type=int, default=32, help="rows decoding at once, all adapters together (default 32)")
+    serve.add_argument("--prefill-chunk-tokens", type=int, default=128,
+                       help="prompt tokens prefilled between two decoding steps while others stream (default 128)")
+    serve.add_argument("--adapter-dir", metavar="DIR", help="load an adapter on demand when a request names a folder in DIR")
+    serve.add_argument("--max-adapters", type=int, help="adapters held at once when loading on demand")
+    _add_serve_limits(serve)
 
+
+# `peftlab serve` flags that set a serving limit: flag -> (Limits field, help); the default and type are the field's
+SERVE_LIMITS = {
+    "--max-body-bytes": ("max_body_bytes", "largest request body; larger ones get 413"),
+    "--max-header-bytes": ("max_header_bytes", "largest request line + headers"),
+    "--max-tokens": ("max_tokens", "the most tokens one completion may ask for"),
+    "--max-prompts": ("max_prompts", "prompts in one /v1/completions request"),
+    "--max-messages": ("max_messages", "messages in one chat request"),
+    "--max-stop-strings": ("max_stop_strings", "stop strings in one request"),
+    "--max-stop-chars": ("max_stop_chars", "characters in one stop string"),
+    "--max-waiting": ("max_waiting", "prompts queued for the model; more get 429"),
+    "--max-connections": ("max_connections", "open connections, idle ones included; requests beyond get 503"),
+    "--idle-timeout": ("idle_timeout_seconds", "seconds a connection may stay open without sending a request"),
+    "--body-timeout": ("body_timeout_seconds", "seconds a request body may take to arrive"),
+}
+
+
+def _add_serve_limits(serve: argparse.ArgumentParser) -> None:
+    from peftlab.serve.limits import Limits
+
+    defaults = Limits()
+    for flag, (field, help_text) in SERVE_LIMITS.items():
+        default = getattr(defaults, field)
+        serve.add_argument(flag, dest=field, type=type(default), default=default, help=f"{help_text} (default {default})")
+
+
+def _serve_limits(args: argparse.Namespace) -> Any:
+    from peftlab.serve.limits import Limits
+
+    limits = Limits(**{field: getattr(args, field) for field, _ in SERVE_LIMITS.values()})
+    for flag, (field, _) in SERVE_LIMITS.items():
+        if not getattr(limits, field) > 0:
+            raise PeftlabError(f"{flag} must be more than 0, got {getattr(limits, field)}")
+    if limits.max_prompts > limits.max_waiting:
+        raise PeftlabError(f"--max-prompts {limits.max_prompts} exceeds --max-waiting {limits.max_waiting}: such a request could "
+                           "never be queued; lower --max-prompts or raise --max-waiting")
+    return limits
 
 def config_flags(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """The config keys this command's flags set (None: not given), through FLAG_KEYS."""
@@ -281,15 +322,17 @@ def command_merge(args: argparse.Namespace) -> int:
 
 def command_serve(args: argparse.Namespace) -> int:
     from peftlab.config import check_at_least_one
-    from peftlab.serve.http import Limits
-    from peftlab.serve.launch import serve
+    from peftlab.serve.launch import read_api_key, serve
 
-    check_at_least_one(max_tokens=args.max_tokens, max_batch_size=args.max_batch_size, max_body_bytes=args.max_body_bytes)
-    limits = Limits(max_body_bytes=args.max_body_bytes, max_tokens=args.max_tokens)
-    serve(args.model, args.adapter, args.host, args.port, args.api_key, args.dtype, limits, args.max_batch_size,
-          args.batch_window_ms / 1000, args.name, say=_say)
+    if args.refused_api_key is not None:
+        raise PeftlabError("--api-key is not accepted: a key on the command line is visible to every user of this machine (ps); "
+                           "write it to a file and pass --api-key-file PATH, or set $PEFTLAB_API_KEY")
+    limits = _serve_limits(args)
+    check_at_least_one(max_batch_size=args.max_batch_size, prefill_chunk_tokens=args.prefill_chunk_tokens, **({} if args.max_adapters is None else {"max_adapters": args.max_adapters}))
+    api_key = read_api_key(args.api_key_file, os.environ.get("PEFTLAB_API_KEY"), say=_say)
+    serve(args.model, args.adapter, args.host, args.port, api_key, args.dtype, limits, args.max_batch_size,
+          args.prefill_chunk_tokens, args.name, say=_say, adapter_dir=args.adapter_dir, max_adapters=args.max_adapters)
     return 0
-
 
 COMMANDS = {"train": command_train, "eval": command_eval, "demo": command_demo, "compare": command_compare, "methods": command_methods,
             "generate": command_generate, "merge": command_merge, "serve": command_serve}

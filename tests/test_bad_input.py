@@ -12,7 +12,6 @@ import hashlib
 import json
 import shutil
 import socket
-import socketserver
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -295,14 +294,16 @@ def bench(tmp_path, tiny_llama, tiny_t5, trained, monkeypatch) -> Bench:
 
 @pytest.fixture
 def no_socket_bound(monkeypatch) -> list:
-    """Fail loudly (instead of serving forever) if a server binds a socket."""
+    """Fail loudly (instead of serving forever) if `peftlab serve` binds its socket."""
+    from peftlab.serve import http
+
     bound = []
 
-    def refuse(server):
-        bound.append(server.server_address)
-        raise AssertionError(f"a socket was bound to {server.server_address}")
+    def refuse(host, port):
+        bound.append((host, port))
+        raise AssertionError(f"a socket was bound to {host}:{port}")
 
-    monkeypatch.setattr(socketserver.TCPServer, "server_bind", refuse)
+    monkeypatch.setattr(http, "listening_socket", refuse)
     return bound
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
 from typing import Callable
 
 from peftlab.errors import PeftlabError
@@ -9,7 +11,8 @@ from peftlab.artifacts import adapter_folder, check_base, recorded_model_name
 from peftlab.inference import load_for_generation
 from peftlab.serve import vllm_compat
 from peftlab.serve.engine import Engine
-from peftlab.serve.http import Limits, PeftlabServer, start, stop
+from peftlab.serve.http import Server, start, stop
+from peftlab.serve.limits import Limits
 
 DEFAULT_BASE_NAME = "SmolLM2-135M-Instruct"
 
@@ -41,13 +44,50 @@ def load_engine(model: str | None, adapters: list[tuple[str, str]], dtype: str =
     return engine
 
 
+def read_api_key(key_file: str | None, environment_key: str | None, say: Callable[[str], None] = print) -> str | None:
+    """The key from --api-key-file, else $PEFTLAB_API_KEY; never from argv, which every user of the machine can read."""
+    if key_file is None:
+        key = environment_key
+        where = "$PEFTLAB_API_KEY"
+    else:
+        path = Path(key_file).expanduser()
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+            if path.stat().st_mode & 0o077:
+                say(f"warning: --api-key-file {key_file} is readable by other users; chmod 600 {key_file}")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or "not UTF-8 text"
+            raise PeftlabError(f"--api-key-file {key_file}: cannot read it ({reason}); write the key alone in a file you can read") from None
+        where = f"--api-key-file {key_file}"
+    if key is None:
+        return None
+    if not key or not key.isascii() or not key.isprintable() or " " in key:
+        raise PeftlabError(f"the API key in {where} is empty or holds spaces or non-ASCII characters; "
+                           "use printable ASCII, e.g. the output of `openssl rand -hex 32`")
+    return key
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 def serve(model: str | None, adapter_specs: list[str], host: str, port: int, api_key: str | None, dtype: str,
-          limits: Limits, max_batch_size: int, window_seconds: float, base_name: str | None = None,
-          say: Callable[[str], None] = print) -> None:
+          limits: Limits, max_batch_size: int, prefill_chunk_tokens: int, base_name: str | None = None,
+          say: Callable[[str], None] = print, adapter_dir: str | None = None, max_adapters: int | None = None) -> None:
     """Load and serve until interrupted."""
     if not 0 <= port <= 65535:  # checked before the slow load, not left to bind()
         raise PeftlabError(f"--port {port} is out of range; choose a port from 1 to 65535 (0: any free port)")
     adapters = parse_adapters(adapter_specs)
+    if adapter_dir and not Path(adapter_dir).is_dir():
+        raise PeftlabError(f"--adapter-dir {adapter_dir} is not a folder; pass the folder that holds one adapter folder per name")
+    if api_key is None and not is_loopback(host):
+        say(f"warning: --host {host} without an API key: anyone who can reach this machine can generate and load adapters; "
+            "set --api-key-file PATH or $PEFTLAB_API_KEY")
     engine = load_engine(model, adapters, dtype, base_name)
     say(f"base: {engine.base_name} ({engine.loaded.path}, {engine.loaded.dtype}, context {engine.context_tokens} tokens)")
     for name, served in engine.models.items():
@@ -56,18 +96,22 @@ def serve(model: str | None, adapter_specs: list[str], host: str, port: int, api
             mixing = "mixed into shared batches" if served.row_name else "batched per adapter"
             say(f"adapter: {name} = {served.folder} ({served.method}; {mixing}; {line})")
     try:
-        server, thread = start(engine, host, port, api_key, limits, max_batch_size, window_seconds)
+        server = start(engine, host, port, api_key, limits, max_batch_size=max_batch_size, prefill_chunk_tokens=prefill_chunk_tokens,
+                       adapter_dir=adapter_dir, max_adapters=max_adapters)
     except OSError as error:
         raise PeftlabError(f"cannot listen on {host}:{port}: {error.strerror}; choose another --port") from None
-    say(f"serving on http://{host}:{server.server_address[1]}/v1 (models: {', '.join(engine.models)})"
-        + ("; API key required" if api_key else ""))
+    say(f"serving on http://{host}:{server.port}/v1 (models: {', '.join(engine.models)})" + ("; API key required" if api_key else ""))
     try:
-        thread.join()
+        wait_until_interrupted(server)
     finally:
         _stop_quietly(server)
 
 
-def _stop_quietly(server: PeftlabServer) -> None:
+def wait_until_interrupted(server: Server) -> None:
+    server.thread.join()
+
+
+def _stop_quietly(server: Server) -> None:
     try:
         stop(server)
     except Exception:  # shutting down after Ctrl-C: nothing left to save

@@ -105,14 +105,17 @@ class Scheduler:
         return future
 
     def unload_adapter(self, name: str) -> Future:
-        """Stop serving `name` (KeyError when it is not an adapter served here): new requests for it are refused at once,
-        its running rows finish, then its weights are freed."""
+        """Stop serving adapter `name`: new requests for it are refused at once, its running rows finish, then its
+        weights are freed. The future fails with KeyError for a name not served, PeftlabError for the base."""
+        future: Future = Future()
         with self._wake:
-            if name == self.engine.base_name or name not in self.engine.models or name in self.unloading:
-                raise KeyError(name)
-            future: Future = Future()
-            self.unloading[name] = future
-            self._wake.notify()
+            if name == self.engine.base_name:
+                future.set_exception(PeftlabError(f"'{name}' is the base model; only adapters can be unloaded"))
+            elif name not in self.engine.models or name in self.unloading:
+                future.set_exception(KeyError(name))
+            else:
+                self.unloading[name] = future
+                self._wake.notify()
         return future
 
     def close(self) -> None:
@@ -150,9 +153,7 @@ class Scheduler:
                 log.exception("scheduler iteration failed")
             self.step_seconds = time.perf_counter() - started
             if self.loader.busy:  # a slice for the adapter being built: a quarter step, so no stream waits a step longer
-                _t = time.perf_counter()
                 self.loader.slices.give(min(0.25 * self.step_seconds, 0.05))
-                print("SLICE", round(time.perf_counter() - _t, 3), round(self.step_seconds, 3))
 
     def _admit(self) -> list[Job]:
         admitted = []
@@ -257,9 +258,7 @@ class Scheduler:
                 if error is not None:
                     raise error
                 self._make_room()
-                _t = time.perf_counter()
                 future.set_result(self.engine.install(prepared))
-                print("INSTALL", time.perf_counter() - _t)
             except (PeftlabError, Busy) as refused:
                 future.set_exception(refused)
             except Exception as failed:  # a misfit the method's loader did not name: still the request's answer

@@ -94,8 +94,16 @@ def test_trains_saves_reloads_and_evaluates(trained, tiny_llama, tmp_path):
 def answer(engine, model: str, ids: list[int]) -> str:
     from peftlab.serve.jobs import Job, TextStream
 
-    job = Job(model, ids, 6, TextStream(engine.loaded.tokenizer, []), queue.Queue())
-    engine.run([job])
+    from peftlab.serve.scheduler import Scheduler
+
+    scheduler = Scheduler(engine)
+    try:
+        job = Job(model, ids, 6, TextStream(engine.loaded.tokenizer, []), queue.Queue())
+        scheduler.submit([job])
+        while job.events.get(timeout=60)[0] == "delta":
+            pass
+    finally:
+        scheduler.close()
     assert job.done
     return "".join(job.output)
 

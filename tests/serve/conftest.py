@@ -35,12 +35,13 @@ def ia3_c(tiny_llama, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def served(tiny_llama, lora_a, lora_b, ia3_c):
     """A server on 127.0.0.1 (free port) with the base 'tiny', LoRA 'a' and 'b', IA3 'c'; yields (base_url, server)."""
-    from peftlab.serve.http import Limits, start, stop
+    from peftlab.serve.http import start, stop
     from peftlab.serve.launch import load_engine
+    from peftlab.serve.limits import Limits
 
     engine = load_engine(tiny_llama, [("a", lora_a), ("b", lora_b), ("c", ia3_c)], "fp32", "tiny")
-    server, _ = start(engine, "127.0.0.1", 0, API_KEY, Limits(max_body_bytes=64 * 1024, max_tokens=64), max_batch_size=32)
-    yield f"http://127.0.0.1:{server.server_address[1]}", server
+    server = start(engine, "127.0.0.1", 0, API_KEY, Limits(max_body_bytes=64 * 1024, max_tokens=64), max_batch_size=32)
+    yield f"http://127.0.0.1:{server.port}", server
     stop(server)
 
 
@@ -58,3 +59,39 @@ def alone(model_path: str, adapter: str | None, prompts: list[list[int]], max_to
                                         pad_token_id=loaded.tokenizer.pad_token_id)
         answers.append(loaded.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True))
     return answers
+
+
+@pytest.fixture(scope="module")
+def base_server(tiny_llama):
+    """The base 'tiny' alone, default limits but a 1 s idle timeout and max_tokens 256; yields the server (server.port)."""
+    from peftlab.serve.http import start, stop
+    from peftlab.serve.launch import load_engine
+    from peftlab.serve.limits import Limits
+
+    server = start(load_engine(tiny_llama, [], "fp32", "tiny"), "127.0.0.1", 0, API_KEY, Limits(idle_timeout_seconds=1.0, max_tokens=256))
+    yield server
+    stop(server)
+
+
+def exchange(port: int, raw: bytes, timeout: float = 30) -> tuple[int, dict[str, str], bytes, bool]:
+    """Send raw bytes on a fresh connection; (status, headers, body, whether the server then closed the connection)."""
+    import http.client
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(raw)
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        body = answer.read()
+        sock.settimeout(0.5)  # closing follows the answer at once; base_server's idle deadline comes only after 1 s
+        try:
+            closed = sock.recv(1) == b""
+        except (socket.timeout, ConnectionResetError):
+            closed = False
+        return answer.status, {name.lower(): value for name, value in answer.getheaders()}, body, closed
+
+
+def post_raw(port: int, path: str, body: bytes, key: str = API_KEY, extra: str = "") -> tuple[int, dict[str, str], bytes, bool]:
+    head = (f"POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n")
+    return exchange(port, head.encode() + body)

@@ -20,9 +20,9 @@ def test_openai_client_gets_base_and_both_adapters_streaming_and_not(tmp_path_fa
     lora = train_adapter(None, tmp_path_factory.mktemp("e2e-lora"), *settings)
     ia3 = train_adapter(None, tmp_path_factory.mktemp("e2e-ia3"), *settings, "method=ia3")
     engine = load_engine(None, [("summaries", lora), ("ia3-summaries", ia3)], "fp32")
-    server, _ = start(engine, "127.0.0.1", 0, API_KEY)
+    server = start(engine, "127.0.0.1", 0, API_KEY)
     try:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key=API_KEY, max_retries=0, timeout=300)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key=API_KEY, max_retries=0, timeout=300)
         assert [m.id for m in client.models.list().data] == ["SmolLM2-135M-Instruct", "summaries", "ia3-summaries"]
         messages = [{"role": "user", "content": QUESTION}]
         ids = engine.prompt_ids("", messages)

@@ -58,3 +58,15 @@ def test_completions_with_several_prompts_and_a_stop_string(client):
     assert cut.choices[0].text == full[:full.index(stop)] and cut.choices[0].finish_reason == "stop"
     streamed = client.completions.create(model="a", prompt="Hello, how are you", max_tokens=MAX_TOKENS, stop=[stop], stream=True)
     assert "".join(chunk.choices[0].text for chunk in streamed) == cut.choices[0].text
+
+
+def test_a_stream_ends_with_a_usage_chunk_when_asked(client):
+    messages = [{"role": "user", "content": QUESTION}]
+    plain = client.chat.completions.create(model="b", messages=messages, max_tokens=MAX_TOKENS)
+    chunks = list(client.chat.completions.create(model="b", messages=messages, max_tokens=MAX_TOKENS, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices == [] and chunks[-1].usage == plain.usage
+    assert all(chunk.usage is None for chunk in chunks[:-1])
+    text = list(client.completions.create(model="b", prompt="Hello", max_tokens=4, stream=True, stream_options={"include_usage": True}))
+    assert text[-1].choices == [] and text[-1].usage.total_tokens == text[-1].usage.prompt_tokens + text[-1].usage.completion_tokens

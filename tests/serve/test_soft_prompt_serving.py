@@ -1,14 +1,13 @@
-"""Serving a soft-prompt adapter answers what its forward pass says, like eval does (the engine shares the checked generation path)."""
+"""Serving a soft-prompt adapter answers what its forward pass says, like eval does (through the continuous-batching scheduler)."""
 
 from __future__ import annotations
-
-import queue
 
 import pytest
 
 from peftlab.inference import reference_greedy
-from peftlab.serve.jobs import Job, TextStream
+from peftlab.serve.scheduler import Scheduler
 from tests.serve.conftest import train_adapter
+from tests.serve.test_continuous import run_jobs
 
 MAX_TOKENS = 8
 PROMPTS = ["#Person1#: Hello, how are you today? #Person2#: I am fine.", "The quick brown fox"]
@@ -21,9 +20,11 @@ def test_a_served_soft_prompt_answers_like_uncached_forward_passes(tiny_llama, t
     adapter = train_adapter(tiny_llama, tmp_path, f"method={method_name}", "train.lr=0.3")
     engine = load_engine(tiny_llama, [("soft", adapter)], "fp32", "tiny")
     tokenizer = engine.loaded.tokenizer
-    jobs = [Job(name, engine.prompt_ids(text), MAX_TOKENS, TextStream(tokenizer, []), queue.Queue())
-            for name in ("soft", "tiny") for text in PROMPTS]
-    engine.run(jobs)  # one batch: the base rows and the adapter rows go to their own groups
+    scheduler = Scheduler(engine)
+    try:  # the adapter's rows are prefilled with its soft prompt, then decode beside the base rows
+        jobs = run_jobs(scheduler, engine, [(name, text, MAX_TOKENS) for name in ("soft", "tiny") for text in PROMPTS])
+    finally:
+        scheduler.close()
 
     def expected(model, ids):
         tokens = reference_greedy(model, ids, MAX_TOKENS, False)
