@@ -97,7 +97,7 @@ class Scheduler:
         future: Future = Future()
         with self._wake:
             if name in self.engine.models or name in self.loading:
-                future.set_exception(PeftlabError(f"an adapter named '{name}' is already served or loading; unload it first"))
+                future.set_exception(PeftlabError(f"an adapter named '{name}' is already taken (served or loading); unload it first"))
                 return future
             self.loading[name] = future
             self.loader.start(name, lambda: self.engine.prepare_adapter(name, path))

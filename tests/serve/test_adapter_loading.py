@@ -38,7 +38,7 @@ def test_load_use_unload_while_serving(tiny_llama, lora_a, ia3_c, scheduler_on, 
     engine = scheduler.engine
     assert scheduler.load_adapter("a", lora_a).result(60).method == "lora"
     assert scheduler.load_adapter("c", ia3_c).result(60).method == "ia3"
-    with pytest.raises(PeftlabError, match="already served"):
+    with pytest.raises(PeftlabError, match="already taken"):
         scheduler.load_adapter("a", lora_a).result(60)
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -258,7 +258,7 @@ def test_a_full_queue_is_an_honest_429(tiny_llama, slow_tokens, monkeypatch):
             wait_for(lambda: len(jobs) == count and jobs[0].completion_tokens >= 1)
         status, _, answer, _ = post_raw(server.port, "/v1/completions", body)
         message = error_of(status, answer, 429, "rate_limit_exceeded")
-        assert "2 requests are waiting (limit 2)" in message, message
+        assert "2 requests are waiting for a place (limit 2)" in message, message
     finally:
         for client in clients:
             client.close()
