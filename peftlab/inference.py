@@ -80,9 +80,9 @@ def generation_config(model: Any, tokenizer: Any, settings: GenerationSettings) 
 
 
 def eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    """Every token that ends an answer: the generation config's eos (one or several) and the tokenizer's."""
+    """Every token that ends an answer: the generation config's eos (one or several) and the tokenizer's (if given)."""
     eos = model.generation_config.eos_token_id
-    return {*(eos if isinstance(eos, list) else [eos] if eos is not None else []), tokenizer.eos_token_id} - {None}
+    return {*(eos if isinstance(eos, list) else [eos] if eos is not None else []), getattr(tokenizer, "eos_token_id", None)} - {None}
 
 
 def pad_batch(batch: list[list[int]], pad_id: int, left: bool) -> tuple[Any, Any]:
@@ -112,15 +112,14 @@ def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2se
     settings.check()
     if any(not ids for ids in prompts):
         raise PeftlabError("a prompt is empty after tokenization; check the template and the prompt column")
-    if not is_seq2seq and settings.num_beams == 1:  # greedy decoder-only: continuous batching (peftlab/decoding.py)
+    model.eval()
+    if not is_seq2seq and settings.num_beams == 1 and continuous_checked(model, tokenizer, prompts[0], settings):
         from peftlab.decoding import generate_continuously
 
-        model.eval()
         return generate_continuously(model, prompts, settings.max_new_tokens, eos_ids(model, tokenizer), settings.batch_size, progress)
     config = generation_config(model, tokenizer, settings)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     generated: list[list[int]] = [[] for _ in prompts]
-    model.eval()
     for start in range(0, len(order), settings.batch_size):
         chosen = order[start:start + settings.batch_size]
         ids, mask = pad_batch([prompts[i] for i in chosen], tokenizer.pad_token_id, left=not is_seq2seq)
@@ -188,7 +187,19 @@ def _rounding(model: Any) -> float:
     return torch.finfo(torch.float32 if exact else torch.bfloat16).eps
 
 
-def cache_agrees(model: Any, prompt: list[int], config: Any, is_seq2seq: bool) -> bool:
+def continuous_generate(model: Any, ids: Any, mask: Any, config: Any, is_seq2seq: bool) -> Any:
+    """New tokens (rows x steps) for padded prompts through continuous batching: the probe's view of decoding.py."""
+    import torch
+
+    from peftlab.decoding import generate_continuously
+
+    eos = set() if config.eos_token_id is None else eos_ids(model, None)
+    prompts = [row[row_mask.bool()].tolist() for row, row_mask in zip(ids, mask)]
+    tokens = generate_continuously(model, prompts, config.max_new_tokens, eos, len(prompts))
+    return torch.tensor(tokens, device=ids.device)
+
+
+def cache_agrees(model: Any, prompt: list[int], config: Any, is_seq2seq: bool, generate: Callable = cached_generate) -> bool:
     """Whether every token cached generation picks for prefixes of `prompt` (batched, padded) is the uncached argmax.
 
     The uncached logits come from one teacher-forced forward pass per probe. A cached step and
@@ -201,7 +212,7 @@ def cache_agrees(model: Any, prompt: list[int], config: Any, is_seq2seq: bool) -
 
     probes = list({tuple(prompt[:length]): None for length in PROBE_LENGTHS})  # distinct, longest first
     ids, mask = pad_batch([list(p) for p in probes], config.pad_token_id, left=not is_seq2seq)
-    got = cached_generate(model, ids.to(model.device), mask.to(model.device), _probe_config(config), is_seq2seq)
+    got = generate(model, ids.to(model.device), mask.to(model.device), _probe_config(config), is_seq2seq)
     for probe, tokens in zip(probes, got[:, -PROBE_TOKENS:].tolist()):
         logits = forward_logits(model, list(probe), tokens[:-1], is_seq2seq)
         picked = logits.gather(1, torch.tensor(tokens, device=logits.device)[:, None])[:, 0]
@@ -211,18 +222,30 @@ def cache_agrees(model: Any, prompt: list[int], config: Any, is_seq2seq: bool) -
     return True
 
 
+def _checked(model: Any, label: str, prompt: list[int], config: Any, is_seq2seq: bool, generate: Callable, fallback: str) -> bool:
+    """This process's verdict on `generate` for the model's method: checked once, a warning when it fails."""
+    verdicts = _verdicts.setdefault(model, {})
+    if label not in verdicts:
+        verdicts[label] = cache_agrees(model, prompt, config, is_seq2seq, generate)
+        if not verdicts[label]:
+            log.warning("self-check: %s differs from uncached forward passes; %s for this method", label, fallback)
+    return verdicts[label]
+
+
 def generate_new_tokens(model: Any, ids: Any, mask: Any, config: Any, is_seq2seq: bool, **extra: Any) -> Any:
     """New tokens (rows x steps) for padded prompts: cached unless this process's self-check caught the cache lying."""
-    verdicts = _verdicts.setdefault(model, {})
-    label = method_label(model)
-    if label not in verdicts:
-        verdicts[label] = cache_agrees(model, ids[0][mask[0].bool()].tolist(), config, is_seq2seq)
-        if not verdicts[label]:
-            log.warning("self-check: cached generation of %s differs from uncached forward passes; "
-                        "generating without a cache for this method (slower, but correct)", label)
-    if verdicts[label]:
+    label = f"cached generation of {method_label(model)}"
+    if _checked(model, label, ids[0][mask[0].bool()].tolist(), config, is_seq2seq, cached_generate,
+                "generating without a cache (slower, but correct)"):
         return cached_generate(model, ids, mask, config, is_seq2seq, **extra)
     return uncached_generate(model, ids, mask, config, is_seq2seq, **extra)
+
+
+def continuous_checked(model: Any, tokenizer: Any, prompt: list[int], settings: GenerationSettings) -> bool:
+    """Whether continuous batching decodes this model's method as its forward pass does (checked once per process)."""
+    config = generation_config(model, tokenizer, settings)
+    return _checked(model, f"continuous batching of {method_label(model)}", prompt, config, False, continuous_generate,
+                    "generating in static batches")
 
 
 # --- decoding by full forward passes --------------------------------------------------------------

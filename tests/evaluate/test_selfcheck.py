@@ -40,7 +40,7 @@ def test_the_fixed_cache_passes_the_self_check(tiny_llama, method_name, caplog):
     with caplog.at_level(logging.WARNING, logger=selfcheck.__name__):
         got, want = answers(model, loaded)
     assert got == want
-    assert list(selfcheck._verdicts[model].values()) == [True]
+    assert selfcheck._verdicts[model] == {f"continuous batching of {selfcheck.method_label(model)}": True}  # greedy, causal
     assert not caplog.records
 
 
@@ -48,17 +48,39 @@ def test_the_fixed_cache_passes_the_self_check(tiny_llama, method_name, caplog):
 BROKEN = [("tiny_llama", "prompt-tuning"), ("tiny_llama", "prefix-tuning"), ("tiny_llama", "p-tuning"), ("tiny_t5", "prefix-tuning")]
 
 
+def prefill_without_virtual_tokens(monkeypatch):
+    """A broken continuous path: the soft prompt left out of the prefill, as a cache bug would lose it."""
+    from peftlab import decoding
+
+    original = decoding.Prefill.__init__
+    monkeypatch.setattr(decoding.Prefill, "__init__", lambda self, job, model, row_name, virtual, cache:
+                        original(self, job, model, row_name, None, cache))
+
+
 @pytest.mark.parametrize(("model_fixture", "method_name"), BROKEN)
 def test_a_broken_cache_is_caught_and_generation_falls_back_to_uncached(request, model_fixture, method_name, monkeypatch, caplog):
+    """Causal models: continuous batching is checked first, then the static path; both broken here, so uncached steps."""
     monkeypatch.setattr(selfcheck, "generate_with_virtual_tokens", peft_cached_generate)
+    prefill_without_virtual_tokens(monkeypatch)
     tiny_model = request.getfixturevalue(model_fixture)
     loaded, model = perturbed_model(method_name, tiny_model)
     with caplog.at_level(logging.WARNING, logger=selfcheck.__name__):
         got, want = answers(model, loaded)
         answers(model, loaded)  # a second generation with the method: no second check, no second line
     assert got == want
-    assert list(selfcheck._verdicts[model].values()) == [False]
-    assert len(caplog.records) == 1 and "without a cache" in caplog.records[0].getMessage()
+    verdicts = selfcheck._verdicts[model]
+    assert list(verdicts.values()) == [False] * (1 if loaded.is_seq2seq else 2)
+    assert len(caplog.records) == len(verdicts) and "without a cache" in caplog.records[-1].getMessage()
+
+
+def test_a_broken_continuous_path_falls_back_to_static_batches(tiny_llama, monkeypatch, caplog):
+    prefill_without_virtual_tokens(monkeypatch)
+    loaded, model = perturbed_model("prompt-tuning", tiny_llama)
+    with caplog.at_level(logging.WARNING, logger=selfcheck.__name__):
+        got, want = answers(model, loaded)
+    assert got == want
+    assert list(selfcheck._verdicts[model].values()) == [False, True]  # continuous refused, static generate checked and used
+    assert len(caplog.records) == 1 and "static batches" in caplog.records[0].getMessage()
 
 
 @pytest.mark.parametrize("method_name", ["prompt-tuning", "prefix-tuning"])
