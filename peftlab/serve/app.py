@@ -102,14 +102,20 @@ def build_app(engine: Any, scheduler: Scheduler, limits: Limits) -> FastAPI:
         return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
 
     async def generate(request: Request, body: ChatBody | CompletionBody) -> Response:
-        await _model_ready(scheduler, engine, body.model)
-        checked = completions.check_request(body, engine, limits)
-        events = LoopEvents(asyncio.get_running_loop())
-        jobs = completions.make_jobs(checked, engine.loaded.tokenizer, events)
-        try:
-            scheduler.submit(jobs)
-        except Busy as busy:
-            raise ApiError(429, f"server busy: {busy}; retry shortly", None, "rate_limit_exceeded", "rate_limit_error") from None
+        for last_try in (False, True):  # an adapter evicted between ready() and submit() is loaded again, once
+            await _model_ready(scheduler, engine, body.model)
+            checked = completions.check_request(body, engine, limits)
+            events = LoopEvents(asyncio.get_running_loop())
+            jobs = completions.make_jobs(checked, engine.loaded.tokenizer, events)
+            try:
+                scheduler.submit(jobs)
+                break
+            except KeyError:
+                if last_try:
+                    raise ApiError(404, f"the model '{body.model}' was unloaded while this request waited; load it again",
+                                   "model", "model_not_found") from None
+            except Busy as busy:
+                raise ApiError(429, f"server busy: {busy}; retry shortly", None, "rate_limit_exceeded", "rate_limit_error") from None
         answers = completions.job_events(jobs, events, limits.wait_seconds)
         if checked.stream:
             # the background task also covers a client gone before the stream's first step (the generator never started)

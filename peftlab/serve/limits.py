@@ -14,7 +14,7 @@ class Limits:
     max_prompts: int = 64  # prompts in one /v1/completions request
     max_messages: int = 256  # messages in one chat request
     max_stop_strings: int = 4  # OpenAI's limit
-    max_stop_chars: int = 1000  # each stop string is searched for after every token: long ones cost every step
+    max_stop_chars: int = 1000  # matching is linear in the answer however long they are (text.py); this bounds the work per request
     # the server
     max_waiting: int = 256  # jobs queued for the scheduler; more get 429
     max_connections: int = 512  # open connections, idle ones included; requests beyond get 503

@@ -68,7 +68,11 @@ class Scheduler:
     # --- called from request handlers -------------------------------------------------------------
 
     def submit(self, jobs: list[Job]) -> None:
+        """Queue jobs; Busy when the queue is full, KeyError when a job's model is no longer served (evicted or unloaded)."""
         with self._wake:
+            for job in jobs:
+                if job.model not in self.engine.models or job.model in self.unloading:
+                    raise KeyError(job.model)
             if len(self.waiting) + len(jobs) > self.max_waiting:
                 raise Busy(f"{len(self.waiting)} requests are waiting for a place (limit {self.max_waiting})")
             now = time.monotonic()
@@ -252,23 +256,23 @@ class Scheduler:
 
     def _install_loaded(self) -> None:
         for name, prepared, error in self.loader.take_finished():
-            with self._wake:
+            with self._wake:  # submit() checks names under the same lock: no job slips in for an adapter being evicted
                 future = self.loading.pop(name)
-            try:
-                if error is not None:
-                    raise error
-                self._make_room()
-                future.set_result(self.engine.install(prepared))
-            except (PeftlabError, Busy) as refused:
-                future.set_exception(refused)
-            except Exception as failed:  # a misfit the method's loader did not name: still the request's answer
-                future.set_exception(PeftlabError(f"adapter {name} failed to load: {type(failed).__name__}: {failed}"))
+                try:
+                    if error is not None:
+                        raise error
+                    self._make_room()
+                    future.set_result(self.engine.install(prepared))
+                except (PeftlabError, Busy) as refused:
+                    future.set_exception(refused)
+                except Exception as failed:  # a misfit the method's loader did not name: still the request's answer
+                    future.set_exception(PeftlabError(f"adapter {name} failed to load: {type(failed).__name__}: {failed}"))
 
     def _make_room(self) -> None:
         """With --max-adapters reached, unload the adapter used least recently that no request needs now."""
         if self.max_adapters is None:
             return
-        adapters = [name for name in self.engine.models if name != self.engine.base_name]
+        adapters = [name for name in self.engine.models if name != self.engine.base_name and name not in self.unloading]
         if len(adapters) < self.max_adapters:
             return
         idle = [name for name in adapters if not self._in_use(name)]
@@ -288,8 +292,13 @@ class Scheduler:
                 for job in [job for job in self.waiting if job.model == name]:
                     self.waiting.remove(job)
                     job.fail(f"model {name} was unloaded")
-            self.engine.remove_adapter(name)
-            future.set_result(True)
+                try:
+                    if name in self.engine.models:  # not evicted meanwhile
+                        self.engine.remove_adapter(name)
+                    future.set_result(True)
+                except Exception as error:  # answered, never left hanging
+                    log.exception("unloading %s failed", name)
+                    future.set_exception(PeftlabError(f"unloading {name} failed: {type(error).__name__}: {error}"))
 
 
 def _fail(jobs: list[Job], error: Exception) -> None:
