@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+
+from peftlab.serve.jobs import Job
 
 from tests.conftest import TOY_ROWS, write_jsonl
 from tests.tiny_models import train_tiny
@@ -95,3 +99,30 @@ def post_raw(port: int, path: str, body: bytes, key: str = API_KEY, extra: str =
     head = (f"POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n")
     return exchange(port, head.encode() + body)
+
+
+@pytest.fixture
+def slow_tokens(monkeypatch):
+    """Every generated token takes 20 ms more, and each job's finish reason is recorded: (job, reason) pairs."""
+    finished: list[tuple[Job, str]] = []
+    on_token, finish = Job.on_token, Job.finish
+
+    def slow_on_token(job, token_id, eos_ids):
+        time.sleep(0.02)
+        return on_token(job, token_id, eos_ids)
+
+    def recorded_finish(job, reason):
+        if not job.done:
+            finished.append((job, reason))
+        finish(job, reason)
+
+    monkeypatch.setattr(Job, "on_token", slow_on_token)
+    monkeypatch.setattr(Job, "finish", recorded_finish)
+    return finished
+
+
+def wait_for(condition, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from peftlab.serve.jobs import Job, TextStream
-from tests.serve.conftest import train_adapter
+from tests.serve.conftest import train_adapter, wait_for
 
 PROMPTS = ["#Person1#: Hello, how are you today? #Person2#: I am fine.", "The quick brown fox",
            "Summarize the following conversation. Summary:", "#Person1#: Can I book a table for two at seven?"]
@@ -76,23 +76,19 @@ def test_every_method_answers_as_it_does_alone_while_rows_join_and_leave(tiny_ll
     assert len({"".join(job.output) for job in jobs[:len(names)]}) > 3  # the methods answer differently: the check means something
 
 
-def test_a_cancelled_row_leaves_at_the_next_step(tiny_llama, lora_a):
+def test_a_cancelled_row_leaves_at_the_next_step(tiny_llama, lora_a, slow_tokens):
     from peftlab.serve.launch import load_engine
     from peftlab.serve.scheduler import Scheduler
 
     engine = load_engine(tiny_llama, [("a", lora_a)], "fp32", "tiny")
+    engine.eos_ids = set()  # never ends by itself: only the cancel can stop it early
     scheduler = Scheduler(engine)
     try:
         job = Job("a", engine.prompt_ids(PROMPTS[0]), 400, TextStream(engine.loaded.tokenizer, []), queue.Queue())
-        engine.eos_ids = set()  # never ends by itself: only the cancel can stop it early
         scheduler.submit([job])
-        while job.completion_tokens < 3:
-            time.sleep(0.001)
+        wait_for(lambda: job.completion_tokens >= 3)
         job.cancelled = True
-        deadline = time.monotonic() + 10
-        while not job.done and time.monotonic() < deadline:
-            time.sleep(0.001)
-        assert job.done and job.completion_tokens < 400
-        assert not scheduler.batches and not scheduler.prefills
+        wait_for(lambda: job.done and not scheduler.batches and not scheduler.prefills, seconds=10)
+        assert slow_tokens == [(job, "cancelled")] and job.completion_tokens < 10  # one step, not the 400 asked for
     finally:
         scheduler.close()

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from peftlab.serve.jobs import Job
-from tests.serve.conftest import API_KEY, exchange, post_raw
+from tests.serve.conftest import API_KEY, exchange, post_raw, wait_for
 
 PROMPT = {"model": "tiny", "prompt": "Hello, how are you", "max_tokens": 4}
 
@@ -171,33 +171,6 @@ def test_an_oversized_request_head_is_refused_whole_or_in_pieces(base_server):
             answer += chunk
         assert answer.startswith(b"HTTP/1.1 400")
     still_serving(base_server.port)
-
-
-@pytest.fixture
-def slow_tokens(monkeypatch):
-    """Every generated token takes 20 ms more, and each job's finish reason is recorded: (job, reason) pairs."""
-    finished: list[tuple[Job, str]] = []
-    on_token, finish = Job.on_token, Job.finish
-
-    def slow_on_token(job, token_id, eos_ids):
-        time.sleep(0.02)
-        return on_token(job, token_id, eos_ids)
-
-    def recorded_finish(job, reason):
-        if not job.done:
-            finished.append((job, reason))
-        finish(job, reason)
-
-    monkeypatch.setattr(Job, "on_token", slow_on_token)
-    monkeypatch.setattr(Job, "finish", recorded_finish)
-    return finished
-
-
-def wait_for(condition, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def submitted(server, monkeypatch) -> list[Job]:
