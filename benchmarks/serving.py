@@ -179,7 +179,8 @@ def summary(results: list[Result], seconds: float) -> dict:
 
 
 def scheduler_for(mode: str, engine, max_batch_size: int):
-    from peftlab.serve.scheduler import Scheduler, StaticScheduler
+    from peftlab.serve.scheduler import Scheduler
+    from peftlab.serve.static import StaticScheduler
 
     if mode == "continuous":
         return Scheduler(engine, max_batch_size=max_batch_size, max_waiting=4096)

@@ -23,6 +23,7 @@ class GenerationSettings:
     max_new_tokens: int = 128
     num_beams: int = 1  # 1 = greedy
     batch_size: int = 16
+    continuous: bool = True  # greedy causal LMs: a finished row's place goes to the next prompt at once (decoding.py)
 
     def check(self) -> None:
         for name in ("max_new_tokens", "num_beams", "batch_size"):
@@ -113,7 +114,7 @@ def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2se
     if any(not ids for ids in prompts):
         raise PeftlabError("a prompt is empty after tokenization; check the template and the prompt column")
     model.eval()
-    if not is_seq2seq and settings.num_beams == 1 and continuous_checked(model, tokenizer, prompts[0], settings):
+    if settings.continuous and not is_seq2seq and settings.num_beams == 1 and continuous_checked(model, tokenizer, prompts[0], settings):
         from peftlab.decoding import generate_continuously
 
         return generate_continuously(model, prompts, settings.max_new_tokens, eos_ids(model, tokenizer), settings.batch_size, progress)

@@ -1,20 +1,16 @@
-"""One base model in memory serving several adapters: LoRA rows mixed in one forward, other methods per adapter.
-
-`run` is static batching (a batch generates to its end): the reference the continuous scheduler is measured against."""
+"""One base model in memory serving several adapters: LoRA rows mixed in one forward, other methods per adapter."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 from peftlab.artifacts import adapter_folder, check_base, misfit_error
 from peftlab.errors import PeftlabError
-from peftlab.inference import GenerationSettings, eos_ids, generate_new_tokens, generation_config, pad_batch, source_ids
+from peftlab.inference import eos_ids, source_ids
 from peftlab.models.loading import LoadedModel
 from peftlab.methods.virtual_tokens import virtual_token_type
 from peftlab.serve.adapters import Prepared, shared_weights_copy, transplant_lora
-from peftlab.serve.jobs import Job, StepHook
 
 BASE_ROW = "__base__"  # peft's adapter name for "no adapter" in a mixed batch
 MIXED = "lora"  # the family holding every LoRA adapter that can share a forward pass
@@ -133,38 +129,3 @@ class Engine:
         if chat_messages is not None:
             text = "\n\n".join(message["content"] for message in chat_messages)
         return source_ids(tokenizer, text, False, self.loaded.is_seq2seq)
-
-    def run(self, jobs: list[Job]) -> None:
-        """Generate for every job: one generate call per (family, sampling settings) group."""
-        groups: dict[tuple, list[Job]] = defaultdict(list)
-        for job in jobs:
-            if job.cancelled:
-                job.finish("cancelled")
-                continue
-            groups[(self.models[job.model].family, job.sampling)].append(job)
-        for (family, sampling), group in groups.items():
-            try:
-                self._generate(self.families[family], group, sampling)
-            except Exception as error:  # a failed batch answers its own requests with 500s; the server goes on
-                for job in group:
-                    job.fail(f"generation failed: {type(error).__name__}: {str(error)[:200]}")
-
-    def _generate(self, family: Family, jobs: list[Job], sampling: tuple[float, float]) -> None:
-        import torch
-        from transformers import StoppingCriteriaList
-
-        tokenizer, is_seq2seq = self.loaded.tokenizer, self.loaded.is_seq2seq
-        settings = GenerationSettings(max_new_tokens=max(job.max_tokens for job in jobs), num_beams=1, batch_size=len(jobs))
-        config = generation_config(family.model, tokenizer, settings)
-        temperature, top_p = sampling
-        if temperature > 0:
-            config.update(do_sample=True, temperature=temperature, top_p=top_p)
-        ids, mask = pad_batch([job.prompt_ids for job in jobs], tokenizer.pad_token_id, left=not is_seq2seq)
-        extra = {"adapter_names": [self.models[job.model].row_name for job in jobs]} if family.mixed else {}
-        hook = StepHook(jobs, self.eos_ids)
-        device = family.model.device
-        with torch.inference_mode():  # the checked path: prompt-learning adapters need its cache handling
-            generate_new_tokens(family.model, ids.to(device), mask.to(device), config, is_seq2seq,
-                                stopping_criteria=StoppingCriteriaList([hook]), **extra)
-        for job in jobs:
-            job.finish("length")  # rows the step hook did not end ran into max_new_tokens

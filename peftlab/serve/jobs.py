@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from peftlab.serve.text import TextStream
 
 GREEDY = (0.0, 1.0)  # (temperature, top_p)
-__all__ = ["GREEDY", "Job", "StepHook", "TextStream"]
+__all__ = ["GREEDY", "Busy", "Job", "TextStream", "fail"]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,20 +64,11 @@ class Job:
             self.events.put(("error", self.index, message))
 
 
-class StepHook:
-    """A transformers stopping criterion used as a per-step callback: it sees every row's newest token.
+class Busy(Exception):
+    """More jobs are waiting than the server accepts, or every adapter slot is in use."""
 
-    It hands each token to its job and ends rows individually (their own max_tokens, eos, stop
-    string, a departed client); generate stops when every row has ended.
-    """
 
-    def __init__(self, jobs: list[Job], eos_ids: set[int]):
-        self.jobs = jobs
-        self.eos_ids = eos_ids
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        newest = input_ids[:, -1].tolist()
-        done = [job.on_token(token, self.eos_ids) for job, token in zip(self.jobs, newest)]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+def fail(jobs: list[Job], error: Exception) -> None:
+    log.exception("generation failed")
+    for job in jobs:
+        job.fail(f"generation failed: {type(error).__name__}: {str(error)[:200]}")

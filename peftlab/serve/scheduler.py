@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import queue
 import re
 import threading
 import time
@@ -28,14 +27,11 @@ from typing import Any
 from peftlab.errors import PeftlabError
 from peftlab.serve.adapters import BackgroundLoader
 from peftlab.decoding import Prefill, RunningBatch, choose, empty_cache
-from peftlab.serve.jobs import Job
+from peftlab.serve.jobs import Busy, Job, fail
+from peftlab.serve.static import run_static
 
 log = logging.getLogger(__name__)
 ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a folder name under --adapter-dir: no path separators
-
-
-class Busy(Exception):
-    """More jobs are waiting than the server accepts, or every adapter slot is in use."""
 
 
 class Scheduler:
@@ -127,6 +123,7 @@ class Scheduler:
             self._closing = True
             self._wake.notify()
         self._thread.join(timeout=30)
+        gc.unfreeze()  # what was frozen may be collected again once the engine goes
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -170,17 +167,24 @@ class Scheduler:
         return admitted
 
     def _start_prefills(self, jobs: list[Job]) -> None:
+        servable = []
         for job in jobs:
-            served = self.engine.models.get(job.model)
-            if served is None or job.model in self.unloading:
+            if job.model in self.engine.models and job.model not in self.unloading:
+                servable.append(job)
+            else:
                 job.fail(f"model {job.model} was unloaded")
-                continue
+        jobs = servable
+        if self.engine.loaded.is_seq2seq:  # decoding.py batches decoder-only caches: encoder-decoders generate statically
+            run_static(self.engine, jobs)
+            return
+        for job in jobs:
+            served = self.engine.models[job.model]
             family = self.engine.families[served.family]
             row_name = None if served.virtual_tokens else served.row_name
             try:
                 self.prefills.append(Prefill(job, family.model, row_name, served.virtual_tokens, empty_cache(family.model)))
             except Exception as error:
-                _fail([job], error)
+                fail([job], error)
 
     def _prefill(self) -> None:
         """Prefill waiting prompts, oldest first, up to the chunk budget (all of them when nothing decodes)."""
@@ -199,7 +203,7 @@ class Scheduler:
                 with torch.inference_mode():
                     prefill.run_chunk(tokens)
             except Exception as error:
-                _fail([prefill.job], error)
+                fail([prefill.job], error)
                 self.prefills.remove(prefill)
                 continue
             budget = None if budget is None else budget - tokens
@@ -231,7 +235,7 @@ class Scheduler:
                 with torch.inference_mode():
                     logits = batch.step()
             except Exception as error:
-                _fail([row.job for row in batch.rows], error)
+                fail([row.job for row in batch.rows], error)
                 del self.batches[key]
                 continue
             self.steps += 1
@@ -299,66 +303,3 @@ class Scheduler:
                 except Exception as error:  # answered, never left hanging
                     log.exception("unloading %s failed", name)
                     future.set_exception(PeftlabError(f"unloading {name} failed: {type(error).__name__}: {error}"))
-
-
-def _fail(jobs: list[Job], error: Exception) -> None:
-    log.exception("generation failed")
-    for job in jobs:
-        job.fail(f"generation failed: {type(error).__name__}: {str(error)[:200]}")
-
-
-class StaticScheduler:
-    """Static batching, the reference for the benchmark: requests that arrive within `window_seconds` form a batch,
-    which generates to its end before the next starts. max_batch_size=1 serves one request at a time."""
-
-    def __init__(self, engine: Any, max_batch_size: int = 32, window_seconds: float = 0.01, max_waiting: int = 1024):
-        self.engine = engine
-        self.max_batch_size = max_batch_size
-        self.window_seconds = window_seconds
-        self.max_waiting = max_waiting
-        self.waiting: queue.Queue[Job | None] = queue.Queue()
-        self.batches = 0
-        self.largest_batch = 0
-        self._thread = threading.Thread(target=self._loop, name="peftlab-static-scheduler", daemon=True)
-        self._thread.start()
-
-    def submit(self, jobs: list[Job]) -> None:
-        if self.waiting.qsize() + len(jobs) > self.max_waiting:
-            raise Busy(f"{self.waiting.qsize()} requests are waiting (limit {self.max_waiting})")
-        for job in jobs:
-            self.waiting.put(job)
-
-    def ready(self, model: str) -> None:
-        if model not in self.engine.models:
-            raise KeyError(model)
-
-    def close(self) -> None:
-        self.waiting.put(None)
-        self._thread.join(timeout=30)
-
-    def _collect(self, first: Job) -> tuple[list[Job], bool]:
-        batch, deadline = [first], time.monotonic() + self.window_seconds
-        while len(batch) < self.max_batch_size:
-            try:
-                job = self.waiting.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if job is None:
-                return batch, True
-            batch.append(job)
-        return batch, False
-
-    def _loop(self) -> None:
-        while True:
-            first = self.waiting.get()
-            if first is None:
-                return
-            batch, closing = self._collect(first)
-            self.batches += 1
-            self.largest_batch = max(self.largest_batch, len(batch))
-            try:
-                self.engine.run(batch)
-            except Exception as error:  # never let one bad batch stop the server
-                _fail(batch, error)
-            if closing:
-                return

@@ -76,6 +76,24 @@ def test_every_method_answers_as_it_does_alone_while_rows_join_and_leave(tiny_ll
     assert len({"".join(job.output) for job in jobs[:len(names)]}) > 3  # the methods answer differently: the check means something
 
 
+def test_a_seq2seq_model_is_served_in_static_batches(tiny_t5, tmp_path):
+    from peftlab.inference import GenerationSettings, generate, load_for_generation
+    from peftlab.serve.launch import load_engine
+    from peftlab.serve.scheduler import Scheduler
+
+    lora = train_adapter(tiny_t5, tmp_path, "train.lr=0.05")
+    engine = load_engine(tiny_t5, [("a", lora)], "fp32", "t5")
+    scheduler = Scheduler(engine)
+    try:
+        jobs = run_jobs(scheduler, engine, [(name, text, 6) for name in ("t5", "a") for text in PROMPTS[:2]])
+    finally:
+        scheduler.close()
+    for job in jobs:
+        loaded = load_for_generation(tiny_t5, "fp32", lora if job.model == "a" else None)
+        want = generate(loaded.model, loaded.tokenizer, [job.prompt_ids], True, GenerationSettings(max_new_tokens=6))[0]
+        assert "".join(job.output).strip() == want
+
+
 def test_a_cancelled_row_leaves_at_the_next_step(tiny_llama, lora_a, slow_tokens):
     from peftlab.serve.launch import load_engine
     from peftlab.serve.scheduler import Scheduler
