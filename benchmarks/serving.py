@@ -178,12 +178,12 @@ def summary(results: list[Result], seconds: float) -> dict:
             "itl_p50": percentile(gaps, 0.5), "itl_p95": percentile(gaps, 0.95)}
 
 
-def scheduler_for(mode: str, engine, max_batch_size: int):
+def scheduler_for(mode: str, engine, max_batch_size: int, prefill_chunk_tokens: int):
     from peftlab.serve.scheduler import Scheduler
     from peftlab.serve.static import StaticScheduler
 
     if mode == "continuous":
-        return Scheduler(engine, max_batch_size=max_batch_size, max_waiting=4096)
+        return Scheduler(engine, max_batch_size=max_batch_size, max_waiting=4096, prefill_chunk_tokens=prefill_chunk_tokens)
     return StaticScheduler(engine, max_batch_size=max_batch_size if mode == "static" else 1, max_waiting=4096)
 
 
@@ -195,6 +195,7 @@ def main() -> int:
     parser.add_argument("--min-requests", type=int, default=8, help="closed loop: at least this many requests per level")
     parser.add_argument("--rows", type=int, default=40, help="DialogSum test rows the prompts are drawn from")
     parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--prefill-chunk-tokens", type=int, default=256, help="continuous batching's prefill budget per step")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
     args = parser.parse_args()
@@ -222,7 +223,7 @@ def main() -> int:
     runs: dict[str, dict[str, dict]] = {mode: {} for mode in modes}
     answers: dict[str, dict[str, str]] = {mode: {} for mode in modes}
     for mode in modes:
-        server = start(engine, "127.0.0.1", 0, scheduler=scheduler_for(mode, engine, args.max_batch_size))
+        server = start(engine, "127.0.0.1", 0, scheduler=scheduler_for(mode, engine, args.max_batch_size, args.prefill_chunk_tokens))
         port = server.port
         ask(port, Request(models[0], 0, "Hello", 4, False))  # warm-up
         for load in loads:
@@ -256,6 +257,7 @@ def main() -> int:
     for mode in modes:
         print(f"answers equal to solo generation, {mode}: {same[mode]}/{len(answers[mode])}")
     result = {"model": engine.loaded.spec, "dtype": "fp32", "models": models, "rows": len(rows), "max_batch_size": args.max_batch_size,
+              "prefill_chunk_tokens": args.prefill_chunk_tokens,
               "answers_equal_to_solo": same, "answers": {mode: len(answers[mode]) for mode in modes},
               "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                           "torch": torch.__version__},

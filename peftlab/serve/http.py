@@ -88,7 +88,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def start(engine: Any, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, limits: Limits | None = None,
-          scheduler: Any = None, max_batch_size: int = 32, prefill_chunk_tokens: int = 128, adapter_dir: str | None = None,
+          scheduler: Any = None, max_batch_size: int = 32, prefill_chunk_tokens: int = 256, adapter_dir: str | None = None,
           max_adapters: int | None = None) -> Server:
     """Start the scheduler (or serve through the one given) and the HTTP server in background threads;
     returns once the server accepts requests."""

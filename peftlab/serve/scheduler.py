@@ -37,7 +37,7 @@ ADAPTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a folder name 
 class Scheduler:
     """Continuous batching over the engine's families, with adapters loaded and unloaded while serving."""
 
-    def __init__(self, engine: Any, max_batch_size: int = 32, max_waiting: int = 256, prefill_chunk_tokens: int = 128,
+    def __init__(self, engine: Any, max_batch_size: int = 32, max_waiting: int = 256, prefill_chunk_tokens: int = 256,
                  adapter_dir: str | Path | None = None, max_adapters: int | None = None):
         self.engine = engine
         self.max_batch_size = max_batch_size  # rows prefilling or decoding at once
