@@ -42,8 +42,8 @@ def walk_away(port: int, body: bytes, after_bytes: int) -> None:
 class Traffic:
     """One client's mix of requests; every HTTP status it sees is counted."""
 
-    def __init__(self, port: int, seed: int, stop_at: float, statuses: list[int], errors: list[str]):
-        self.port, self.random, self.stop_at = port, random.Random(seed), stop_at
+    def __init__(self, port: int, seed: int, stop_at: float, statuses: list[int], errors: list[str], extra: str):
+        self.port, self.random, self.stop_at, self.extra = port, random.Random(seed), stop_at, extra
         self.statuses, self.errors = statuses, errors
         self.client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0, timeout=120)
 
@@ -106,13 +106,12 @@ def test_soak_mixed_traffic_gives_no_5xx_and_returns_to_baseline(tiny_llama, lor
     engine = load_engine(tiny_llama, [("a", lora_a), ("b", lora_b), ("c", ia3_c)], "fp32", "tiny")
     server = start(engine, "127.0.0.1", 0, API_KEY, Limits(max_body_bytes=64 * 1024, max_tokens=256, idle_timeout_seconds=2),
                    max_batch_size=16, adapter_dir=str(tmp_path), max_adapters=6)
-    Traffic.extra = lora_a
     try:
         def soak(seconds: float) -> tuple[list[int], list[str]]:
             statuses: list[int] = []
             errors: list[str] = []
             stop_at = time.monotonic() + seconds
-            clients = [threading.Thread(target=Traffic(server.port, seed, stop_at, statuses, errors).run) for seed in range(CLIENTS)]
+            clients = [threading.Thread(target=Traffic(server.port, seed, stop_at, statuses, errors, lora_a).run) for seed in range(CLIENTS)]
             for client in clients:
                 client.start()
             for client in clients:
