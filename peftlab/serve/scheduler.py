@@ -6,10 +6,10 @@ ends. Rows are grouped by family (base and all LoRA adapters share one forward; 
 adapter has its own), and every iteration gives each family with rows one step, so no family
 waits for another's answers to finish. Adapters are loaded and unloaded here too, between steps.
 
-transformers' own continuous batching (`generate_batch`, `ContinuousBatchingManager`) packs all
-requests into one flat sequence over a paged cache; peft's per-row adapters (`adapter_names`)
-select rows of the batch dimension and soft-prompt adapters need a cache they prefill, so
-neither fits it. This scheduler works on the model's ordinary KV cache instead (batching.py).
+transformers' own continuous batching (`generate_batch`) packs all requests into one flat sequence
+over a paged cache and, on a peft model, ignores per-row adapters (checked: rows asking for the
+base got the LoRA's tokens); soft-prompt adapters need a cache they prefill. So the rows live in
+the model's ordinary KV cache instead (peftlab/decoding.py).
 """
 
 from __future__ import annotations
