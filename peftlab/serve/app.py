@@ -120,7 +120,7 @@ def build_app(engine: Any, scheduler: Scheduler, limits: Limits) -> FastAPI:
         if checked.stream:
             # the background task also covers a client gone before the stream's first step (the generator never started)
             return StreamingResponse(_sse(completions.stream(checked, answers), jobs), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"}, background=BackgroundTask(_cancel, jobs))
+                                     headers={"Cache-Control": "no-cache"}, background=BackgroundTask(_cancel_after_stream, jobs))
         try:
             result = await _unless_client_leaves(completions.answer(checked, answers), request)
         finally:
@@ -143,6 +143,11 @@ async def _model_ready(scheduler: Scheduler, engine: Any, model: str) -> None:
                        "model_not_found") from None
     except PeftlabError as error:
         raise ApiError(400, str(error), "model", "invalid_adapter") from None
+
+
+async def _cancel_after_stream(jobs: list[Job]) -> None:
+    """A coroutine, so Starlette runs it on the loop: a plain function would take a worker thread per stream."""
+    _cancel(jobs)
 
 
 def _cancel(jobs: list[Job]) -> None:
