@@ -9,10 +9,10 @@ rows leaving are cut out, and padding columns no row needs any more are dropped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from peftlab.methods.virtual_tokens import PREFIXED, virtual_token_type
+from peftlab.methods.virtual_tokens import PREFIXED, cache_keyword, virtual_token_type
 
 GREEDY_BELOW = 1e-3  # temperatures this close to 0 decode greedily: dividing logits by them overflows to inf
 
@@ -24,14 +24,6 @@ def forward(model: Any, cache: Any, mask: Any, positions: Any, adapter_names: li
     out = model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions,
                 use_cache=True, logits_to_keep=1, **{cache_keyword(model): cache}, **extra)
     return out.logits[:, -1].float()
-
-
-def cache_keyword(model: Any) -> str:
-    """transformers 5 renamed the forward's `past_key_values` to `cache`; ask the underlying model which one it takes."""
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def empty_cache(model: Any) -> Any:
@@ -235,10 +227,10 @@ class Sequence:
     max_new_tokens: int
     eos_ids: set[int]
     sampling: tuple[float, float] = (0.0, 1.0)
-    tokens: list[int] | None = None
+    tokens: list[int] = field(default_factory=list)
 
     def on_token(self, token: int) -> bool:
-        self.tokens = [*(self.tokens or []), token]
+        self.tokens.append(token)
         return token in self.eos_ids or len(self.tokens) >= self.max_new_tokens
 
 
@@ -285,4 +277,4 @@ def generate_continuously(model: Any, prompts: list[list[int]], max_new_tokens: 
                     row.token = token
                     keep.append(i)
             batch.keep(keep)
-    return [sequence.tokens or [] for sequence in sequences]
+    return [sequence.tokens for sequence in sequences]

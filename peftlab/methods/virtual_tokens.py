@@ -13,6 +13,7 @@ Hand-written here because neither library offers it for this pair of versions.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -34,9 +35,15 @@ def new_tokens(out: Any, ids: Any, is_seq2seq: bool) -> Any:
     return out[:, 1:] if is_seq2seq else out[:, ids.shape[1]:]
 
 
-def _cache_keyword(base: Any) -> str:
-    # transformers 5 renamed the forward's `past_key_values` to `cache`; ask the model which one it takes
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+def cache_keyword(model: Any) -> str:
+    """transformers 5 renamed the forward's `past_key_values` to `cache`; ask the underlying model which one it takes."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _cache_keyword_of(type(base))
+
+
+@functools.cache  # asked at every decoding step: the signature of a class's forward does not change
+def _cache_keyword_of(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def generate_with_virtual_tokens(model: Any, ids: Any, mask: Any, config: Any, is_seq2seq: bool, **extra: Any) -> Any:
@@ -53,7 +60,7 @@ def generate_with_virtual_tokens(model: Any, ids: Any, mask: Any, config: Any, i
         prefix = model.get_prompt(batch_size=rows * max(config.num_beams or 1, 1))
         # T5's prefix lives in the decoder's self-attention only: the encoder mask stays as it is
         out = base.generate(input_ids=ids, attention_mask=mask if is_seq2seq else with_virtual, generation_config=config,
-                            **{_cache_keyword(base): prefix}, **extra)
+                            **{cache_keyword(base): prefix}, **extra)
         return new_tokens(out, ids, is_seq2seq)
     tokens = model.word_embeddings(ids)
     prompts = model.get_prompt(batch_size=rows)[:, :virtual].to(tokens.dtype)

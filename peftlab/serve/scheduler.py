@@ -252,11 +252,15 @@ class Scheduler:
 
     # --- adapters ---------------------------------------------------------------------------------
 
+    def _running(self, name: str) -> bool:
+        """Whether a row of model `name` is prefilling or decoding."""
+        return any(p.job.model == name for p in self.prefills) or any(
+            row.job.model == name for batch in self.batches.values() for row in batch.rows)
+
     def _in_use(self, name: str) -> bool:
         with self._wake:
             waiting = any(job.model == name for job in self.waiting)
-        return waiting or any(p.job.model == name for p in self.prefills) or any(
-            row.job.model == name for batch in self.batches.values() for row in batch.rows)
+        return waiting or self._running(name)
 
     def _install_loaded(self) -> None:
         for name, prepared, error in self.loader.take_finished():
@@ -288,8 +292,7 @@ class Scheduler:
 
     def _unload(self) -> None:
         for name, future in list(self.unloading.items()):
-            if any(p.job.model == name for p in self.prefills) or any(
-                    row.job.model == name for batch in self.batches.values() for row in batch.rows):
+            if self._running(name):
                 continue  # its rows finish first
             with self._wake:
                 del self.unloading[name]
