@@ -117,6 +117,17 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2", help="vary a setting, e.g. lora.r=8,32 or lora.target=qv,all-linear (repeatable)")
     parser.add_argument("--eval-samples", type=int, help="test rows to score (default: all)")
     parser.add_argument("--launcher-config", help="run each training under `accelerate launch --config_file FILE`")
+    tuning = parser.add_argument_group("tuning (each method at its best, with confidence)")
+    tuning.add_argument("--trials", type=int, default=0, help="tune each method's learning rate and capacity with N Optuna trials "
+                        "on validation rows before scoring (default 0: one run per method at its defaults)")
+    tuning.add_argument("--seeds", type=int, default=1, help="train each method's chosen configuration with K seeds (with --trials)")
+    tuning.add_argument("--val-share", type=float, default=0.1, help="share of the training rows kept for validation (default 0.1, at least 16 rows)")
+    tuning.add_argument("--storage", help="Optuna storage URL shared by every worker (default: studies.db in the output folder)")
+    tuning.add_argument("--study", help="study name shared by every worker (default: the output folder's name)")
+    tuning.add_argument("--worker", action="store_true", help="only work on the shared studies (same options and --storage); "
+                        "the command without --worker writes the report")
+    tuning.add_argument("--stale-after", type=int, default=120, metavar="SECONDS",
+                        help="a trial whose worker has been silent this long is taken over by another (default 120)")
     _add_generation_options(parser, batch_flag="--gen-batch-size")
 
 
@@ -269,8 +280,21 @@ def command_compare(args: argparse.Namespace) -> int:
     flags = config_flags(args, skip=("output",))
     settings = generation_settings(args, default_max_new_tokens=64)
     setup = CompareSetup([f"{key}={value}" for key, value in flags.items() if value is not None] + overrides(args),
-                         args.test_data, args.eval_samples, {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams})
+                         args.test_data, args.eval_samples, {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams},
+                         trials=args.trials, seeds=args.seeds, val_share=args.val_share)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    tuning_only = [flag for flag, value in (("--seeds", args.seeds != 1), ("--storage", args.storage), ("--study", args.study),
+                                            ("--worker", args.worker), ("--val-share", args.val_share != 0.1)) if value]
+    if args.trials == 0 and tuning_only:
+        raise PeftlabError(f"{', '.join(tuning_only)} work with --trials N (tuned comparisons); add --trials, e.g. --trials 4")
+    if args.trials and args.sweep:
+        raise PeftlabError("--sweep and --trials do not mix: --trials searches each method's settings itself; drop one")
+    if args.trials:
+        from peftlab.compare.tuned import Sharing, run_tuned_compare
+
+        sharing = Sharing(args.storage, args.study, args.worker, args.stale_after)
+        run_tuned_compare(setup, methods, args.output, settings, sharing, args.launcher_config, args.overwrite, say=_say)
+        return 0
     run_compare(setup, methods, args.sweep, args.output, settings, args.launcher_config, args.overwrite, say=_say)
     return 0
 

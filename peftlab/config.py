@@ -81,6 +81,9 @@ class CompareSetup:
     eval_data: str  # test rows with references
     eval_rows: int | None = None  # test rows scored; None = all
     generation: dict[str, int] = field(default_factory=lambda: {"max_new_tokens": 64, "num_beams": 1})
+    trials: int = 0  # > 0: tune each method with this many trials on validation rows before scoring
+    seeds: int = 1  # seeds the chosen configuration of each method is trained with (tuned comparisons)
+    val_share: float = 0.1  # share of the training rows kept for validation (tuned comparisons; at least 16 rows)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

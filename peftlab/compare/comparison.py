@@ -49,20 +49,69 @@ def train_command(config_file: Path, launcher_config: str | None) -> list[str]:
     return [*prefix, "train", "--config", str(config_file), "--resume"]
 
 
-def train(run: PlannedRun, folder: Path, config: cfg.RunConfig, launcher_config: str | None, say: Callable[[str], None]) -> dict[str, Any]:
-    """Train one run in its own process (its peak memory is its own), resuming a half-finished one."""
+def train(name: str, folder: Path, config: cfg.RunConfig, launcher_config: str | None, say: Callable[[str], None],
+          stop_early: Callable[[list[tuple[int, float]]], bool] | None = None) -> dict[str, Any] | None:
+    """Train one run in its own process (its peak memory is its own), resuming a half-finished one.
+
+    `stop_early` sees the validation losses logged so far, (step, loss), each time one arrives; when it
+    says so the run is stopped and None returned (a pruned tuning trial)."""
     train_dir = folder / "train"
     if not (train_dir / artifacts.ADAPTER_DIR).is_dir():
         config_file = folder / "config.yaml"
         atomic.write_text(config_file, config.to_yaml())
         command = train_command(config_file, launcher_config)
-        say(f"[{run.name}] training: {shlex.join(command)}")
+        say(f"[{name}] training: {shlex.join(command)}")
         with open(folder / "train.log", "a", encoding="utf-8") as log:
-            finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
-        if finished.returncode != 0:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                stopped = _watch(process, train_dir / "log.jsonl", stop_early)
+            finally:
+                if process.poll() is None:  # interrupted or stopped early: the child goes too
+                    process.terminate()
+                    process.wait()
+        if stopped:
+            return None
+        if process.returncode != 0:
             tail = (folder / "train.log").read_text(encoding="utf-8").strip().splitlines()[-1:] or [""]
-            raise PeftlabError(f"run {run.name} failed (exit {finished.returncode}): {tail[0][:300]}; full log: {folder / 'train.log'}")
+            raise PeftlabError(f"run {name} failed (exit {process.returncode}): {tail[0][:300]}; full log: {folder / 'train.log'}")
     return artifacts.read_summary(train_dir)
+
+
+def _watch(process: subprocess.Popen, log: Path, stop_early: Callable[[list[tuple[int, float]]], bool] | None) -> bool:
+    """Wait for the training process; True when `stop_early` asked to stop it."""
+    if stop_early is None:
+        process.wait()
+        return False
+    seen = 0
+    while True:
+        try:
+            process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        losses = validation_losses(log)
+        if len(losses) > seen:
+            seen = len(losses)
+            if stop_early(losses):
+                return True
+        if process.poll() is not None:
+            return False
+
+
+def validation_losses(log: Path) -> list[tuple[int, float]]:
+    """(step, eval loss) from a run's loss log; a torn last line (the run is writing it) is skipped."""
+    losses = []
+    try:
+        lines = log.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "eval_loss" in record:
+            losses.append((record["step"], record["eval_loss"]))
+    return losses
 
 
 def result_record(name: str, method: str, settings: dict[str, str], scored: Scored, base_general_loss: float,
@@ -82,6 +131,7 @@ def result_record(name: str, method: str, settings: dict[str, str], scored: Scor
         "general_text_loss": scored.general_loss,
         "forgetting": scored.general_loss - base_general_loss,
         "train_loss": summary.get("train_loss"), "eval_loss": summary.get("eval_loss"),
+        "steps": summary.get("steps"), "train_tokens": summary.get("real_tokens"),
         "eval_seconds": scored.eval_seconds,
         "predictions": scored.predictions,
         "example_rouge": scored.example_rouge,
@@ -120,7 +170,7 @@ def run_compare(setup: CompareSetup, methods: list[str], sweeps: list[str], outp
             say(f"[{run.name}] done earlier, kept")
         else:
             config = cfg.load(None, [*setup.overrides, *run.overrides(), f"output={folder / 'train'}"])
-            summary = train(run, folder, config, launcher_config, say)
+            summary = train(run.name, folder, config, launcher_config, say)
             say(f"[{run.name}] scoring")
             adapter = folder / "train" / artifacts.ADAPTER_DIR
             scored = score(config, examples, settings, trained=str(adapter))

@@ -12,14 +12,26 @@ from peftlab import atomic
 from peftlab.report.html import STYLE, escape, sample_html
 from peftlab.report.plots import write_plots
 from peftlab.report.tables import pick_samples
+from peftlab.report.verdict import verdict
 
 PER_ROW = ("predictions", "example_rouge")  # kept out of results.json; they feed the samples
+
+
+def _interval(record: dict[str, Any]) -> str:
+    bounds = (record.get("rouge_interval") or {}).get("rougeL")
+    return f"{100 * bounds[0]:.1f}-{100 * bounds[1]:.1f}" if bounds else "-"
+
+
 COLUMNS = [  # (header, formatter)
     ("run", lambda r: r["name"]),
     ("ROUGE-1", lambda r: f"{100 * r['rouge']['rouge1']:.2f}"),
     ("ROUGE-2", lambda r: f"{100 * r['rouge']['rouge2']:.2f}"),
     ("ROUGE-L", lambda r: f"{100 * r['rouge']['rougeL']:.2f}"),
+    ("ROUGE-L 95%", _interval),
     ("ROUGE-Lsum", lambda r: f"{100 * r['rouge']['rougeLsum']:.2f}"),
+    ("seeds", lambda r: str(len(r["seeds"])) if r.get("seeds") and r["method"] != "base" else "-"),
+    ("steps", lambda r: f"{r['steps']:.0f}" if r.get("steps") else "-"),
+    ("train tokens", lambda r: f"{r['train_tokens']:.0f}" if r.get("train_tokens") else "-"),
     ("train s", lambda r: f"{r['train_seconds']:.0f}"),
     ("real tok/s", lambda r: f"{r['real_tokens_per_second']:.0f}" if r.get("real_tokens_per_second") else "-"),
     ("peak GiB", lambda r: f"{r['peak_memory_bytes'] / 2**30:.2f}" if r.get("peak_memory_bytes") else "-"),
@@ -39,12 +51,12 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
 def _csv(records: list[dict[str, Any]]) -> str:
     flat = []
     for r in records:
-        row = {k: v for k, v in r.items() if k not in PER_ROW and k not in ("rouge", "settings")}
+        row = {k: v for k, v in r.items() if k not in PER_ROW and k not in ("rouge", "settings", "rouge_interval", "tuning", "seeds", "seed_rouge")}
         row.update({k: v for k, v in r["rouge"].items()})
         row["settings"] = " ".join(f"{k}={v}" for k, v in r["settings"].items())
         flat.append(row)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(flat[0]))
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in flat for key in row)))
     writer.writeheader()
     writer.writerows(flat)
     return buffer.getvalue()
@@ -59,7 +71,38 @@ def sample_records(records: list[dict[str, Any]], rows: list[dict[str, Any]]) ->
     return samples
 
 
-def page(records: list[dict[str, Any]], svgs: dict[str, str], samples: list[dict[str, Any]], setup: dict[str, Any]) -> str:
+def _differences_html(comparisons: list[dict[str, Any]]) -> str:
+    if not comparisons:
+        return ""
+    rows = "".join(f"<tr><td>{escape(c['first'])} - {escape(c['second'])}</td><td>{100 * c['difference']:+.2f}</td>"
+                   f"<td>{100 * c['interval'][0]:+.2f} to {100 * c['interval'][1]:+.2f}</td><td>{c['p_value']:.3f}</td>"
+                   f"<td>{'yes' if c['significant'] else 'no'}</td></tr>" for c in comparisons)
+    return ("<h2>Differences</h2><p class='meta'>ROUGE-L points, paired bootstrap over the same test examples (each averaged "
+            "over its seeds).</p><table id='differences'><thead><tr><th>pair</th><th>difference</th><th>95% interval</th>"
+            f"<th>p</th><th>significant</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _tuning_html(records: list[dict[str, Any]]) -> str:
+    rows = []
+    for r in records:
+        tuning = r.get("tuning")
+        if not tuning:
+            continue
+        default = tuning.get("default_validation_loss")
+        chosen = " ".join(f"{k}={v}" for k, v in r["settings"].items())
+        rows.append(f"<tr><td>{escape(r['name'])}</td><td>{tuning['trials']}</td><td>{tuning['pruned']}</td>"
+                    f"<td>{'-' if default is None else f'{default:.4f}'}</td><td>{r['validation_loss']:.4f}</td>"
+                    f"<td style='text-align:left'>{escape(chosen)}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>Tuning</h2><p class='meta'>Each method's trials on the validation rows (carved from the training data; the "
+            "test rows were scored once, with the chosen configuration). Trial 0 of each method is its default.</p>"
+            "<table id='tuning'><thead><tr><th>method</th><th>trials</th><th>pruned</th><th>default val. loss</th>"
+            f"<th>chosen val. loss</th><th>chosen</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def page(records: list[dict[str, Any]], svgs: dict[str, str], samples: list[dict[str, Any]], setup: dict[str, Any],
+         lines: list[str], comparisons: list[dict[str, Any]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h, _ in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{escape(f(r))}</td>" for _, f in COLUMNS) + "</tr>" for r in records)
     facts = "".join(f"<li>{escape(item)}</li>" for item in setup["overrides"])
@@ -71,24 +114,33 @@ def page(records: list[dict[str, Any]], svgs: dict[str, str], samples: list[dict
 <p class="meta">Every run: the same training rows, budget and seed; ROUGE F1 in percent on the same test rows
 (several references: best-matching reference per row). Forgetting: change of the loss (nats per token) on a
 general-text reference set against the base model. Stored: the weight files a run needs (the whole model for full
-fine-tuning) against the base model's.</p>
+fine-tuning) against the base model's. With seeds: means over seeds, 95% intervals from a bootstrap over seeds and
+test examples.</p>
+<h2>Verdict</h2><ul id="verdict">{''.join(f"<li>{escape(line)}</li>" for line in lines)}</ul>
 <h2>Results</h2><table id="results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-<h2>Plots</h2>{figures}
+{_differences_html(comparisons)}
+<h2>Plots</h2><p class="meta">Quality against each cost; the ringed points joined by the line are the Pareto front (no
+other run is better in quality and cheaper at once); bars are 95% intervals.</p>{figures}
+{_tuning_html(records)}
 <h2>Setup</h2><ul class="meta">{facts}<li>test data: {escape(setup.get('eval_data'))}</li></ul>
 <h2>Samples</h2>{''.join(sample_html(s) for s in pick_samples(samples, 6))}
 </body></html>
 """
 
 
-def write_report(out: Path, records: list[dict[str, Any]], rows: list[dict[str, Any]], setup: dict[str, Any]) -> str:
-    """Write every output; return the markdown table."""
+def write_report(out: Path, records: list[dict[str, Any]], rows: list[dict[str, Any]], setup: dict[str, Any],
+                 tested: dict[str, Any] | None = None) -> str:
+    """Write every output; return the markdown table. `tested`: a tuned comparison's differences and verdict."""
+    comparisons = (tested or {}).get("comparisons", [])
+    lines = (tested or {}).get("verdict") or verdict(records, comparisons)
     summary = [{k: v for k, v in r.items() if k not in PER_ROW} for r in records]
     atomic.write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
+    atomic.write_text(out / "verdict.json", json.dumps({"verdict": lines, "comparisons": comparisons}, indent=2) + "\n")
     atomic.write_text(out / "results.csv", _csv(records))
     table = markdown_table(records)
-    atomic.write_text(out / "results.md", table + "\n")
+    atomic.write_text(out / "results.md", table + "\n\n" + "\n".join(f"- {line}" for line in lines) + "\n")
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     svgs = write_plots(summary, plots)
-    atomic.write_text(out / "report.html", page(records, svgs, sample_records(records, rows), setup))
+    atomic.write_text(out / "report.html", page(records, svgs, sample_records(records, rows), setup, lines, comparisons))
     return table

@@ -1,4 +1,5 @@
-"""The comparison's four plots, as PNG and SVG, from results alone (no torch here)."""
+"""The comparison's plots, as PNG and SVG, from results alone (no torch here): quality against each cost
+with its Pareto front, memory and forgetting bars, and the tuning history."""
 
 from __future__ import annotations
 
@@ -21,18 +22,54 @@ def _figure():
     return plt, figure, axes
 
 
+def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """The (cost, quality, name) points no other point beats on both (lower cost and higher quality), by cost."""
+    front, best = [], float("-inf")
+    for cost, quality, name in sorted(points, key=lambda p: (p[0], -p[1])):
+        if quality > best:
+            front.append((cost, quality, name))
+            best = quality
+    return front
+
+
 def _scatter(runs: list[dict[str, Any]], x_key: str, x_label: str, log_x: bool):
     plt, figure, axes = _figure()
+    points = []
     for run in runs:
         x, y = run.get(x_key), run["rouge"][QUALITY] * 100
         if x is None:
             continue
-        axes.scatter([x], [y], s=36)
+        points.append((x, y, run["name"]))
+        bounds = (run.get("rouge_interval") or {}).get(QUALITY)
+        error = [[y - 100 * bounds[0]], [100 * bounds[1] - y]] if bounds else None
+        axes.errorbar([x], [y], yerr=error, fmt="o", markersize=5, capsize=3)
         axes.annotate(run["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    front = pareto_front(points)
+    if front:
+        axes.plot([p[0] for p in front], [p[1] for p in front], color="#444", linewidth=1, linestyle="--", zorder=0)
+        axes.scatter([p[0] for p in front], [p[1] for p in front], s=140, facecolors="none", edgecolors="#d04a4a", linewidths=1.5)
     if log_x:
         axes.set_xscale("log")
     axes.set_xlabel(x_label)
     axes.set_ylabel("ROUGE-L F1 (%)")
+    return plt, figure
+
+
+def _tuning(runs: list[dict[str, Any]]):
+    """Each method's trials: learning rate against final validation loss (x: a pruned trial at its last loss)."""
+    plt, figure, axes = _figure()
+    for run in runs:
+        history = (run.get("tuning") or {}).get("history", [])
+        done = [h for h in history if h["state"] == "complete"]
+        pruned = [h for h in history if h["state"] == "pruned" and h["validation_losses"]]
+        line = axes.scatter([h["params"]["lr"] for h in done], [h["validation_loss"] for h in done], s=30, label=run["name"])
+        color = line.get_facecolor()[0]
+        axes.scatter([h["params"]["lr"] for h in pruned], [list(h["validation_losses"].values())[-1] for h in pruned],
+                     marker="x", s=30, color=color)
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate (log; x = pruned, at its last validation loss)")
+    axes.set_ylabel("validation loss")
+    axes.legend(fontsize=7)
     return plt, figure
 
 
@@ -47,14 +84,24 @@ def _bars(runs: list[dict[str, Any]], values: list[float], label: str):
 
 
 def plots(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """name -> (pyplot, figure) for the four plots."""
+    """name -> (pyplot, figure) for each plot."""
     trained = [r for r in results if r["method"] != "base"]
-    return {
-        "quality_vs_trainable_share": _scatter(results, "trainable_percent_plot", "trainable parameters (% of total, log)", log_x=True),
+    for run in trained:
+        run["peak_memory_gib_plot"] = run["peak_memory_bytes"] / 2**30 if run.get("peak_memory_bytes") else None
+        run["stored_mb_plot"] = run["stored_bytes"] / 1e6
+    figures = {
+        "quality_vs_peak_memory": _scatter(trained, "peak_memory_gib_plot", "peak training memory (GiB)", log_x=False),
+        "quality_vs_stored_size": _scatter(trained, "stored_mb_plot", "stored size (MB, log)", log_x=True),
         "quality_vs_training_time": _scatter(trained, "train_seconds", "training time (s)", log_x=False),
+        "quality_vs_trainable_share": _scatter(results, "trainable_percent_plot", "trainable parameters (% of total, log)", log_x=True),
         "peak_memory": _bars(trained, [r["peak_memory_bytes"] / 2**30 for r in trained], "peak training memory (GiB)"),
         "forgetting": _bars(trained, [r["forgetting"] for r in trained], "general-text loss change vs base (nats/token)"),
     }
+    if any(r.get("tuning") for r in trained):
+        figures["tuning_history"] = _tuning(trained)
+    for run in trained:
+        run.pop("peak_memory_gib_plot"), run.pop("stored_mb_plot")
+    return figures
 
 
 def write_plots(results: list[dict[str, Any]], folder: Path) -> dict[str, str]:

@@ -1,0 +1,90 @@
+"""A tuned comparison's results from its studies: per-method means over seeds with 95% intervals,
+paired differences between the top methods, the tuning history, and the verdict."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from peftlab.compare import studies
+from peftlab.compare.statistics import interval, paired_difference
+from peftlab.evaluate.rouge import ROUGE_TYPES
+from peftlab.report.verdict import verdict
+
+MEANS = ("train_seconds", "real_tokens_per_second", "general_text_loss", "train_loss", "eval_seconds", "train_tokens", "steps")
+TOP = 3  # differences are tested between the best three, and for every method against the base
+
+
+def _scores(records: list[dict[str, Any]], kind: str) -> np.ndarray:
+    return np.array([[example[kind] for example in r["example_rouge"]] for r in records])  # seeds x examples
+
+
+def aggregate(runs: list[dict[str, Any]], base: dict[str, Any]) -> dict[str, Any]:
+    """One method's seeds as one record: means, the worst peak memory, intervals over seeds and examples."""
+    first = runs[0]
+    record = {k: v for k, v in first.items() if k not in (*MEANS, "rouge", "seed")}
+    record["seeds"] = [r.get("seed") for r in runs]
+    record["rouge"] = {kind: float(_scores(runs, kind).mean()) for kind in ROUGE_TYPES}
+    record["rouge_interval"] = {kind: interval(_scores(runs, kind)) for kind in ROUGE_TYPES}
+    record["seed_rouge"] = [r["rouge"]["rougeL"] for r in runs]
+    for key in MEANS:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        record[key] = float(np.mean(values)) if values else None
+    memories = [r["peak_memory_bytes"] for r in runs if r.get("peak_memory_bytes")]
+    record["peak_memory_bytes"] = max(memories) if memories else None
+    record["forgetting"] = record["general_text_loss"] - base["general_text_loss"]
+    record["stored_share"] = record["stored_bytes"] / base["base_bytes"] if base.get("base_bytes") else None
+    record["example_rouge"] = [{kind: float(np.mean([r["example_rouge"][i][kind] for r in runs])) for kind in ROUGE_TYPES}
+                               for i in range(len(first["example_rouge"]))]
+    record["_scores"] = _scores(runs, "rougeL")
+    return record
+
+
+def tuning_history(study: Any) -> list[dict[str, Any]]:
+    """Every trial that ran: its configuration, outcome and validation losses (for the table and the plot)."""
+    history = []
+    for trial in study.get_trials(deepcopy=False):
+        if studies.INDEX not in trial.user_attrs or trial.user_attrs.get(studies.SURPLUS):
+            continue
+        history.append({"index": trial.user_attrs[studies.INDEX], "state": trial.state.name.lower(), "params": trial.params,
+                        "default": "fixed_params" in trial.system_attrs and "failed_trial" not in trial.system_attrs,
+                        "validation_loss": trial.value, "validation_losses": {str(k): v for k, v in trial.intermediate_values.items()}})
+    return sorted(history, key=lambda h: h["index"])
+
+
+def comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ranked = sorted(records, key=lambda r: -r["rouge"]["rougeL"])
+    pairs = [(a, b) for i, a in enumerate(ranked[:TOP]) for b in ranked[i + 1:TOP]]
+    base = next(r for r in records if r["method"] == "base")
+    pairs += [(r, base) for r in ranked if r is not base and (r, base) not in pairs and (base, r) not in pairs]
+    return [{"first": a["name"], "second": b["name"], **paired_difference(a["_scores"], b["_scores"])} for a, b in pairs]
+
+
+def tuned_results(tuned: Any, examples: list[Any]) -> dict[str, Any]:
+    done = studies.done_trials(tuned.final)
+    by_item: dict[tuple[str, int], dict[str, Any]] = {}
+    for index, trial in done.items():
+        if index < len(tuned.items):
+            by_item[tuned.items[index]] = json.loads(trial.user_attrs[studies.RECORD])
+    missing = [f"{m}" + (f" seed {k}" if m != "base" else "") for m, k in tuned.items if (m, k) not in by_item]
+    if missing:
+        from peftlab.errors import PeftlabError
+
+        raise PeftlabError(f"the comparison lacks {', '.join(missing[:5])} (failed; see the train.log files in {tuned.out}); "
+                           "run the same command again to retry")
+    base = by_item[("base", 0)]
+    base["seed"] = None
+    records = [aggregate([base], base)]
+    for method, study in tuned.tuning.items():
+        record = aggregate([by_item[(method, k)] for k in range(tuned.setup.seeds)], base)
+        history = tuning_history(study)
+        default = [h["validation_loss"] for h in history if h["default"] and h["validation_loss"] is not None]
+        record["tuning"] = {"trials": len(history), "pruned": sum(h["state"] == "pruned" for h in history),
+                            "default_validation_loss": default[0] if default else None, "history": history}
+        records.append(record)
+    tested = comparisons(records)
+    for record in records:
+        record.pop("_scores")
+    return {"records": records, "comparisons": tested, "verdict": verdict(records, tested)}

@@ -1,0 +1,136 @@
+"""Optuna's storage as the comparison's shared work list: which trial runs where, exactly once.
+
+Every piece of work (a tuning trial of one method, a final seed run, the base model's score) is an
+Optuna trial, so any number of `peftlab compare --worker` processes, on any machines that reach the
+storage, share it with no scheduler of ours:
+- a new piece of work is a new trial; Optuna numbers trials uniquely, and a trial's index in the work
+  list is the count of fresh (not retried) trials numbered below it, so two workers never take the
+  same index; an index past the end makes the trial a surplus one (failed, marked, ignored);
+- a worker's heartbeat (Optuna's, on RDB storages) marks its trials alive; a trial whose worker died
+  (killed, machine lost) goes stale after `stale_after` seconds and Optuna re-queues it as a waiting
+  trial with the same parameters, which the next worker to look takes over (resuming its checkpoint);
+- a trial interrupted with Ctrl-C is re-queued the same way at once.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, Callable
+
+from peftlab.errors import PeftlabError
+
+INDEX, SURPLUS, RECORD = "index", "surplus", "record"  # trial user attributes (RECORD: a scored run, as JSON)
+POLL_SECONDS = 2.0
+
+
+class Surplus(Exception):
+    """The work list was complete when this trial was created: it does nothing."""
+
+
+def open_storage(url: str, stale_after: int) -> Any:
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happens
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # SQLite: wait for a writer instead of failing
+    try:
+        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=max(1, stale_after // 6), grace_period=stale_after,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+    except Exception as error:  # sqlalchemy raises many kinds (driver missing, refused, bad URL)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PeftlabError(f"--storage {url}: cannot open it ({first[:200]}); pass a database URL Optuna supports, "
+                           "e.g. sqlite:////shared/studies.db or postgresql://user@host/db") from None
+
+
+def open_study(storage: Any, name: str, sampler: Any = None, pruner: Any = None,
+               on_create: Callable[[Any], None] | None = None) -> Any:
+    """Create the study, or load it when another worker (or an earlier run) made it; `on_create` runs once."""
+    import optuna
+
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=sampler, pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    if on_create:
+        on_create(study)
+    return study
+
+
+def _is_fresh(trial: Any) -> bool:
+    return "failed_trial" not in trial.system_attrs  # set by Optuna's retry callback on a re-queued trial
+
+
+def fresh_count(study: Any) -> int:
+    return sum(_is_fresh(t) for t in study.get_trials(deepcopy=False))
+
+
+def work_index(study: Any, trial: Any) -> int:
+    """The trial's place in the work list: inherited by a retry, else counted from creation order."""
+    index = trial.user_attrs.get(INDEX)
+    if index is None:
+        index = sum(_is_fresh(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number)
+        trial.set_user_attr(INDEX, index)
+    return index
+
+
+def claimable(study: Any, total: int) -> bool:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    return any(t.state == TrialState.WAITING for t in trials) or sum(_is_fresh(t) for t in trials) < total
+
+
+def run_one(study: Any, total: int, work: Callable[[Any, int], float]) -> None:
+    """Take one piece of work from the study (a re-queued one first) and run `work(trial, index)`."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    mine: list[int] = []
+
+    def objective(trial: Any) -> float:
+        mine.append(trial.number)
+        index = work_index(study, trial)
+        if index >= total:
+            trial.set_user_attr(SURPLUS, True)
+            raise Surplus()
+        return work(trial, index)
+
+    try:
+        study.optimize(objective, n_trials=1, catch=(Surplus,))
+    except KeyboardInterrupt:
+        for trial in study.get_trials(deepcopy=False):
+            if trial.number in mine and not trial.user_attrs.get(SURPLUS):
+                RetryHeartbeatStaleTrialCallback()(study, trial)  # the next run takes it over from its checkpoint
+        raise
+
+
+def settle(study: Any, total: int, work: Callable[[Any, int], float], say: Callable[[str], None] = lambda text: None) -> None:
+    """Work on the study until every index is done, waiting for other workers' trials (or their going stale)."""
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    waited = False
+    while True:
+        fail_stale_trials(study)
+        if claimable(study, total):
+            run_one(study, total, work)
+            continue
+        running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        if not running:
+            return
+        if not waited:
+            say(f"[{study.study_name}] waiting for trial(s) {', '.join(map(str, running))} running elsewhere (or gone stale)")
+            waited = True
+        time.sleep(POLL_SECONDS)
+
+
+def done_trials(study: Any) -> dict[int, Any]:
+    """index -> the finished (complete or pruned) trial holding it; surplus and failed trials left out."""
+    from optuna.trial import TrialState
+
+    done = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if INDEX in trial.user_attrs and not trial.user_attrs.get(SURPLUS):
+            done[trial.user_attrs[INDEX]] = trial
+    return dict(sorted(done.items()))

@@ -1,0 +1,217 @@
+"""`peftlab compare --trials N`, top to bottom: carve validation rows, tune each method on them (Optuna,
+one study per method), train each method's chosen configuration with K seeds, score those once on the
+test rows, and report means with 95% intervals, paired differences and a verdict."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from peftlab import artifacts
+from peftlab import config as cfg
+from peftlab.compare import studies
+from peftlab.compare.comparison import SETUP, examples_info, prepare_output, result_record, train
+from peftlab.compare.plan import plan_runs
+from peftlab.compare.scoring import base_bytes, score, stored_bytes, test_examples
+from peftlab.compare.search_space import SearchSpace, search_space
+from peftlab.compare.split import carve_validation
+from peftlab.config import CompareSetup
+from peftlab.errors import PeftlabError
+from peftlab.inference import GenerationSettings
+
+STALE_AFTER_SECONDS = 120  # a trial whose worker has been silent this long is taken over by another
+
+
+@dataclass
+class Sharing:
+    """Where the studies live and what this process does with them."""
+    storage: str | None = None  # any database URL Optuna supports; None: studies.db in the output folder
+    study: str | None = None  # the name shared by every worker; None: the output folder's name
+    worker: bool = False  # only work: no report, no waiting for others at the end
+    stale_after: int = STALE_AFTER_SECONDS
+
+
+@dataclass
+class Tuned:
+    """One comparison's shared pieces, as every worker opens them."""
+    setup: CompareSetup
+    out: Path
+    shared: cfg.RunConfig
+    train_file: str
+    validation_file: str
+    spaces: dict[str, SearchSpace]
+    tuning: dict[str, Any]  # method -> its Optuna study
+    final: Any  # the final study: base and every (method, seed), scored on the test rows
+    items: list[tuple[str, int]]  # the final study's work list: ("base", 0), (method, seed offset)...
+    eval_steps: int
+    launcher_config: str | None
+    say: Callable[[str], None]
+
+
+def eval_steps(shared: cfg.RunConfig) -> int:
+    """Validation every quarter of the budget: the pruner's checkpoints (the user's eval_steps for an epoch budget)."""
+    return max(1, shared.train.max_steps // 4) if shared.train.max_steps > 0 else shared.train.eval_steps
+
+
+def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharing: Sharing, launcher_config: str | None,
+                    overwrite: bool, say: Callable[[str], None]) -> tuple[Tuned, Path]:
+    import optuna
+
+    final_out = Path(output)
+    plan_runs(methods, [])  # checks the method names before anything slow
+    shared = setup.shared_config()
+    if setup.trials < 1 or setup.seeds < 1:
+        raise PeftlabError(f"--trials and --seeds must be at least 1, got {setup.trials} and {setup.seeds}")
+    artifacts.check_output(final_out, overwrite and not sharing.worker, "comparison", lambda f: (f / SETUP).is_file(), continuable=True)
+    out = prepare_output(final_out, setup, overwrite and not sharing.worker)
+    (out / "split").mkdir(exist_ok=True)
+    train_file, validation_file = carve_validation(shared.data.train, setup.val_share, shared.train.seed, out / "split")
+    storage = studies.open_storage(sharing.storage or f"sqlite:///{(out / 'studies.db').resolve()}", sharing.stale_after)
+    name = sharing.study or final_out.resolve().name
+    trained = list(dict.fromkeys(m for m in methods if m != "base"))
+    spaces = {m: search_space(m, shared) for m in trained}
+    steps = eval_steps(shared)
+
+    def tuning_study(method: str) -> Any:
+        sampler = optuna.samplers.TPESampler(seed=shared.train.seed, n_startup_trials=max(1, setup.trials // 2), constant_liar=True)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=steps)  # never on the first validation
+        # the untuned default is always a trial: tuning can only match or beat it on validation
+        return studies.open_study(storage, f"{name}/tune/{method}", sampler, pruner,
+                                  on_create=lambda study: study.enqueue_trial(spaces[method].defaults))
+
+    record = {**setup.to_dict(), "methods": methods}
+    final = studies.open_study(storage, f"{name}/final", on_create=lambda study: study.set_user_attr("setup", record))
+    recorded = final.user_attrs.get("setup")
+    if recorded is not None and recorded != record:
+        changed = artifacts.config_differences(recorded, record)
+        raise PeftlabError(f"study {name} in {sharing.storage or out / 'studies.db'} was started with another setup "
+                           f"(differs in {', '.join(changed[:5])}); run every worker with the same options, or pass another --study")
+    items = [("base", 0)] + [(m, k) for m in trained for k in range(setup.seeds)]
+    tuned = Tuned(setup, out, shared, train_file, validation_file, spaces, {m: tuning_study(m) for m in trained}, final, items,
+                  steps, launcher_config, say)
+    return tuned, final_out
+
+
+def run_tuned_compare(setup: CompareSetup, methods: list[str], output: str, settings: GenerationSettings, sharing: Sharing,
+                      launcher_config: str | None = None, overwrite: bool = False,
+                      say: Callable[[str], None] = lambda text: None) -> list[dict[str, Any]] | None:
+    """Tune, train with seeds, score, report. A worker only works; the process without --worker also
+    waits for the others and writes the report. Rerunning the command resumes."""
+    from peftlab.compare.results import tuned_results
+    from peftlab.report.compare import write_report
+
+    examples = test_examples(setup.shared_config(), setup.eval_data, setup.eval_rows)
+    tuned, final_out = open_comparison(setup, methods, output, sharing, launcher_config, overwrite, say)
+    say(f"compare: {len(tuned.spaces)} method(s) x {setup.trials} trial(s) on {Path(tuned.validation_file).name} rows, "
+        f"then {setup.seeds} seed(s) each and the base on {len(examples)} test rows; output {final_out}")
+    for method, study in tuned.tuning.items():
+        while studies.claimable(study, setup.trials):
+            studies.run_one(study, setup.trials, lambda trial, index, m=method: tuning_trial(tuned, m, trial, index))
+    base_size = base_bytes(_model_path(tuned.shared))
+    studies.settle(tuned.final, len(tuned.items),
+                   lambda trial, index: final_run(tuned, trial, index, examples, settings, base_size), say)
+    if sharing.worker:
+        say("worker: no work left; the comparison's own command (without --worker) writes the report")
+        return None
+    results = tuned_results(tuned, examples)
+    table = write_report(tuned.out, results["records"], examples_info(examples), setup.to_dict(), results)
+    artifacts.publish_replacement(tuned.out, final_out)
+    say(table)
+    for line in results["verdict"]:
+        say(line)
+    say(f"report: {final_out / 'report.html'}")
+    return results["records"]
+
+
+def _model_path(shared: cfg.RunConfig) -> str:
+    from peftlab.models import resolve_source
+
+    return resolve_source(shared.model.name)[1]
+
+
+def describe(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def tuning_trial(tuned: Tuned, method: str, trial: Any, index: int) -> float:
+    """Train one configuration on the training rows; its final validation loss is the trial's value.
+    The pruner stops it at a validation checkpoint where it trails the median of the trials before it."""
+    import optuna
+
+    space = tuned.spaces[method]
+    params = space.suggest(trial)
+    folder = tuned.out / "tuning" / method / f"trial-{index}"
+    folder.mkdir(parents=True, exist_ok=True)
+    trial.set_user_attr("folder", str(folder.relative_to(tuned.out)))
+    config = cfg.load(None, [*tuned.setup.overrides, *space.overrides(params), f"data.train={tuned.train_file}",
+                             f"data.eval={tuned.validation_file}", f"train.eval_steps={tuned.eval_steps}", f"output={folder / 'train'}"])
+    name = f"{method} trial {index}"
+    tuned.say(f"[{name}] {describe(params)}")
+    reported: set[int] = set()
+
+    def hopeless(losses: list[tuple[int, float]]) -> bool:
+        for step, loss in losses:
+            if step not in reported:
+                reported.add(step)
+                trial.report(loss, step)
+        return trial.should_prune()
+
+    summary = train(name, folder, config, tuned.launcher_config, tuned.say, stop_early=hopeless)
+    if summary is None:
+        tuned.say(f"[{name}] pruned at step {max(reported)}: validation loss behind the median of earlier trials")
+        raise optuna.TrialPruned()
+    trial.set_user_attr("summary", {k: summary.get(k) for k in ("train_seconds", "real_tokens", "steps", "peak_memory_bytes")})
+    tuned.say(f"[{name}] validation loss {summary['eval_loss']:.4f}")
+    return summary["eval_loss"]
+
+
+def best_trial(tuned: Tuned, method: str) -> Any:
+    """The method's chosen configuration: the lowest final validation loss among its finished trials."""
+    from optuna.trial import TrialState
+
+    complete = [t for t in studies.done_trials(tuned.tuning[method]).values() if t.state == TrialState.COMPLETE]
+    if not complete:
+        raise PeftlabError(f"every tuning trial of {method} failed or was stopped; see the train.log files in "
+                           f"{tuned.out / 'tuning' / method}")
+    return min(complete, key=lambda t: t.value)
+
+
+def final_run(tuned: Tuned, trial: Any, index: int, examples: list[Any], settings: GenerationSettings,
+              base_size: int | None) -> float:
+    """Score one item of the final list on the test rows: the base, or a method's chosen configuration
+    trained with one seed. The record is kept in the study, so any worker's result reaches the report."""
+    method, offset = tuned.items[index]
+    if method == "base":
+        tuned.say("[base] scoring the zero-shot model")
+        scored = score(tuned.shared, examples, settings)
+        record = result_record("base", "base", {}, scored, scored.general_loss, None, 0, base_size)
+    else:
+        tuning = tuned.tuning[method]
+        studies.settle(tuning, tuned.setup.trials, lambda t, i: tuning_trial(tuned, method, t, i), tuned.say)
+        chosen = best_trial(tuned, method)
+        seed = tuned.shared.train.seed + offset
+        space = tuned.spaces[method]
+        config = cfg.load(None, [*tuned.setup.overrides, *space.overrides(chosen.params), f"data.train={tuned.train_file}",
+                                 f"train.seed={seed}"])
+        name = f"{method} seed {seed}"
+        trained_in = tuned.out / chosen.user_attrs["folder"]
+        if offset == 0 and (trained_in / "train" / artifacts.ADAPTER_DIR).is_dir():
+            folder = trained_in  # the chosen trial ran with this seed on these rows: the same training, kept
+            tuned.say(f"[{name}] the chosen trial {chosen.user_attrs['index']}'s training ({describe(chosen.params)})")
+        else:
+            folder = tuned.out / "runs" / method / f"seed-{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            config = dataclasses.replace(config, output=str(folder / "train"))
+            tuned.say(f"[{name}] training the chosen configuration ({describe(chosen.params)})")
+        summary = train(name, folder, config, tuned.launcher_config, tuned.say)
+        tuned.say(f"[{name}] scoring")
+        adapter = folder / "train" / artifacts.ADAPTER_DIR
+        scored = score(config, examples, settings, trained=str(adapter))
+        record = result_record(method, method, {k: str(v) for k, v in chosen.params.items()}, scored, 0.0, summary,
+                               stored_bytes(adapter), base_size)
+        record.update({"seed": seed, "chosen_trial": chosen.user_attrs["index"], "validation_loss": chosen.value})
+    trial.set_user_attr(studies.RECORD, json.dumps(record))
+    return record["rouge"]["rougeL"]
