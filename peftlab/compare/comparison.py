@@ -88,13 +88,13 @@ def _watch(process: subprocess.Popen, log: Path, stop_early: Callable[[list[tupl
             process.wait(timeout=1.0)
         except subprocess.TimeoutExpired:
             pass
+        if process.poll() is not None:
+            return False  # finished: nothing left to stop
         losses = validation_losses(log)
         if len(losses) > seen:
             seen = len(losses)
             if stop_early(losses):
                 return True
-        if process.poll() is not None:
-            return False
 
 
 def validation_losses(log: Path) -> list[tuple[int, float]]:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from peftlab import artifacts
 from peftlab import config as cfg
 from peftlab.compare import studies
-from peftlab.compare.comparison import SETUP, examples_info, prepare_output, result_record, train
+from peftlab.compare.comparison import SETUP, examples_info, prepare_output, result_record, train, validation_losses
 from peftlab.compare.plan import plan_runs
 from peftlab.compare.scoring import base_bytes, score, stored_bytes, test_examples
 from peftlab.compare.search_space import SearchSpace, search_space
@@ -152,14 +152,19 @@ def tuning_trial(tuned: Tuned, method: str, trial: Any, index: int) -> float:
     tuned.say(f"[{name}] {describe(params)}")
     reported: set[int] = set()
 
-    def hopeless(losses: list[tuple[int, float]]) -> bool:
+    def report(losses: list[tuple[int, float]]) -> None:
         for step, loss in losses:
             if step not in reported:
                 reported.add(step)
                 trial.report(loss, step)
-        return trial.should_prune()
+
+    def hopeless(losses: list[tuple[int, float]]) -> bool:
+        report(losses)
+        budget = tuned.shared.train.max_steps
+        return (budget <= 0 or max(reported) < budget) and trial.should_prune()  # a finished trial is kept
 
     summary = train(name, folder, config, tuned.launcher_config, tuned.say, stop_early=hopeless)
+    report(validation_losses(folder / "train" / "log.jsonl"))  # the pruner's medians need every finished trial's curve
     if summary is None:
         tuned.say(f"[{name}] pruned at step {max(reported)}: validation loss behind the median of earlier trials")
         raise optuna.TrialPruned()
