@@ -35,13 +35,18 @@ def open_storage(url: str, stale_after: int) -> Any:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happens
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # SQLite: wait for a writer instead of failing
-    try:
-        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=max(1, stale_after // 6), grace_period=stale_after,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
-    except Exception as error:  # sqlalchemy raises many kinds (driver missing, refused, bad URL)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PeftlabError(f"--storage {url}: cannot open it ({first[:200]}); pass a database URL Optuna supports, "
-                           "e.g. sqlite:////shared/studies.db or postgresql://user@host/db") from None
+    for attempt in range(3):  # two workers creating the same new database race on its tables: the loser tries again
+        try:
+            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=max(1, stale_after // 6), grace_period=stale_after,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        except Exception as error:  # sqlalchemy raises many kinds (driver missing, refused, bad URL)
+            if "already exists" in str(error) and attempt < 2:
+                time.sleep(0.5)
+                continue
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise PeftlabError(f"--storage {url}: cannot open it ({first[:200]}); pass a database URL Optuna supports, "
+                               "e.g. sqlite:////shared/studies.db or postgresql://user@host/db") from None
+    raise AssertionError("unreachable")
 
 
 def open_study(storage: Any, name: str, sampler: Any = None, pruner: Any = None,

@@ -1,0 +1,88 @@
+"""The shared work list on Optuna's storage, with real processes: no index twice, a killed worker's
+trial taken over once stale, an interrupted one re-queued at once. The work is a sleep, not training."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = """
+import json, sys, time
+from peftlab.compare import studies
+url, name, total, delay, log, stale_after, slow_index = sys.argv[1:8]
+study = studies.open_study(studies.open_storage(url, int(stale_after)), "work")
+def work(trial, index):
+    with open(log, "a") as handle:
+        handle.write(json.dumps({"index": index, "worker": name, "trial": trial.number}) + "\\n")
+    time.sleep(float(delay) * (100 if index == int(slow_index) else 1))
+    return float(index)
+studies.settle(study, int(total), work)
+"""
+
+
+def start(tmp_path, name, total, delay=0.2, stale_after=60, slow_index=-1):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-c", WORKER, url, name, str(total), str(delay), str(tmp_path / "log.jsonl"),
+                             str(stale_after), str(slow_index)], env=env, stderr=subprocess.PIPE, text=True)
+
+
+def started(tmp_path):
+    path = tmp_path / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def finished(tmp_path):
+    from peftlab.compare import studies
+
+    study = studies.open_study(studies.open_storage(f"sqlite:///{tmp_path / 'studies.db'}", 60), "work")
+    return study, studies.done_trials(study)
+
+
+def wait_until(condition, seconds=60):
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_two_workers_share_the_list_and_never_take_the_same_index(tmp_path):
+    workers = [start(tmp_path, name, total=12) for name in ("a", "b")]
+    for worker in workers:
+        assert worker.wait(timeout=120) == 0, worker.stderr.read()[-2000:]
+    runs = started(tmp_path)
+    assert sorted(r["index"] for r in runs) == list(range(12))  # each index ran exactly once
+    assert {r["worker"] for r in runs} == {"a", "b"}  # both worked
+    study, done = finished(tmp_path)
+    assert sorted(done) == list(range(12)) and all(t.value == i for i, t in done.items())
+
+
+def test_a_killed_workers_trial_is_taken_over_once_it_goes_stale(tmp_path):
+    doomed = start(tmp_path, "doomed", total=4, slow_index=0, stale_after=3)
+    wait_until(lambda: any(r["index"] == 0 for r in started(tmp_path)))
+    doomed.send_signal(signal.SIGKILL)  # no goodbye: its trial stays "running" until its heartbeat is stale
+    doomed.wait()
+    survivor = start(tmp_path, "survivor", total=4, delay=0.1, stale_after=3)
+    assert survivor.wait(timeout=120) == 0, survivor.stderr.read()[-2000:]
+    runs = started(tmp_path)
+    assert [r["worker"] for r in runs if r["index"] == 0] == ["doomed", "survivor"]  # redone once, by the survivor
+    assert sorted(r["index"] for r in runs if r["index"] != 0) == [1, 2, 3]
+    study, done = finished(tmp_path)
+    assert sorted(done) == [0, 1, 2, 3]
+    assert done[0].system_attrs["failed_trial"] == 0  # Optuna's retry of the stale trial, same index
+
+
+def test_an_interrupted_trial_is_requeued_at_once(tmp_path):
+    interrupted = start(tmp_path, "interrupted", total=3, slow_index=0, stale_after=600)  # staleness would take 10 minutes
+    wait_until(lambda: any(r["index"] == 0 for r in started(tmp_path)))
+    time.sleep(0.5)
+    interrupted.send_signal(signal.SIGINT)  # Ctrl-C
+    interrupted.wait(timeout=60)
+    survivor = start(tmp_path, "survivor", total=3, delay=0.1, stale_after=600)
+    assert survivor.wait(timeout=60) == 0, survivor.stderr.read()[-2000:]
+    assert [r["worker"] for r in started(tmp_path) if r["index"] == 0] == ["interrupted", "survivor"]
+    assert sorted(finished(tmp_path)[1]) == [0, 1, 2]
