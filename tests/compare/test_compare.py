@@ -88,16 +88,21 @@ def test_adding_a_method_later_extends_the_same_report(finished_compare, tiny_ll
     assert other_budget.returncode == 2 and "holds a comparison with another setup" in other_budget.stderr
 
 
-def test_the_html_report_renders_in_headless_chromium(finished_compare, tmp_path):
-    out, _, _ = finished_compare
+def chromium_flags(tmp_path):
+    """Headless Chromium's command line; skipped where it is missing (CI installs it, so there a failure)."""
     chromium = shutil.which("chromium")
     if chromium is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is missing: .ci/run installs Debian's chromium package")
         pytest.skip("Debian's chromium is not installed here (apt-get install chromium); CI installs it")
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--no-first-run", "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-             "--enable-logging=stderr", "--v=0"]
+    return [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--no-first-run", "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr", "--v=0"]
+
+
+def test_the_html_report_renders_in_headless_chromium(finished_compare, tmp_path):
+    out, _, _ = finished_compare
+    flags = chromium_flags(tmp_path)
     page = (out / "report.html").as_uri()
     dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0
