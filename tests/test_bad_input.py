@@ -279,6 +279,16 @@ CASES = [
     Case("compare-unknown-method", lambda b: compare(b, "--methods", "base,lora,lorax"), ("lorax", "--methods", "choose from")),
     Case("compare-sweep-unknown-key", lambda b: compare(b, "--sweep", "lora.rank=4,8"), ("lora.rank", "r, target")),
     Case("compare-test-data-broken", lambda b: compare(b, test=broken_jsonl(b)), ("bad.jsonl line 3", "not valid JSON")),
+    Case("compare-seeds-without-trials", lambda b: compare(b, "--seeds", "3"), ("--seeds", "work with --trials N")),
+    Case("compare-trials-and-sweep", lambda b: compare(b, "--trials", "2", "--sweep", "lora.r=4,8"), ("--sweep and --trials do not mix",)),
+    Case("compare-zero-seeds", lambda b: compare(b, "--trials", "2", "--seeds", "0"), ("--seeds must be at least 1",)),
+    Case("compare-val-share-too-large", lambda b: compare(b, "--trials", "2", "--val-share", "1.5"), ("--val-share", "between 0 and 1")),
+    Case("compare-too-few-rows-to-validate", lambda b: compare(b, "--trials", "2"), ("too few to keep 16 for validation", "--val-share")),
+    Case("compare-storage-unreachable", lambda b: compare(b, "--trials", "2", "--storage", "nosuchdb://x/y",
+                                                          data=b.rows("many.jsonl", TOY_ROWS * 10)),
+         ("--storage nosuchdb://x/y", "cannot open it", "postgresql://")),
+    Case("compare-overwrite-shared-storage", lambda b: compare(b, "--trials", "2", "--overwrite", "--storage", f"sqlite:///{b.inputs}/s.db"),
+         ("--overwrite does not clear a shared --storage", "--study")),
 ]
 
 

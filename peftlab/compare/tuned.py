@@ -17,7 +17,7 @@ from peftlab.compare.comparison import SETUP, examples_info, prepare_output, res
 from peftlab.compare.plan import plan_runs
 from peftlab.compare.scoring import base_bytes, score, stored_bytes, test_examples
 from peftlab.compare.search_space import SearchSpace, search_space
-from peftlab.compare.split import carve_validation
+from peftlab.compare.split import carve_validation, write_split
 from peftlab.config import CompareSetup
 from peftlab.errors import PeftlabError
 from peftlab.inference import GenerationSettings
@@ -63,13 +63,17 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
     final_out = Path(output)
     plan_runs(methods, [])  # checks the method names before anything slow
     shared = setup.shared_config()
-    if setup.trials < 1 or setup.seeds < 1:
-        raise PeftlabError(f"--trials and --seeds must be at least 1, got {setup.trials} and {setup.seeds}")
+    for flag, value in (("--trials", setup.trials), ("--seeds", setup.seeds)):
+        if value < 1:
+            raise PeftlabError(f"{flag} must be at least 1, got {value}")
+    if sharing.storage and overwrite:
+        raise PeftlabError("--overwrite does not clear a shared --storage; pass another --study name to start over")
     artifacts.check_output(final_out, overwrite and not sharing.worker, "comparison", lambda f: (f / SETUP).is_file(), continuable=True)
+    split = carve_validation(shared.data.train, setup.val_share, shared.train.seed)
+    storage = studies.open_storage(sharing.storage, sharing.stale_after) if sharing.storage else None  # checked before writing
     out = prepare_output(final_out, setup, overwrite and not sharing.worker)
-    (out / "split").mkdir(exist_ok=True)
-    train_file, validation_file = carve_validation(shared.data.train, setup.val_share, shared.train.seed, out / "split")
-    storage = studies.open_storage(sharing.storage or f"sqlite:///{(out / 'studies.db').resolve()}", sharing.stale_after)
+    train_file, validation_file = write_split(split, out / "split")
+    storage = storage or studies.open_storage(f"sqlite:///{(out / 'studies.db').resolve()}", sharing.stale_after)
     name = sharing.study or final_out.resolve().name
     trained = list(dict.fromkeys(m for m in methods if m != "base"))
     spaces = {m: search_space(m, shared) for m in trained}

@@ -7,7 +7,7 @@ import pytest
 
 from peftlab import config as cfg
 from peftlab.compare.search_space import RANDOM, TASK_PROMPT, search_space
-from peftlab.compare.split import carve_validation
+from peftlab.compare.split import carve_validation, write_split
 from peftlab.compare.statistics import interval, paired_difference
 from peftlab.errors import PeftlabError
 from peftlab.report.plots import pareto_front
@@ -25,25 +25,23 @@ def read(path):
 
 def test_validation_rows_are_carved_reproducibly_and_never_trained_on(tmp_path):
     data = str(write_jsonl(tmp_path / "train.jsonl", rows(500)))
-    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir()
-    train, validation = carve_validation(data, 0.1, 42, tmp_path / "a")
-    assert len(read(validation)) == 50 and len(read(train)) == 450
-    assert not {r["dialogue"] for r in read(train)} & {r["dialogue"] for r in read(validation)}
-    assert {r["dialogue"] for r in read(train)} | {r["dialogue"] for r in read(validation)} == {r["dialogue"] for r in rows(500)}
-    again = carve_validation(data, 0.1, 42, tmp_path / "b")
-    assert read(again[1]) == read(validation)  # the same rows on any machine
-    other = carve_validation(data, 0.1, 7, tmp_path / "c")
-    assert read(other[1]) != read(validation)
+    train, validation = carve_validation(data, 0.1, 42)
+    assert len(validation) == 50 and len(train) == 450
+    assert not {r["dialogue"] for r in train} & {r["dialogue"] for r in validation}
+    assert {r["dialogue"] for r in train} | {r["dialogue"] for r in validation} == {r["dialogue"] for r in rows(500)}
+    assert carve_validation(data, 0.1, 42) == (train, validation)  # the same rows on any machine
+    assert carve_validation(data, 0.1, 7)[1] != validation
+    train_file, validation_file = write_split((train, validation), tmp_path / "split")
+    assert read(train_file) == train and read(validation_file) == validation
 
 
 def test_small_data_keeps_at_least_16_validation_rows_or_says_why_not(tmp_path):
-    (tmp_path / "a").mkdir()
-    _, validation = carve_validation(str(write_jsonl(tmp_path / "small.jsonl", rows(40))), 0.1, 1, tmp_path / "a")
-    assert len(read(validation)) == 16
+    _, validation = carve_validation(str(write_jsonl(tmp_path / "small.jsonl", rows(40))), 0.1, 1)
+    assert len(validation) == 16
     with pytest.raises(PeftlabError, match="too few to keep 16 for validation"):
-        carve_validation(str(write_jsonl(tmp_path / "tiny.jsonl", rows(20))), 0.1, 1, tmp_path / "a")
+        carve_validation(str(write_jsonl(tmp_path / "tiny.jsonl", rows(20))), 0.1, 1)
     with pytest.raises(PeftlabError, match="--val-share must be between 0 and 1"):
-        carve_validation(str(tmp_path / "small.jsonl"), 1.5, 1, tmp_path / "a")
+        carve_validation(str(tmp_path / "small.jsonl"), 1.5, 1)
 
 
 class FixedTrial:
