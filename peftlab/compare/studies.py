@@ -9,7 +9,7 @@ storage, share it with no scheduler of ours:
 - a worker's heartbeat (Optuna's, on RDB storages) marks its trials alive; a trial whose worker died
   (killed, machine lost) goes stale after `stale_after` seconds and Optuna re-queues it as a waiting
   trial with the same parameters, which the next worker to look takes over (resuming its checkpoint);
-- a trial interrupted with Ctrl-C is re-queued the same way at once.
+- a trial interrupted with Ctrl-C, or whose work failed, is re-queued the same way at once (up to 3 times).
 """
 
 from __future__ import annotations
@@ -22,10 +22,16 @@ from peftlab.errors import PeftlabError
 
 INDEX, SURPLUS, RECORD = "index", "surplus", "record"  # trial user attributes (RECORD: a scored run, as JSON)
 POLL_SECONDS = 2.0
+MAX_RETRIES = 3  # a piece of work that failed (or whose worker died) this often stays failed
 
 
 class Surplus(Exception):
     """The work list was complete when this trial was created: it does nothing."""
+
+
+class GaveUp(Exception):
+    """This piece of work failed in a way a retry would repeat (a tuning configuration that cannot train):
+    recorded as failed, not re-queued; the work goes on without it."""
 
 
 def open_storage(url: str, stale_after: int) -> Any:
@@ -38,7 +44,7 @@ def open_storage(url: str, stale_after: int) -> Any:
     for attempt in range(3):  # two workers creating the same new database race on its tables: the loser tries again
         try:
             return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=max(1, stale_after // 6), grace_period=stale_after,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
         except Exception as error:  # sqlalchemy raises many kinds (driver missing, refused, bad URL)
             if "already exists" in str(error) and attempt < 2:
                 time.sleep(0.5)
@@ -102,11 +108,11 @@ def run_one(study: Any, total: int, work: Callable[[Any, int], float]) -> None:
         return work(trial, index)
 
     try:
-        study.optimize(objective, n_trials=1, catch=(Surplus,))
-    except KeyboardInterrupt:
+        study.optimize(objective, n_trials=1, catch=(Surplus, GaveUp))
+    except BaseException:  # Ctrl-C, or the work failed: re-queued (up to 3 times), the next run or another worker retries it
         for trial in study.get_trials(deepcopy=False):
             if trial.number in mine and not trial.user_attrs.get(SURPLUS):
-                RetryHeartbeatStaleTrialCallback()(study, trial)  # the next run takes it over from its checkpoint
+                RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, trial)
         raise
 
 

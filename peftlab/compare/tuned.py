@@ -167,7 +167,11 @@ def tuning_trial(tuned: Tuned, method: str, trial: Any, index: int) -> float:
         budget = tuned.shared.train.max_steps
         return (budget <= 0 or max(reported) < budget) and trial.should_prune()  # a finished trial is kept
 
-    summary = train(name, folder, config, tuned.launcher_config, tuned.say, stop_early=hopeless)
+    try:
+        summary = train(name, folder, config, tuned.launcher_config, tuned.say, stop_early=hopeless)
+    except PeftlabError as error:  # this configuration cannot train (e.g. out of memory): the others still can
+        tuned.say(f"[{name}] failed, left out of the choice: {error}")
+        raise studies.GaveUp(str(error)) from None
     report(validation_losses(folder / "train" / "log.jsonl"))  # the pruner's medians need every finished trial's curve
     if summary is None:
         tuned.say(f"[{name}] pruned at step {max(reported)}: validation loss behind the median of earlier trials")
