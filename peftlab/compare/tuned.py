@@ -81,7 +81,7 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
 
     def tuning_study(method: str) -> Any:
         sampler = optuna.samplers.TPESampler(seed=shared.train.seed, n_startup_trials=max(1, setup.trials // 2), constant_liar=True)
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=steps)  # never on the first validation
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=steps + 1)  # never at the first validation
         # the untuned default is always a trial: tuning can only match or beat it on validation
         return studies.open_study(storage, f"{name}/tune/{method}", sampler, pruner,
                                   on_create=lambda study: study.enqueue_trial(spaces[method].defaults))
