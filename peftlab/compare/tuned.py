@@ -80,7 +80,7 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
     steps = eval_steps(shared)
 
     def tuning_study(method: str) -> Any:
-        sampler = optuna.samplers.TPESampler(seed=shared.train.seed, n_startup_trials=max(1, setup.trials // 2), constant_liar=True)
+        sampler = sampler_for(shared.train.seed, setup.trials, 0)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=steps + 1)  # never at the first validation
         # the untuned default is always a trial: tuning can only match or beat it on validation
         return studies.open_study(storage, f"{name}/tune/{method}", sampler, pruner,
@@ -97,6 +97,14 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
     tuned = Tuned(setup, out, shared, train_file, validation_file, spaces, {m: tuning_study(m) for m in trained}, final, items,
                   steps, launcher_config, say)
     return tuned, final_out
+
+
+def sampler_for(seed: int, trials: int, number: int) -> Any:
+    """TPE seeded by the trial's number: the same suggestions on a rerun, different ones in two workers
+    (a sampler seeded once per process would draw the same first configurations in every worker)."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed + 7919 * number, n_startup_trials=max(1, trials // 2), constant_liar=True)
 
 
 def run_tuned_compare(setup: CompareSetup, methods: list[str], output: str, settings: GenerationSettings, sharing: Sharing,
@@ -146,6 +154,7 @@ def tuning_trial(tuned: Tuned, method: str, trial: Any, index: int) -> float:
     import optuna
 
     space = tuned.spaces[method]
+    tuned.tuning[method].sampler = sampler_for(tuned.shared.train.seed, tuned.setup.trials, trial.number)
     params = space.suggest(trial)
     folder = tuned.out / "tuning" / method / f"trial-{index}"
     folder.mkdir(parents=True, exist_ok=True)

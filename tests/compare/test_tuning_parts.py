@@ -146,3 +146,17 @@ def test_untuned_single_runs_say_how_to_get_confidence():
 def test_the_pareto_front_keeps_only_runs_nothing_beats_on_both_axes():
     points = [(1.0, 20.0, "ia3"), (2.0, 30.0, "lora"), (3.0, 25.0, "adapter"), (9.0, 35.0, "full"), (2.0, 10.0, "prompt")]
     assert [name for _, _, name in pareto_front(points)] == ["ia3", "lora", "full"]
+
+
+def test_two_workers_do_not_draw_the_same_configurations():
+    """The sampler is seeded by the trial's number: reruns repeat a trial's draw, other trials (in any worker) differ."""
+    import optuna
+
+    from peftlab.compare.tuned import sampler_for
+
+    def first_draw(number):
+        study = optuna.create_study(sampler=sampler_for(42, 4, number))
+        return study.ask().suggest_float("lr", 1e-4, 1e-2, log=True)
+
+    assert first_draw(1) == first_draw(1)
+    assert len({first_draw(number) for number in range(4)}) == 4
