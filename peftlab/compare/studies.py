@@ -22,6 +22,8 @@ from peftlab.errors import PeftlabError
 
 INDEX, SURPLUS, RECORD = "index", "surplus", "record"  # trial user attributes (RECORD: a scored run, as JSON)
 POLL_SECONDS = 2.0
+# what a worker sees when another creates the same new database at the same moment (tables, alembic's version row)
+CREATION_RACES = ("already exists", "UNIQUE constraint failed", "database is locked")
 MAX_RETRIES = 3  # a piece of work that failed (or whose worker died) this often stays failed
 
 
@@ -41,13 +43,13 @@ def open_storage(url: str, stale_after: int) -> Any:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happens
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # SQLite: wait for a writer instead of failing
-    for attempt in range(3):  # two workers creating the same new database race on its tables: the loser tries again
+    for attempt in range(5):  # workers creating the same new database race on its tables: the loser tries again
         try:
             return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=max(1, stale_after // 6), grace_period=stale_after,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
         except Exception as error:  # sqlalchemy raises many kinds (driver missing, refused, bad URL)
-            if "already exists" in str(error) and attempt < 2:
-                time.sleep(0.5)
+            if any(race in str(error) for race in CREATION_RACES) and attempt < 4:
+                time.sleep(0.5 * (attempt + 1))
                 continue
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise PeftlabError(f"--storage {url}: cannot open it ({first[:200]}); pass a database URL Optuna supports, "
