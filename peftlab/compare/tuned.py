@@ -118,8 +118,9 @@ def run_tuned_compare(setup: CompareSetup, methods: list[str], output: str, sett
 
     examples = test_examples(setup.shared_config(), setup.eval_data, setup.eval_rows)
     tuned, final_out = open_comparison(setup, methods, output, sharing, launcher_config, overwrite, say)
-    say(f"compare: {len(tuned.spaces)} method(s) x {setup.trials} trial(s) on {Path(tuned.validation_file).name} rows, "
-        f"then {setup.seeds} seed(s) each and the base on {len(examples)} test rows; output {final_out}")
+    validation_rows = len(Path(tuned.validation_file).read_text(encoding="utf-8").splitlines())
+    say(f"compare: {len(tuned.spaces)} method(s) x {setup.trials} trial(s) chosen on {validation_rows} validation rows carved from "
+        f"the training data, then {setup.seeds} seed(s) each and the base on {len(examples)} test rows; output {final_out}")
     for method, study in tuned.tuning.items():
         while studies.claimable(study, setup.trials):
             studies.run_one(study, setup.trials, lambda trial, index, m=method: tuning_trial(tuned, m, trial, index))
