@@ -11,8 +11,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = """
-import json, sys, time
+import json, signal, sys, time
 from peftlab.compare import studies
+# Ctrl-C as in a terminal: a test runner started in the background (`cmd &`) hands its children SIGINT ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 url, name, total, delay, log, stale_after, slow_index = sys.argv[1:8]
 study = studies.open_study(studies.open_storage(url, int(stale_after)), "work")
 def work(trial, index):
