@@ -64,7 +64,7 @@ def train(name: str, folder: Path, config: cfg.RunConfig, launcher_config: str |
         with open(folder / "train.log", "a", encoding="utf-8") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
             try:
-                stopped = _watch(process, train_dir / "log.jsonl", stop_early)
+                stopped = _watch(process, train_dir / artifacts.LOSS_LOG, stop_early)
             finally:
                 if process.poll() is None:  # interrupted or stopped early: the child goes too
                     process.terminate()
@@ -98,20 +98,10 @@ def _watch(process: subprocess.Popen, log: Path, stop_early: Callable[[list[tupl
 
 
 def validation_losses(log: Path) -> list[tuple[int, float]]:
-    """(step, eval loss) from a run's loss log; a torn last line (the run is writing it) is skipped."""
-    losses = []
-    try:
-        lines = log.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "eval_loss" in record:
-            losses.append((record["step"], record["eval_loss"]))
-    return losses
+    """(step, eval loss) from a run's loss log (a torn last line, the run writing it, is skipped by read_log)."""
+    from peftlab.train.callbacks import read_log
+
+    return [(record["step"], record["eval_loss"]) for record in read_log(log) if "eval_loss" in record]
 
 
 def result_record(name: str, method: str, settings: dict[str, str], scored: Scored, base_general_loss: float,

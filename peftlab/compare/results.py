@@ -26,8 +26,9 @@ def aggregate(runs: list[dict[str, Any]], base: dict[str, Any]) -> dict[str, Any
     first = runs[0]
     record = {k: v for k, v in first.items() if k not in (*MEANS, "rouge", "seed")}
     record["seeds"] = [r.get("seed") for r in runs]
-    record["rouge"] = {kind: float(_scores(runs, kind).mean()) for kind in ROUGE_TYPES}
-    record["rouge_interval"] = {kind: interval(_scores(runs, kind)) for kind in ROUGE_TYPES}
+    scores = {kind: _scores(runs, kind) for kind in ROUGE_TYPES}
+    record["rouge"] = {kind: float(scores[kind].mean()) for kind in ROUGE_TYPES}
+    record["rouge_interval"] = {kind: interval(scores[kind]) for kind in ROUGE_TYPES}
     record["seed_rouge"] = [r["rouge"]["rougeL"] for r in runs]
     for key in MEANS:
         values = [r[key] for r in runs if r.get(key) is not None]
@@ -36,9 +37,8 @@ def aggregate(runs: list[dict[str, Any]], base: dict[str, Any]) -> dict[str, Any
     record["peak_memory_bytes"] = max(memories) if memories else None
     record["forgetting"] = record["general_text_loss"] - base["general_text_loss"]
     record["stored_share"] = record["stored_bytes"] / base["base_bytes"] if base.get("base_bytes") else None
-    record["example_rouge"] = [{kind: float(np.mean([r["example_rouge"][i][kind] for r in runs])) for kind in ROUGE_TYPES}
-                               for i in range(len(first["example_rouge"]))]
-    record["_scores"] = _scores(runs, "rougeL")
+    record["example_rouge"] = [{kind: float(scores[kind][:, i].mean()) for kind in ROUGE_TYPES}
+                               for i in range(len(first["example_rouge"]))]  # each test example, averaged over seeds
     return record
 
 
@@ -59,7 +59,10 @@ def comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     pairs = [(a, b) for i, a in enumerate(ranked[:TOP]) for b in ranked[i + 1:TOP]]
     base = next(r for r in records if r["method"] == "base")
     pairs += [(r, base) for r in ranked if r is not base and (r, base) not in pairs and (base, r) not in pairs]
-    return [{"first": a["name"], "second": b["name"], **paired_difference(a["_scores"], b["_scores"])} for a, b in pairs]
+    def rouge_l(record: dict[str, Any]) -> np.ndarray:  # per test example, already averaged over seeds
+        return np.array([example["rougeL"] for example in record["example_rouge"]])
+
+    return [{"first": a["name"], "second": b["name"], **paired_difference(rouge_l(a), rouge_l(b))} for a, b in pairs]
 
 
 def tuned_results(tuned: Any, examples: list[Any]) -> dict[str, Any]:
@@ -85,6 +88,4 @@ def tuned_results(tuned: Any, examples: list[Any]) -> dict[str, Any]:
                             "default_validation_loss": default[0] if default else None, "history": history}
         records.append(record)
     tested = comparisons(records)
-    for record in records:
-        record.pop("_scores")
     return {"records": records, "comparisons": tested, "verdict": verdict(records, tested)}

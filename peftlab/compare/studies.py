@@ -75,10 +75,6 @@ def _is_fresh(trial: Any) -> bool:
     return "failed_trial" not in trial.system_attrs  # set by Optuna's retry callback on a re-queued trial
 
 
-def fresh_count(study: Any) -> int:
-    return sum(_is_fresh(t) for t in study.get_trials(deepcopy=False))
-
-
 def work_index(study: Any, trial: Any) -> int:
     """The trial's place in the work list: inherited by a retry, else counted from creation order."""
     index = trial.user_attrs.get(INDEX)

@@ -183,7 +183,7 @@ def tuning_trial(tuned: Tuned, method: str, trial: Any, index: int) -> float:
     except PeftlabError as error:  # this configuration cannot train (e.g. out of memory): the others still can
         tuned.say(f"[{name}] failed, left out of the choice: {error}")
         raise studies.GaveUp(str(error)) from None
-    report(validation_losses(folder / "train" / "log.jsonl"))  # the pruner's medians need every finished trial's curve
+    report(validation_losses(folder / "train" / artifacts.LOSS_LOG))  # the pruner's medians need every finished trial's curve
     if summary is None:
         tuned.say(f"[{name}] pruned at step {max(reported)}: validation loss behind the median of earlier trials")
         raise optuna.TrialPruned()
