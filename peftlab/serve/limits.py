@@ -18,7 +18,9 @@ class Limits:
     # the server
     max_waiting: int = 256  # jobs queued for the scheduler; more get 429
     max_connections: int = 512  # open connections, idle ones included; requests beyond get 503
-    idle_timeout_seconds: float = 5.0  # a connection that sends no complete request head this long is closed
+    # a connection that sends no complete request head this long is closed; longer than the 5 s for which httpx (the openai
+    # client's transport) keeps an idle connection, so the client drops it first and never sends on one the server is closing
+    idle_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 30.0  # the whole request body must arrive within this
     wait_seconds: float = 600.0  # longest silence from the scheduler before a request gives up (504)
 

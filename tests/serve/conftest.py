@@ -14,6 +14,17 @@ from tests.tiny_models import train_tiny
 API_KEY = "test-key"
 
 
+def openai_client(base_url: str, timeout: float, keepalive_seconds: float = 0.5):
+    """The official openai client, its pooled connections dropped after `keepalive_seconds` idle. A client must drop them
+    before the server's idle timeout does: otherwise the server's close can cross the client's next request on that
+    connection (the soak test, with a 2 s server timeout and the client's default 5 s, saw one APIConnectionError so)."""
+    import openai
+
+    limits = type(openai.DEFAULT_CONNECTION_LIMITS)(max_connections=100, max_keepalive_connections=20, keepalive_expiry=keepalive_seconds)
+    return openai.OpenAI(base_url=base_url, api_key=API_KEY, max_retries=0, timeout=timeout,
+                         http_client=openai.DefaultHttpxClient(limits=limits))
+
+
 def train_adapter(model: str | None, folder, *settings: str) -> str:
     data = write_jsonl(folder / "toy.jsonl", TOY_ROWS * 2)
     train_tiny(model, data, folder / "run", "train.max_steps=4", "train.lr=0.03", *settings)

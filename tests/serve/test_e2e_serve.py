@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.serve.conftest import API_KEY, alone, train_adapter
+from tests.serve.conftest import API_KEY, alone, openai_client, train_adapter
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.e2e
@@ -22,7 +22,7 @@ def test_openai_client_gets_base_and_both_adapters_streaming_and_not(tmp_path_fa
     engine = load_engine(None, [("summaries", lora), ("ia3-summaries", ia3)], "fp32")
     server = start(engine, "127.0.0.1", 0, API_KEY)
     try:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key=API_KEY, max_retries=0, timeout=300)
+        client = openai_client(f"http://127.0.0.1:{server.port}/v1", timeout=300)
         assert [m.id for m in client.models.list().data] == ["SmolLM2-135M-Instruct", "summaries", "ia3-summaries"]
         messages = [{"role": "user", "content": QUESTION}]
         ids = engine.prompt_ids("", messages)

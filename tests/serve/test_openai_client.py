@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.serve.conftest import API_KEY, alone
+from tests.serve.conftest import API_KEY, alone, openai_client
 
 openai = pytest.importorskip("openai")
 
@@ -15,7 +15,7 @@ MAX_TOKENS = 12
 @pytest.fixture(scope="module")
 def client(served):
     url, _ = served
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0, timeout=60)
+    return openai_client(f"{url}/v1", timeout=60)
 
 
 def _chat(client, model: str, stream: bool) -> str:

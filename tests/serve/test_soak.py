@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.serve.conftest import API_KEY, exchange, post_raw
+from tests.serve.conftest import API_KEY, exchange, openai_client, post_raw
 from tests.serve.test_load import rss_bytes
 
 openai = pytest.importorskip("openai")
@@ -45,7 +45,7 @@ class Traffic:
     def __init__(self, port: int, seed: int, stop_at: float, statuses: list[int], errors: list[str], extra: str):
         self.port, self.random, self.stop_at, self.extra = port, random.Random(seed), stop_at, extra
         self.statuses, self.errors = statuses, errors
-        self.client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0, timeout=120)
+        self.client = openai_client(f"http://127.0.0.1:{port}/v1", timeout=120)
 
     def run(self) -> None:
         actions = [self.normal, self.normal, self.normal, self.with_openai, self.streamed_then_gone, self.gone_at_once,
