@@ -15,13 +15,13 @@ import pytest
 from tests.compare.test_compare import environment
 from tests.conftest import TOY_ROWS, write_jsonl
 
-METHODS = ["lora", "ia3"]
+METHODS = ["lora"]  # one method keeps the suite short; two workers still share five pieces of work
 
 
-def tuned_command(tiny_llama, data, out, *extra, steps=4):
+def tuned_command(tiny_llama, data, out, *extra, steps=4, trials=2, seeds=2):
     return [sys.executable, "-m", "peftlab", "compare", "--model", tiny_llama, "--data", data, "--eval-data", data,
             "--methods", "base," + ",".join(METHODS), "--budget-steps", str(steps), "--dtype", "fp32", "--set", "train.save_steps=2",
-            "--set", "lora.r=4", "--max-new-tokens", "4", "--eval-samples", "4", "--trials", "2", "--seeds", "2",
+            "--set", "lora.r=4", "--max-new-tokens", "4", "--eval-samples", "4", "--trials", str(trials), "--seeds", str(seeds),
             "--output", str(out), *extra]
 
 
@@ -73,8 +73,7 @@ def test_the_reporting_command_trained_nothing_and_reports_every_method(shared_s
         assert record["train_tokens"] > 0 and record["steps"] == 4
     verdict = json.loads((report / "verdict.json").read_text())
     assert verdict["verdict"][0].startswith("Best quality: ")
-    assert {(c["first"], c["second"]) for c in verdict["comparisons"]} >= {("base", "lora"), ("base", "ia3")} - {
-        (c["second"], c["first"]) for c in verdict["comparisons"]}
+    assert {frozenset((c["first"], c["second"])) for c in verdict["comparisons"]} == {frozenset(("base", "lora"))}
     assert "Best quality:" in printed and (report / "plots" / "tuning_history.svg").is_file()
 
 
@@ -100,7 +99,7 @@ def test_the_tuned_report_renders_in_headless_chromium(shared_study, tmp_path):
     results = html[html.index('<table id="results"'):]
     header, body = results[:results.index("</thead>")], results[results.index("<tbody>"):results.index("</tbody>")]
     assert "ROUGE-L 95%" in header and "train tokens" in header
-    assert len(re.findall(r"<td>\d+\.\d-\d+\.\d</td>", body)) == 3  # an interval for base and each method
+    assert len(re.findall(r"<td>\d+\.\d-\d+\.\d</td>", body)) == 1 + len(METHODS)  # an interval for base and each method
     assert '<table id="differences"' in html and '<table id="tuning"' in html
     for plot in ("quality vs peak memory", "quality vs stored size", "quality vs training time", "tuning history"):
         assert f"<figcaption>{plot}</figcaption><svg" in html
@@ -113,8 +112,7 @@ def test_a_killed_tuned_comparison_resumes_its_trial_from_the_checkpoint(tiny_ll
     from peftlab.train.checkpoints import MANIFEST
 
     data = str(write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS * 8))
-    command = [*tuned_command(tiny_llama, data, tmp_path / "out", "--stale-after", "2", steps=12)]
-    command[command.index("--methods") + 1] = "base,lora"
+    command = tuned_command(tiny_llama, data, tmp_path / "out", "--stale-after", "2", steps=12, trials=1, seeds=1)
     process = subprocess.Popen(command, env=environment(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trial = tmp_path / "out" / "tuning" / "lora" / "trial-0" / "train"
     deadline = time.time() + 300
