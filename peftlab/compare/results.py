@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from peftlab.compare import studies
+from peftlab.compare.search_space import DEFAULT
 from peftlab.compare.statistics import interval, paired_difference
 from peftlab.evaluate.rouge import ROUGE_TYPES
 from peftlab.report.verdict import verdict
@@ -42,6 +43,12 @@ def aggregate(runs: list[dict[str, Any]], base: dict[str, Any]) -> dict[str, Any
     return record
 
 
+def starting_point(trial: Any) -> str | None:
+    """Which enqueued starting point the trial is (a retry keeps it), None for TPE's. Studies begun before the
+    learning-rate bracket enqueued only the default: a trial with fixed parameters and no name is that."""
+    return trial.user_attrs.get(studies.START, DEFAULT if "fixed_params" in trial.system_attrs else None)
+
+
 def tuning_history(study: Any) -> list[dict[str, Any]]:
     """Every trial that ran: its configuration, outcome and validation losses (for the table and the plot)."""
     history = []
@@ -49,7 +56,7 @@ def tuning_history(study: Any) -> list[dict[str, Any]]:
         if studies.INDEX not in trial.user_attrs or trial.user_attrs.get(studies.SURPLUS):
             continue
         history.append({"index": trial.user_attrs[studies.INDEX], "state": trial.state.name.lower(), "params": trial.params,
-                        "default": "fixed_params" in trial.system_attrs and "failed_trial" not in trial.system_attrs,
+                        "start": starting_point(trial), "default": starting_point(trial) == DEFAULT,
                         "validation_loss": trial.value, "validation_losses": {str(k): v for k, v in trial.intermediate_values.items()}})
     return sorted(history, key=lambda h: h["index"])
 

@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 from peftlab.errors import PeftlabError
 
-INDEX, SURPLUS, RECORD = "index", "surplus", "record"  # trial user attributes (RECORD: a scored run, as JSON)
+# trial user attributes: RECORD a scored run as JSON; START which enqueued starting point a trial is (retries keep it)
+INDEX, SURPLUS, RECORD, START = "index", "surplus", "record", "start"
 POLL_SECONDS = 2.0
 # what a worker sees when another creates the same new database at the same moment (tables, alembic's version row)
 CREATION_RACES = ("already exists", "UNIQUE constraint failed", "database is locked")

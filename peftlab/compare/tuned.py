@@ -83,9 +83,11 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
     def tuning_study(method: str) -> Any:
         sampler = sampler_for(shared.train.seed, setup.trials, 0)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2)  # at half the budget; a finished trial is kept
-        # the untuned default is always a trial: tuning can only match or beat it on validation
-        return studies.open_study(storage, f"{name}/tune/{method}", sampler, pruner,
-                                  on_create=lambda study: study.enqueue_trial(spaces[method].defaults))
+        def start(study: Any) -> None:  # the default, then its learning rate bracketed; TPE after
+            for role, params in spaces[method].starting_points(setup.trials):
+                study.enqueue_trial(params, user_attrs={studies.START: role})
+
+        return studies.open_study(storage, f"{name}/tune/{method}", sampler, pruner, on_create=start)
 
     record = {**setup.to_dict(), "methods": methods}
     final = studies.open_study(storage, f"{name}/final", on_create=lambda study: study.set_user_attr("setup", record))

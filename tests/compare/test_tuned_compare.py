@@ -69,7 +69,9 @@ def test_the_reporting_command_trained_nothing_and_reports_every_method(shared_s
         assert len(record["seeds"]) == 2 and record["seeds"] == [42, 43]
         low, high = record["rouge_interval"]["rougeL"]
         assert low <= record["rouge"]["rougeL"] <= high
-        assert record["tuning"]["trials"] == 2 and record["tuning"]["history"][0]["default"]
+        history = record["tuning"]["history"]
+        assert record["tuning"]["trials"] == 2 and [h["start"] for h in history] == ["default", "higher lr"]
+        assert history[1]["params"]["lr"] == pytest.approx(history[0]["params"]["lr"] * 10 ** 0.5)
         assert record["train_tokens"] > 0 and record["steps"] == 4
     verdict = json.loads((report / "verdict.json").read_text())
     assert verdict["verdict"][0].startswith("Best quality: ")

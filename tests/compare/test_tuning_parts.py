@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from peftlab import config as cfg
-from peftlab.compare.search_space import RANDOM, TASK_PROMPT, search_space
+from peftlab.compare.search_space import DEFAULT, HIGHER_LR, LOWER_LR, RANDOM, TASK_PROMPT, search_space
 from peftlab.compare.split import carve_validation, write_split
 from peftlab.compare.statistics import interval, paired_difference
 from peftlab.errors import PeftlabError
@@ -81,6 +81,17 @@ def test_a_soft_prompt_can_start_from_the_task_text_of_the_template():
     assert space.defaults["init"] == RANDOM
     config = cfg.load(None, ["data.train=x.jsonl", *space.overrides({**space.defaults, "init": TASK_PROMPT})])
     assert config.methods["prompt-tuning"]["init_text"] == "Summarize the following conversation."
+
+
+def test_a_study_starts_at_the_default_then_brackets_its_learning_rate():
+    space = search_space("lora", cfg.load(None, ["data.train=x.jsonl", "train.lr=1e-3", "lora.r=8"]))
+    points = space.starting_points(4)
+    assert [role for role, _ in points] == [DEFAULT, HIGHER_LR, LOWER_LR]  # the fourth trial is TPE's
+    assert [params["lr"] for _, params in points] == [1e-3, pytest.approx(10 ** -2.5), pytest.approx(10 ** -3.5)]
+    assert all(params["r"] == 8 for _, params in points)  # only the rate moves
+    assert [role for role, _ in space.starting_points(1)] == [DEFAULT]
+    for _, params in points:  # each lies inside the searched span, so TPE can model it
+        assert space.lr / 10 <= params["lr"] <= space.lr * 10
 
 
 def test_the_users_settings_are_the_centre_of_the_search():
