@@ -91,7 +91,8 @@ def tuned_results(tuned: Any, examples: list[Any]) -> dict[str, Any]:
         record = aggregate([by_item[(method, k)] for k in range(tuned.setup.seeds)], base)
         history = tuning_history(study)
         default = [h["validation_loss"] for h in history if h["default"] and h["validation_loss"] is not None]
-        record["tuning"] = {"trials": len(history), "pruned": sum(h["state"] == "pruned" for h in history),
+        finished = [h for h in history if h["state"] in ("complete", "pruned")]  # retried attempts of one trial count once
+        record["tuning"] = {"trials": len(finished), "pruned": sum(h["state"] == "pruned" for h in finished),
                             "default_validation_loss": default[0] if default else None, "history": history}
         records.append(record)
     tested = comparisons(records)
