@@ -55,8 +55,9 @@ def tuning_history(study: Any) -> list[dict[str, Any]]:
     for trial in study.get_trials(deepcopy=False):
         if studies.INDEX not in trial.user_attrs or trial.user_attrs.get(studies.SURPLUS):
             continue
+        start = starting_point(trial)
         history.append({"index": trial.user_attrs[studies.INDEX], "state": trial.state.name.lower(), "params": trial.params,
-                        "start": starting_point(trial), "default": starting_point(trial) == DEFAULT,
+                        "start": start, "default": start == DEFAULT,
                         "validation_loss": trial.value, "validation_losses": {str(k): v for k, v in trial.intermediate_values.items()}})
     return sorted(history, key=lambda h: h["index"])
 

@@ -83,6 +83,8 @@ def _differences_html(comparisons: list[dict[str, Any]]) -> str:
 
 
 def _tuning_html(records: list[dict[str, Any]]) -> str:
+    from peftlab.compare.search_space import START_STEP  # here: that module loads torch, the report needs it only now
+
     rows = []
     for r in records:
         tuning = r.get("tuning")
@@ -97,7 +99,7 @@ def _tuning_html(records: list[dict[str, Any]]) -> str:
         return ""
     return ("<h2>Tuning</h2><p class='meta'>Each method's trials on the validation rows (carved from the training data; the "
             "test rows were scored once, with the chosen configuration). Trial 0 of each method is its default; trials 1 "
-            "and 2 its default with the learning rate times and divided by 3.16; TPE chooses the rest.</p>"
+            f"and 2 its default with the learning rate times and divided by {START_STEP:.2f}; TPE chooses the rest.</p>"
             "<table id='tuning'><thead><tr><th>method</th><th>trials</th><th>pruned</th><th>default val. loss</th>"
             f"<th>chosen val. loss</th><th>chosen</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
