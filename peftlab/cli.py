@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_compare_options(parser: argparse.ArgumentParser) -> None:
+    from peftlab.config import SELECT_BY
+
     _shared(parser, "--model", "--columns", "--template", "--dtype", "--set", "--max-samples", "--batch-size", "--seed", "--overwrite",
             max_samples={"help": "training rows per run"}, set={"help": "a setting for every run, e.g. train.lr=5e-4"})
     parser.add_argument("--data", required=True, help="training data, shared by every run")
@@ -122,6 +124,9 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
                         "on validation rows before scoring (default 0: one run per method at its defaults)")
     tuning.add_argument("--seeds", type=int, default=1, help="train each method's chosen configuration with K seeds (with --trials)")
     tuning.add_argument("--val-share", type=float, default=0.1, help="share of the training rows kept for validation (default 0.1, at least 16 rows)")
+    tuning.add_argument("--select-by", choices=SELECT_BY, default="loss",
+                        help="what chooses each method's configuration on the validation rows: its final loss (default), or the "
+                        "ROUGE-L of answers generated for them (slower; better for soft prompts, whose loss can mislead)")
     tuning.add_argument("--storage", help="Optuna storage URL shared by every worker (default: studies.db in the output folder)")
     tuning.add_argument("--study", help="study name shared by every worker (default: the output folder's name)")
     tuning.add_argument("--worker", action="store_true", help="only work on the shared studies (same options and --storage); "
@@ -281,10 +286,12 @@ def command_compare(args: argparse.Namespace) -> int:
     settings = generation_settings(args, default_max_new_tokens=64)
     setup = CompareSetup([f"{key}={value}" for key, value in flags.items() if value is not None] + overrides(args),
                          args.test_data, args.eval_samples, {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams},
-                         trials=args.trials, seeds=args.seeds, val_share=args.val_share)
+                         trials=args.trials, seeds=args.seeds, val_share=args.val_share,
+                         select_by=args.select_by)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     tuning_only = [flag for flag, value in (("--seeds", args.seeds != 1), ("--storage", args.storage), ("--study", args.study),
-                                            ("--worker", args.worker), ("--val-share", args.val_share != 0.1)) if value]
+                                            ("--worker", args.worker), ("--val-share", args.val_share != 0.1),
+                                            ("--select-by", args.select_by != "loss")) if value]
     if args.trials == 0 and tuning_only:
         raise PeftlabError(f"{', '.join(tuning_only)} work with --trials N (tuned comparisons); add --trials, e.g. --trials 4")
     if args.trials and args.sweep:

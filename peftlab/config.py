@@ -73,6 +73,9 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
+SELECT_BY = ("loss", "rouge")  # what a tuned comparison may choose each method's configuration by
+
+
 @dataclass
 class CompareSetup:
     """What every run of a comparison shares; a later call must match it to resume or add runs."""
@@ -84,9 +87,13 @@ class CompareSetup:
     trials: int = 0  # > 0: tune each method with this many trials on validation rows before scoring
     seeds: int = 1  # seeds the chosen configuration of each method is trained with (tuned comparisons)
     val_share: float = 0.1  # share of the training rows kept for validation (tuned comparisons; at least 16 rows)
+    select_by: str = "loss"  # what chooses each method's configuration: final validation "loss", or "rouge" of generated answers
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        record = dataclasses.asdict(self)
+        if record["select_by"] == "loss":  # added later: recorded only when set, so comparisons begun before it still resume
+            del record["select_by"]
+        return record
 
     def shared_config(self) -> RunConfig:
         """The run config every trained run starts from, checked before anything slow."""

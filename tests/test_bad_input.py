@@ -281,6 +281,7 @@ CASES = [
     Case("compare-test-data-broken", lambda b: compare(b, test=broken_jsonl(b)), ("bad.jsonl line 3", "not valid JSON")),
     Case("compare-seeds-without-trials", lambda b: compare(b, "--seeds", "3"), ("--seeds", "work with --trials N")),
     Case("compare-trials-and-sweep", lambda b: compare(b, "--trials", "2", "--sweep", "lora.r=4,8"), ("--sweep and --trials do not mix",)),
+    Case("compare-select-by-without-trials", lambda b: compare(b, "--select-by", "rouge"), ("--select-by", "work with --trials N")),
     Case("compare-zero-seeds", lambda b: compare(b, "--trials", "2", "--seeds", "0"), ("--seeds must be at least 1",)),
     Case("compare-val-share-too-large", lambda b: compare(b, "--trials", "2", "--val-share", "1.5"), ("--val-share", "between 0 and 1")),
     Case("compare-too-few-rows-to-validate", lambda b: compare(b, "--trials", "2"), ("too few to keep 16 for validation", "--val-share")),

@@ -58,7 +58,9 @@ def tuning_history(study: Any) -> list[dict[str, Any]]:
         start = starting_point(trial)
         history.append({"index": trial.user_attrs[studies.INDEX], "state": trial.state.name.lower(), "params": trial.params,
                         "start": start, "default": start == DEFAULT,
-                        "validation_loss": trial.value, "validation_losses": {str(k): v for k, v in trial.intermediate_values.items()}})
+                        "validation_loss": trial.user_attrs.get(studies.VALIDATION_LOSS, trial.value),  # older studies: the value
+                        "validation_rouge": trial.user_attrs.get(studies.VALIDATION_ROUGE),
+                        "validation_losses": {str(k): v for k, v in trial.intermediate_values.items()}})
     return sorted(history, key=lambda h: h["index"])
 
 
@@ -91,10 +93,11 @@ def tuned_results(tuned: Any, examples: list[Any]) -> dict[str, Any]:
     for method, study in tuned.tuning.items():
         record = aggregate([by_item[(method, k)] for k in range(tuned.setup.seeds)], base)
         history = tuning_history(study)
-        default = [h["validation_loss"] for h in history if h["default"] and h["validation_loss"] is not None]
+        default = next((h for h in history if h["default"] and h["state"] == "complete"), {})
         finished = [h for h in history if h["state"] in ("complete", "pruned")]  # retried attempts of one trial count once
         record["tuning"] = {"trials": len(finished), "pruned": sum(h["state"] == "pruned" for h in finished),
-                            "default_validation_loss": default[0] if default else None, "history": history}
+                            "select_by": tuned.setup.select_by, "default_validation_loss": default.get("validation_loss"),
+                            "default_validation_rouge": default.get("validation_rouge"), "history": history}
         records.append(record)
     tested = comparisons(records)
     return {"records": records, "comparisons": tested, "verdict": verdict(records, tested)}

@@ -32,13 +32,15 @@ def test_examples(config: RunConfig, data: str, max_rows: int | None) -> list[Ev
     return eval_examples(read_rows(data), dataclasses.replace(config.data, max_samples=max_rows, every=1))
 
 
-def score(config: RunConfig, examples: list[EvalExample], settings: GenerationSettings, trained: str | None = None) -> Scored:
-    """Load the base (with the trained result in `trained` applied), generate, score, free the model."""
+def score(config: RunConfig, examples: list[EvalExample], settings: GenerationSettings, trained: str | None = None,
+          forgetting: bool = True) -> Scored:
+    """Load the base (with the trained result in `trained` applied), generate, score, free the model.
+    Without `forgetting` the general-text loss is not measured (nan): validation scoring needs ROUGE alone."""
     model = config.model
     loaded = load_for_generation(model.name, model.dtype, trained, model.attn_implementation)
     prompts, _ = encode_prompts(loaded, [e.prompt for e in examples], config.data.chat_template)
     texts, per_example, summary = score_generations(trained or "base", loaded, prompts, examples, settings, lambda text: None)
-    general = general_text_loss(loaded.model, loaded.tokenizer, loaded.is_seq2seq)
+    general = general_text_loss(loaded.model, loaded.tokenizer, loaded.is_seq2seq) if forgetting else float("nan")
     del loaded
     gc.collect()
     return Scored(texts, per_example, {k: summary[k] for k in ROUGE_TYPES}, general, summary["seconds"])

@@ -22,6 +22,8 @@ from peftlab.errors import PeftlabError
 
 # trial user attributes: RECORD a scored run as JSON; START which enqueued starting point a trial is (retries keep it)
 INDEX, SURPLUS, RECORD, START = "index", "surplus", "record", "start"
+# a finished tuning trial's validation figures (its value is one of them, signed so that lower is better)
+VALIDATION_LOSS, VALIDATION_ROUGE = "validation_loss", "validation_rouge"
 POLL_SECONDS = 2.0
 # what a worker sees when another creates the same new database at the same moment (tables, alembic's version row)
 CREATION_RACES = ("already exists", "UNIQUE constraint failed", "database is locked")

@@ -47,6 +47,8 @@ class Tuned:
     final: Any  # the final study: base and every (method, seed), scored on the test rows
     items: list[tuple[str, int]]  # the final study's work list: ("base", 0), (method, seed offset)...
     eval_steps: int
+    validation_examples: list[Any]  # the validation rows as scored examples (with --select-by rouge)
+    settings: GenerationSettings
     launcher_config: str | None
     say: Callable[[str], None]
 
@@ -57,8 +59,8 @@ def eval_steps(shared: cfg.RunConfig) -> int:
     return max(1, shared.train.max_steps // 2) if shared.train.max_steps > 0 else shared.train.eval_steps
 
 
-def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharing: Sharing, launcher_config: str | None,
-                    overwrite: bool, say: Callable[[str], None]) -> tuple[Tuned, Path]:
+def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharing: Sharing, settings: GenerationSettings,
+                    launcher_config: str | None, overwrite: bool, say: Callable[[str], None]) -> tuple[Tuned, Path]:
     import optuna
 
     final_out = Path(output)
@@ -98,7 +100,7 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
                            f"(differs in {', '.join(changed[:5])}); run every worker with the same options, or pass another --study")
     items = [("base", 0)] + [(m, k) for m in trained for k in range(setup.seeds)]
     tuned = Tuned(setup, out, shared, train_file, validation_file, spaces, {m: tuning_study(m) for m in trained}, final, items,
-                  steps, launcher_config, say)
+                  steps, test_examples(shared, validation_file, None), settings, launcher_config, say)
     return tuned, final_out
 
 
@@ -119,10 +121,11 @@ def run_tuned_compare(setup: CompareSetup, methods: list[str], output: str, sett
     from peftlab.report.compare import write_report
 
     examples = test_examples(setup.shared_config(), setup.eval_data, setup.eval_rows)
-    tuned, final_out = open_comparison(setup, methods, output, sharing, launcher_config, overwrite, say)
-    validation_rows = len(Path(tuned.validation_file).read_text(encoding="utf-8").splitlines())
-    say(f"compare: {len(tuned.spaces)} method(s) x {setup.trials} trial(s) chosen on {validation_rows} validation rows carved from "
-        f"the training data, then {setup.seeds} seed(s) each and the base on {len(examples)} test rows; output {final_out}")
+    tuned, final_out = open_comparison(setup, methods, output, sharing, settings, launcher_config, overwrite, say)
+    guide = "validation ROUGE-L" if setup.select_by == "rouge" else "validation loss"
+    say(f"compare: {len(tuned.spaces)} method(s) x {setup.trials} trial(s) chosen by {guide} on {len(tuned.validation_examples)} "
+        f"validation rows carved from the training data, then {setup.seeds} seed(s) each and the base on {len(examples)} test rows; "
+        f"output {final_out}")
     for method, study in tuned.tuning.items():
         while studies.claimable(study, setup.trials):
             studies.run_one(study, setup.trials, lambda trial, index, m=method: tuning_trial(tuned, m, trial, index))
@@ -153,8 +156,9 @@ def describe(params: dict[str, Any]) -> str:
 
 
 def tuning_trial(tuned: Tuned, method: str, trial: Any, index: int) -> float:
-    """Train one configuration on the training rows; its final validation loss is the trial's value.
-    The pruner stops it at a validation checkpoint where it trails the median of the trials before it."""
+    """Train one configuration on the training rows; the trial's value (lower is better) is its final validation
+    loss, or with --select-by rouge minus the ROUGE-L of its answers generated for the validation rows.
+    The pruner stops it at a validation checkpoint where its loss trails the median of the trials before it."""
     import optuna
 
     space = tuned.spaces[method]
@@ -190,12 +194,20 @@ def tuning_trial(tuned: Tuned, method: str, trial: Any, index: int) -> float:
         tuned.say(f"[{name}] pruned at step {max(reported)}: validation loss behind the median of earlier trials")
         raise optuna.TrialPruned()
     trial.set_user_attr("summary", {k: summary.get(k) for k in ("train_seconds", "real_tokens", "steps", "peak_memory_bytes")})
+    trial.set_user_attr(studies.VALIDATION_LOSS, summary["eval_loss"])
     tuned.say(f"[{name}] validation loss {summary['eval_loss']:.4f}")
-    return summary["eval_loss"]
+    if tuned.setup.select_by != "rouge":
+        return summary["eval_loss"]
+    scored = score(config, tuned.validation_examples, tuned.settings, trained=str(folder / "train" / artifacts.ADAPTER_DIR),
+                   forgetting=False)
+    trial.set_user_attr(studies.VALIDATION_ROUGE, scored.rouge["rougeL"])
+    tuned.say(f"[{name}] validation ROUGE-L {100 * scored.rouge['rougeL']:.2f} ({scored.eval_seconds:.0f} s)")
+    return -scored.rouge["rougeL"]  # the studies minimise (their pruner compares losses)
 
 
 def best_trial(tuned: Tuned, method: str) -> Any:
-    """The method's chosen configuration: the lowest final validation loss among its finished trials."""
+    """The method's chosen configuration: the finished trial with the lowest value (validation loss, or minus
+    validation ROUGE-L)."""
     from optuna.trial import TrialState
 
     complete = [t for t in studies.done_trials(tuned.tuning[method]).values() if t.state == TrialState.COMPLETE]
@@ -238,6 +250,8 @@ def final_run(tuned: Tuned, trial: Any, index: int, examples: list[Any], setting
         scored = score(config, examples, settings, trained=str(adapter))
         record = result_record(method, method, {k: str(v) for k, v in chosen.params.items()}, scored, 0.0, summary,
                                stored_bytes(adapter), base_size)
-        record.update({"seed": seed, "chosen_trial": chosen.user_attrs["index"], "validation_loss": chosen.value})
+        record.update({"seed": seed, "chosen_trial": chosen.user_attrs["index"],
+                       "validation_loss": chosen.user_attrs.get(studies.VALIDATION_LOSS, chosen.value),  # older studies: the value
+                       "validation_rouge": chosen.user_attrs.get(studies.VALIDATION_ROUGE)})
     trial.set_user_attr(studies.RECORD, json.dumps(record))
     return record["rouge"]["rougeL"]

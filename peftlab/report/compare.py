@@ -85,23 +85,30 @@ def _differences_html(comparisons: list[dict[str, Any]]) -> str:
 def _tuning_html(records: list[dict[str, Any]]) -> str:
     from peftlab.compare.search_space import START_STEP  # here: that module loads torch, the report needs it only now
 
-    rows = []
-    for r in records:
-        tuning = r.get("tuning")
-        if not tuning:
-            continue
-        default = tuning.get("default_validation_loss")
-        chosen = " ".join(f"{k}={v}" for k, v in r["settings"].items())
-        rows.append(f"<tr><td>{escape(r['name'])}</td><td>{tuning['trials']}</td><td>{tuning['pruned']}</td>"
-                    f"<td>{'-' if default is None else f'{default:.4f}'}</td><td>{r['validation_loss']:.4f}</td>"
-                    f"<td style='text-align:left'>{escape(chosen)}</td></tr>")
-    if not rows:
+    tuned = [r for r in records if r.get("tuning")]
+    if not tuned:
         return ""
+    by_rouge = any(r["tuning"].get("select_by") == "rouge" for r in tuned)
+
+    def number(value: float | None, scale: float = 1.0, digits: int = 4) -> str:
+        return "-" if value is None else f"{scale * value:.{digits}f}"
+
+    rows = []
+    for r in tuned:
+        tuning = r["tuning"]
+        chosen = " ".join(f"{k}={v}" for k, v in r["settings"].items())
+        rouge = (f"<td>{number(tuning.get('default_validation_rouge'), 100, 2)}</td><td>{number(r.get('validation_rouge'), 100, 2)}</td>"
+                 if by_rouge else "")
+        rows.append(f"<tr><td>{escape(r['name'])}</td><td>{tuning['trials']}</td><td>{tuning['pruned']}</td>"
+                    f"<td>{number(tuning.get('default_validation_loss'))}</td><td>{number(r.get('validation_loss'))}</td>{rouge}"
+                    f"<td style='text-align:left'>{escape(chosen)}</td></tr>")
+    guide = "the highest ROUGE-L of answers generated for the validation rows" if by_rouge else "the lowest final validation loss"
+    rouge_head = "<th>default val. ROUGE-L</th><th>chosen val. ROUGE-L</th>" if by_rouge else ""
     return ("<h2>Tuning</h2><p class='meta'>Each method's trials on the validation rows (carved from the training data; the "
-            "test rows were scored once, with the chosen configuration). Trial 0 of each method is its default; trials 1 "
+            f"test rows were scored once, with the chosen configuration: {guide}). Trial 0 of each method is its default; trials 1 "
             f"and 2 its default with the learning rate times and divided by {START_STEP:.2f}; TPE chooses the rest.</p>"
             "<table id='tuning'><thead><tr><th>method</th><th>trials</th><th>pruned</th><th>default val. loss</th>"
-            f"<th>chosen val. loss</th><th>chosen</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+            f"<th>chosen val. loss</th>{rouge_head}<th>chosen</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
 def page(records: list[dict[str, Any]], svgs: dict[str, str], samples: list[dict[str, Any]], setup: dict[str, Any],

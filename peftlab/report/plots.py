@@ -55,20 +55,20 @@ def _scatter(runs: list[dict[str, Any]], x_key: str, x_label: str, log_x: bool):
     return plt, figure
 
 
-def _tuning(runs: list[dict[str, Any]]):
-    """Each method's trials: learning rate against final validation loss (x: a pruned trial at its last loss)."""
+def _tuning(runs: list[dict[str, Any]], key: str, label: str, scale: float = 1.0):
+    """Each method's trials: learning rate against a final validation figure (x: a pruned trial, at its last loss)."""
     plt, figure, axes = _figure()
     for run in runs:
         history = (run.get("tuning") or {}).get("history", [])
-        done = [h for h in history if h["state"] == "complete"]
-        pruned = [h for h in history if h["state"] == "pruned" and h["validation_losses"]]
-        line = axes.scatter([h["params"]["lr"] for h in done], [h["validation_loss"] for h in done], s=30, label=run["name"])
-        color = line.get_facecolor()[0]
-        axes.scatter([h["params"]["lr"] for h in pruned], [list(h["validation_losses"].values())[-1] for h in pruned],
-                     marker="x", s=30, color=color)
+        done = [h for h in history if h["state"] == "complete" and h.get(key) is not None]
+        line = axes.scatter([h["params"]["lr"] for h in done], [scale * h[key] for h in done], s=30, label=run["name"])
+        if key == "validation_loss":
+            pruned = [h for h in history if h["state"] == "pruned" and h["validation_losses"]]
+            axes.scatter([h["params"]["lr"] for h in pruned], [list(h["validation_losses"].values())[-1] for h in pruned],
+                         marker="x", s=30, color=line.get_facecolor()[0])
     axes.set_xscale("log")
-    axes.set_xlabel("learning rate (log; x = pruned, at its last validation loss)")
-    axes.set_ylabel("validation loss")
+    axes.set_xlabel("learning rate (log; x = pruned, at its last validation loss)" if key == "validation_loss" else "learning rate (log)")
+    axes.set_ylabel(label)
     axes.legend(fontsize=7)
     return plt, figure
 
@@ -98,7 +98,9 @@ def plots(results: list[dict[str, Any]]) -> dict[str, Any]:
         "forgetting": _bars(trained, [r["forgetting"] for r in trained], "general-text loss change vs base (nats/token)"),
     }
     if any(r.get("tuning") for r in trained):
-        figures["tuning_history"] = _tuning(trained)
+        figures["tuning_history"] = _tuning(trained, "validation_loss", "validation loss")
+    if any(h.get("validation_rouge") is not None for r in trained for h in (r.get("tuning") or {}).get("history", [])):
+        figures["tuning_validation_rouge"] = _tuning(trained, "validation_rouge", "validation ROUGE-L F1 (%)", scale=100)
     for run in trained:
         run.pop("peak_memory_gib_plot"), run.pop("stored_mb_plot")
     return figures

@@ -31,10 +31,11 @@ def trained_folders(out: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def shared_study(tiny_llama, tmp_path_factory):
-    """Two --worker processes on one SQLite study, then the comparison's own command to write the report."""
+    """Two --worker processes on one SQLite study, then the comparison's own command to write the report; trials
+    are chosen by validation ROUGE-L (the kill test below covers the default, validation loss)."""
     folder = tmp_path_factory.mktemp("tuned")
     data = str(write_jsonl(folder / "toy.jsonl", TOY_ROWS * 8))
-    sharing = ["--storage", f"sqlite:///{folder / 'shared.db'}", "--study", "toy"]
+    sharing = ["--storage", f"sqlite:///{folder / 'shared.db'}", "--study", "toy", "--select-by", "rouge"]
     workers = [subprocess.Popen(tuned_command(tiny_llama, data, folder / name, *sharing, "--worker"), env=environment(),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in ("one", "two")]
     printed = [worker.communicate(timeout=900)[0] for worker in workers]
@@ -70,9 +71,14 @@ def test_the_reporting_command_trained_nothing_and_reports_every_method(shared_s
         low, high = record["rouge_interval"]["rougeL"]
         assert low <= record["rouge"]["rougeL"] <= high
         history = record["tuning"]["history"]
-        assert record["tuning"]["trials"] == 2 and [h["start"] for h in history] == ["default", "higher lr"]
+        assert record["tuning"]["trials"] == 2 and [h["start"] for h in history] == ["default", "higher lr"], history
         assert history[1]["params"]["lr"] == pytest.approx(history[0]["params"]["lr"] * 10 ** 0.5)
         assert record["train_tokens"] > 0 and record["steps"] == 4
+        assert record["tuning"]["select_by"] == "rouge" and all(h["state"] == "complete" for h in history)
+        assert all(0 <= h["validation_rouge"] <= 1 and h["validation_loss"] > 0 for h in history)
+        best = max(history, key=lambda h: h["validation_rouge"])  # the first of equals, as Optuna's best trial
+        assert record["chosen_trial"] == best["index"] and record["validation_rouge"] == best["validation_rouge"]
+        assert record["tuning"]["default_validation_rouge"] == history[0]["validation_rouge"]
     verdict = json.loads((report / "verdict.json").read_text())
     assert verdict["verdict"][0].startswith("Best quality: ")
     assert {frozenset((c["first"], c["second"])) for c in verdict["comparisons"]} == {frozenset(("base", "lora"))}
@@ -82,7 +88,8 @@ def test_the_reporting_command_trained_nothing_and_reports_every_method(shared_s
 def test_a_worker_with_another_setup_is_refused(shared_study, tiny_llama):
     folder, _, _ = shared_study
     other = subprocess.run([*tuned_command(tiny_llama, str(folder / "toy.jsonl"), folder / "three", "--storage",
-                                           f"sqlite:///{folder / 'shared.db'}", "--study", "toy", "--worker"), "--set", "train.seed=7"],
+                                           f"sqlite:///{folder / 'shared.db'}", "--study", "toy", "--select-by", "rouge", "--worker"),
+                            "--set", "train.seed=7"],
                            env=environment(), capture_output=True, text=True, timeout=300)
     assert other.returncode == 2 and "was started with another setup" in other.stderr and "Traceback" not in other.stderr
 
@@ -103,7 +110,9 @@ def test_the_tuned_report_renders_in_headless_chromium(shared_study, tmp_path):
     assert "ROUGE-L 95%" in header and "train tokens" in header
     assert len(re.findall(r"<td>\d+\.\d-\d+\.\d</td>", body)) == 1 + len(METHODS)  # an interval for base and each method
     assert '<table id="differences"' in html and '<table id="tuning"' in html
-    for plot in ("quality vs peak memory", "quality vs stored size", "quality vs training time", "tuning history"):
+    assert "<th>chosen val. ROUGE-L</th>" in html and "the highest ROUGE-L of answers generated" in html
+    for plot in ("quality vs peak memory", "quality vs stored size", "quality vs training time", "tuning history",
+                 "tuning validation rouge"):
         assert f"<figcaption>{plot}</figcaption><svg" in html
     shot = subprocess.run([*flags, "--window-size=1200,2400", f"--screenshot={tmp_path / 'report.png'}", page],
                           capture_output=True, text=True, timeout=120)

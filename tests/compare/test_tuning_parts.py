@@ -94,6 +94,13 @@ def test_a_study_starts_at_the_default_then_brackets_its_learning_rate():
         assert space.lr / 10 <= params["lr"] <= space.lr * 10
 
 
+def test_the_selection_guide_is_part_of_the_setup_and_older_setups_still_match():
+    loss = cfg.CompareSetup(["data.train=x.jsonl"], "test.jsonl", trials=2).to_dict()
+    rouge = cfg.CompareSetup(["data.train=x.jsonl"], "test.jsonl", trials=2, select_by="rouge").to_dict()
+    assert "select_by" not in loss  # as recorded before the option existed: those comparisons resume
+    assert {k: v for k, v in rouge.items() if k != "select_by"} == loss and rouge["select_by"] == "rouge"
+
+
 def test_the_users_settings_are_the_centre_of_the_search():
     space = search_space("lora", cfg.load(None, ["data.train=x.jsonl", "train.lr=2e-4", "lora.r=8"]))
     assert space.defaults == {"lr": 2e-4, "r": 8} and space.knobs == {"r": [2, 4, 8, 16]}
