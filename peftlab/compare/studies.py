@@ -25,6 +25,7 @@ INDEX, SURPLUS, RECORD, START = "index", "surplus", "record", "start"
 # a finished tuning trial's validation figures (its value is one of them, signed so that lower is better)
 VALIDATION_LOSS, VALIDATION_ROUGE = "validation_loss", "validation_rouge"
 POLL_SECONDS = 2.0
+SET_UP, SET_UP_SECONDS = "set_up", 60  # a study's creator marks it set up; others wait this long for that
 # what a worker sees when another creates the same new database at the same moment (tables, alembic's version row)
 CREATION_RACES = ("already exists", "UNIQUE constraint failed", "database is locked")
 MAX_RETRIES = 3  # a piece of work that failed (or whose worker died) this often stays failed
@@ -62,16 +63,32 @@ def open_storage(url: str, stale_after: int) -> Any:
 
 def open_study(storage: Any, name: str, sampler: Any = None, pruner: Any = None,
                on_create: Callable[[Any], None] | None = None) -> Any:
-    """Create the study, or load it when another worker (or an earlier run) made it; `on_create` runs once."""
+    """Create the study, or load it when another worker (or an earlier run) made it; `on_create` runs once.
+    A worker that loads a study another has just created waits until its creator has set it up: else it could
+    sample a trial before the starting points are enqueued, or miss the recorded setup."""
     import optuna
 
     try:
         study = optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=sampler, pruner=pruner)
     except optuna.exceptions.DuplicatedStudyError:
-        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        _wait_until_set_up(study)
+        return study
     if on_create:
         on_create(study)
+    study.set_user_attr(SET_UP, True)
     return study
+
+
+def _wait_until_set_up(study: Any) -> None:
+    deadline = time.monotonic() + SET_UP_SECONDS
+    # the marker, or (studies made before it existed, and one whose creator is still enqueueing) any attribute or trial:
+    # an enqueued trial is taken before a sampled one, so the first one enqueued is enough
+    while not (study.user_attrs or study.get_trials(deepcopy=False)):
+        if time.monotonic() > deadline:
+            raise PeftlabError(f"study {study.study_name} was created but never set up (its creator stopped at once); "
+                               "pass another --study, or delete it from the storage")
+        time.sleep(0.1)
 
 
 def _is_fresh(trial: Any) -> bool:

@@ -88,3 +88,32 @@ def test_an_interrupted_trial_is_requeued_at_once(tmp_path):
     assert survivor.wait(timeout=60) == 0, survivor.stderr.read()[-2000:]
     assert [r["worker"] for r in started(tmp_path) if r["index"] == 0] == ["interrupted", "survivor"]
     assert sorted(finished(tmp_path)[1]) == [0, 1, 2]
+
+
+def test_a_worker_opening_a_new_study_waits_until_its_creator_has_set_it_up(tmp_path):
+    import threading
+
+    import optuna
+
+    from peftlab.compare import studies
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    go = threading.Event()
+
+    def set_up(study):  # the creator is slow between creating the study and enqueueing its starting points
+        go.wait(30)
+        for lr in (1.0, 2.0):
+            study.enqueue_trial({"lr": lr})
+
+    creator = threading.Thread(target=studies.open_study, args=(studies.open_storage(url, 60), "work"), kwargs={"on_create": set_up})
+    creator.start()
+    other = studies.open_storage(url, 60)  # a second worker: its own storage
+    wait_until(lambda: [s.study_name for s in optuna.get_all_study_summaries(other)] == ["work"])
+    opened = []
+    loader = threading.Thread(target=lambda: opened.append(studies.open_study(other, "work")))
+    loader.start()
+    time.sleep(1.0)
+    assert not opened, "the second worker went ahead before the starting points were enqueued"
+    go.set()
+    loader.join(60), creator.join(60)
+    assert [t.system_attrs["fixed_params"] for t in opened[0].get_trials()] == [{"lr": 1.0}, {"lr": 2.0}]
