@@ -22,13 +22,22 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write bytes to a temporary file beside `path`, fsync it, then rename it over `path`."""
+    with file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file path beside `path` for the caller (or a library) to write; on success it is
+    fsync'd and renamed over `path`, on any failure removed. A reader sees the old file or the new, whole one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        yield tmp
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)

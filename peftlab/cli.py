@@ -137,7 +137,7 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_use_commands(commands: Any) -> None:
-    """generate, merge, serve: using a trained adapter."""
+    """generate, merge, export, serve: using a trained adapter."""
     generate = commands.add_parser("generate", help="generate for one prompt or a file of rows (base or base + adapter)")
     generate.add_argument("prompt", nargs="?", help="the prompt (with --adapter: filled into its template's {prompt})")
     _shared(generate, "--model", "--columns", "--template", "--dtype", "--set", "--max-samples",
@@ -154,6 +154,16 @@ def _add_use_commands(commands: Any) -> None:
     merge.add_argument("--adapter", required=True, help="adapter folder from `peftlab train`")
     merge.add_argument("--output", required=True, help="folder for the merged model")
     merge.add_argument("--dtype", choices=["auto", "fp32", "bf16"], help="dtype to merge and save in (default: the training run's)")
+
+    from peftlab.export.gguf import TENSOR_TYPES
+
+    export = commands.add_parser("export", help="an adapter (merged) or a merged model as one GGUF file for llama.cpp and Ollama")
+    _shared(export, "--model", "--overwrite")
+    export.add_argument("source", help="adapter folder from `peftlab train`, or a folder from `peftlab merge`")
+    export.add_argument("--format", default="gguf", choices=["gguf"], help="gguf: the merged model as one file (default)")
+    export.add_argument("--type", dest="tensor_type", default="f16", choices=list(TENSOR_TYPES),
+                        help="weights in the file (default f16; norms stay f32; q8_0 about half of f16's size)")
+    export.add_argument("--output", required=True, help="the .gguf file to write")
 
     serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server: the base and named adapters, chosen per request")
     serve.add_argument("--model", help="base model (default: the first adapter's base, else the embedded SmolLM2-135M-Instruct)")
@@ -351,6 +361,13 @@ def command_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_export(args: argparse.Namespace) -> int:
+    from peftlab.export.exporting import export_gguf
+
+    export_gguf(args.source, args.output, args.tensor_type, args.model, args.overwrite, say=_say)
+    return 0
+
+
 def command_serve(args: argparse.Namespace) -> int:
     from peftlab.config import check_at_least_one
     from peftlab.serve.launch import read_api_key, serve
@@ -366,7 +383,8 @@ def command_serve(args: argparse.Namespace) -> int:
     return 0
 
 COMMANDS = {"train": command_train, "eval": command_eval, "demo": command_demo, "compare": command_compare, "methods": command_methods,
-            "generate": command_generate, "merge": command_merge, "serve": command_serve}
+            "generate": command_generate, "merge": command_merge, "export": command_export,
+            "serve": command_serve}
 
 
 def _quiet_libraries() -> None:
@@ -375,6 +393,7 @@ def _quiet_libraries() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # its writer logs every file it opens
     import transformers
 
     transformers.utils.logging.disable_progress_bar()

@@ -132,6 +132,10 @@ def merge(b: Bench, *args: str, adapter: str | None = None) -> list[str]:
     return ["merge", "--adapter", adapter or b.lora, "--output", b.out, "--dtype", "fp32", *args]
 
 
+def export(b: Bench, *args: str, adapter: str | None = None, output: str | None = None) -> list[str]:
+    return ["export", adapter or b.lora, "--type", "f32", "--output", output or str(b.work / "model.gguf"), *args]
+
+
 def serve(b: Bench, *args: str) -> list[str]:
     return ["serve", "--model", b.llama, "--dtype", "fp32", "--port", str(b.free_port()), *args]
 
@@ -271,6 +275,10 @@ CASES = [
     Case("merge-output-is-a-file", lambda b: merge(b, "--output", b.file("taken.txt", "x")), ("{inputs}/taken.txt is a file",)),
     Case("merge-output-foreign-folder-overwrite", lambda b: merge(b, "--overwrite", "--output", b.occupied_output()),
          ("{out}", "notes.txt")),
+    # export
+    Case("export-prompt-tuning", lambda b: export(b, adapter=b.prompt_tuning), ("prompt-tuning cannot be merged", "serve it as an adapter")),
+    Case("export-output-not-gguf", lambda b: export(b, output=b.out), ("--output {out}", "must name a .gguf file")),
+    Case("export-output-exists", lambda b: export(b, output=b.file("model.gguf", "GGUF mine")), ("{inputs}/model.gguf already exists", "--overwrite")),
     # serve start-up: refused before a socket is bound
     Case("serve-adapter-spec-without-name", lambda b: serve(b, "--adapter", b.lora), ("is not NAME=DIR",)),
     Case("serve-port-out-of-range", lambda b: serve(b, "--adapter", f"a={b.lora}", "--port", "70000"), ("--port 70000", "65535")),

@@ -58,9 +58,10 @@ def _load_base(name: str | None, dtype: str, quantization: str | None) -> Loaded
     return loaded
 
 
-def merge(adapter: str, output: str, model: str | None = None, dtype: str | None = None, overwrite: bool = False,
-          say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
-    """Merge, verify against base + adapter on a probe prompt, and write OUT (a plain transformers folder)."""
+def merged_model(adapter: str, model: str | None = None, dtype: str | None = None,
+                 say: Callable[[str], None] = lambda text: None) -> tuple[Any, LoadedModel, dict[str, Any]]:
+    """Fold the adapter into its base in memory and check it answers as base + adapter on a probe prompt:
+    (the merged model, the loaded base with its tokenizer, what was merged and how closely it matches)."""
     from peftlab.methods import load_trained, saved_method
 
     folder = adapter_folder(adapter)
@@ -68,7 +69,6 @@ def merge(adapter: str, output: str, model: str | None = None, dtype: str | None
     check_base(folder, name)
     method = saved_method(folder)
     _mergeable(folder, method)
-    out = check_output(output, overwrite, "merged model", lambda folder: (folder / MERGE_INFO).is_file())
     dtype = resolve_dtype(dtype or _run_dtype(folder))
     loaded = _load_base(name, dtype, method.quantization)
     say(f"merge: {method.name} adapter {folder} into {loaded.spec} ({dtype}"
@@ -86,8 +86,18 @@ def merge(adapter: str, output: str, model: str | None = None, dtype: str | None
     if difference > TOLERANCE[dtype]:
         raise PeftlabError(f"the merged model differs from base + adapter by {difference:.2e} (relative logits, limit "
                            f"{TOLERANCE[dtype]:.0e} in {dtype}); nothing was written; try --dtype fp32")
-    info = {"base": loaded.spec, "base_path": loaded.path, "adapter": str(folder), "method": method.name, "dtype": dtype,
-            "dequantized_from": method.quantization, "relative_logit_difference": difference, "tolerance": TOLERANCE[dtype]}
+    info = {"base": loaded.spec, "base_model": name, "base_path": loaded.path, "adapter": str(folder), "method": method.name,
+            "dtype": dtype, "dequantized_from": method.quantization, "relative_logit_difference": difference,
+            "tolerance": TOLERANCE[dtype]}
+    return merged, loaded, info
+
+
+def merge(adapter: str, output: str, model: str | None = None, dtype: str | None = None, overwrite: bool = False,
+          say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    """Merge, verify against base + adapter on a probe prompt, and write OUT (a plain transformers folder)."""
+    adapter_folder(adapter)  # named before the output is checked
+    out = check_output(output, overwrite, "merged model", lambda folder: (folder / MERGE_INFO).is_file())
+    merged, loaded, info = merged_model(adapter, model, dtype, say)
     try:
         with atomic.folder(out) as tmp:
             merged.save_pretrained(tmp)
@@ -95,7 +105,8 @@ def merge(adapter: str, output: str, model: str | None = None, dtype: str | None
             (tmp / MERGE_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
     except OSError as error:
         raise PeftlabError(f"cannot write {out}: {error.strerror}; choose another --output") from None
-    say(f"merged model matches base + adapter (relative logit difference {difference:.1e}, limit {TOLERANCE[dtype]:.0e}); saved to {out}")
+    say(f"merged model matches base + adapter (relative logit difference {info['relative_logit_difference']:.1e}, "
+        f"limit {info['tolerance']:.0e}); saved to {out}")
     return info
 
 

@@ -1,0 +1,90 @@
+"""`peftlab export --format gguf` on a tiny Llama: the file reloads through transformers' own GGUF reader to the
+merged model's logits and tokens, holds the requested tensor types, and carries a GGUF base's tokenizer fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from peftlab.cli import main
+from peftlab.errors import PeftlabError
+from tests.serve.conftest import train_adapter
+
+PROMPT = "#Person1#: Hello, how are you today? #Person2#: Fine. Summary:"
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_llama, tmp_path_factory) -> str:
+    return train_adapter(tiny_llama, tmp_path_factory.mktemp("gguf-lora"))
+
+
+def relative_difference(expected, got) -> float:
+    return float((got - expected).abs().max() / (1 + expected.abs().max()))
+
+
+@pytest.mark.parametrize("tensor_type, limit", [("f32", 1e-5), ("f16", 2e-2), ("q8_0", None)])
+def test_the_file_reloads_through_transformers_to_the_merged_models_logits_and_tokens(tensor_type, limit, tiny_llama, adapter, tmp_path):
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from peftlab.inference import load_for_generation
+
+    out = tmp_path / f"model-{tensor_type}.gguf"
+    assert main(["export", adapter, "--type", tensor_type, "--output", str(out)]) == 0
+    reader = gguf.GGUFReader(out)
+    assert reader.fields["general.architecture"].contents() == "llama"
+    weights = {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2}
+    assert weights == {tensor_type.upper()}  # every matrix in the requested type (the tiny rows fill whole blocks)
+    assert {t.tensor_type.name for t in reader.tensors if len(t.shape) == 1} == {"F32"}  # norms stay exact
+    original = AutoTokenizer.from_pretrained(tiny_llama)
+    reloaded_tokenizer = AutoTokenizer.from_pretrained(tmp_path, gguf_file=out.name)
+    ids = original(PROMPT, return_tensors="pt")["input_ids"]
+    assert reloaded_tokenizer(PROMPT, return_tensors="pt")["input_ids"].tolist() == ids.tolist()
+    reference = load_for_generation(tiny_llama, "fp32", adapter).model  # base + adapter, not merged by the export
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name, dtype=torch.float32)
+    with torch.inference_mode():
+        difference = relative_difference(reference(input_ids=ids).logits, reloaded(input_ids=ids).logits)
+    if limit is not None:
+        assert difference <= limit
+    else:  # q8_0 rounds each weight to 8 bits: close, not equal
+        assert 0 < difference < 0.5
+
+
+def test_a_base_from_a_gguf_file_keeps_its_tokenizer_fields(tiny_llama, adapter, tmp_path):
+    import gguf
+
+    from peftlab.export.gguf import write_gguf
+    from peftlab.export.merge import merged_model
+
+    source = tmp_path / "base.gguf"  # stands for the GGUF file a base came from
+    assert main(["export", adapter, "--type", "f32", "--output", str(source)]) == 0
+    merged, _, _ = merged_model(adapter, dtype="fp32")
+    write_gguf(merged, None, tmp_path / "copy.gguf", "f32", "copy", base_gguf=source)  # no transformers tokenizer at all
+
+    def tokenizer_fields(path: Path) -> dict:
+        fields = gguf.GGUFReader(path).fields
+        return {key: fields[key].contents() for key in fields if key.startswith("tokenizer.")}
+
+    copied, original = tokenizer_fields(tmp_path / "copy.gguf"), tokenizer_fields(source)
+    assert {"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.eos_token_id"} <= set(original)
+    assert copied == original
+
+
+def test_a_model_outside_the_llama_family_is_refused_before_anything_is_written(tiny_t5):
+    from transformers import AutoConfig
+
+    from peftlab.export.gguf import check_exportable
+
+    with pytest.raises(PeftlabError, match="supports Llama-family models .* not t5"):
+        check_exportable(AutoConfig.from_pretrained(tiny_t5))
+
+
+def test_rotary_row_order_pairs_each_heads_halves():
+    import numpy as np
+
+    from peftlab.export.gguf import rotary_row_order
+
+    rows = np.arange(8).reshape(8, 1)  # two heads of four rows: halves (0 1 | 2 3) and (4 5 | 6 7)
+    assert rotary_row_order(rows, 2).ravel().tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
