@@ -160,9 +160,10 @@ def _add_use_commands(commands: Any) -> None:
     export = commands.add_parser("export", help="an adapter (merged) or a merged model as one GGUF file for llama.cpp and Ollama")
     _shared(export, "--model", "--overwrite")
     export.add_argument("source", help="adapter folder from `peftlab train`, or a folder from `peftlab merge`")
-    export.add_argument("--format", default="gguf", choices=["gguf"], help="gguf: the merged model as one file (default)")
-    export.add_argument("--type", dest="tensor_type", default="f16", choices=list(TENSOR_TYPES),
-                        help="weights in the file (default f16; norms stay f32; q8_0 about half of f16's size)")
+    export.add_argument("--format", default="gguf", choices=["gguf", "gguf-lora"],
+                        help="gguf: the merged model as one file (default); gguf-lora: a LoRA adapter as a llama.cpp --lora file")
+    export.add_argument("--type", dest="tensor_type", choices=list(TENSOR_TYPES),
+                        help="weights in the file (gguf: default f16, norms stay f32, q8_0 about half of f16's size; gguf-lora: f32 (default) or f16)")
     export.add_argument("--output", required=True, help="the .gguf file to write")
 
     serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server: the base and named adapters, chosen per request")
@@ -362,9 +363,12 @@ def command_merge(args: argparse.Namespace) -> int:
 
 
 def command_export(args: argparse.Namespace) -> int:
-    from peftlab.export.exporting import export_gguf
+    from peftlab.export.exporting import export_gguf, export_gguf_lora
 
-    export_gguf(args.source, args.output, args.tensor_type, args.model, args.overwrite, say=_say)
+    if args.format == "gguf-lora":
+        export_gguf_lora(args.source, args.output, args.tensor_type or "f32", args.model, args.overwrite, say=_say)
+    else:
+        export_gguf(args.source, args.output, args.tensor_type or "f16", args.model, args.overwrite, say=_say)
     return 0
 
 

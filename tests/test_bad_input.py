@@ -278,6 +278,8 @@ CASES = [
     # export
     Case("export-prompt-tuning", lambda b: export(b, adapter=b.prompt_tuning), ("prompt-tuning cannot be merged", "serve it as an adapter")),
     Case("export-output-not-gguf", lambda b: export(b, output=b.out), ("--output {out}", "must name a .gguf file")),
+    Case("export-lora-file-of-prompt-tuning", lambda b: export(b, "--format", "gguf-lora", adapter=b.prompt_tuning),
+         ("no LoRA layers", "--format gguf")),
     Case("export-output-exists", lambda b: export(b, output=b.file("model.gguf", "GGUF mine")), ("{inputs}/model.gguf already exists", "--overwrite")),
     # serve start-up: refused before a socket is bound
     Case("serve-adapter-spec-without-name", lambda b: serve(b, "--adapter", b.lora), ("is not NAME=DIR",)),

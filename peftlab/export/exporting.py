@@ -11,11 +11,13 @@ from typing import Any, Callable
 
 from peftlab import atomic
 from peftlab.errors import PeftlabError
-from peftlab.export.gguf import TENSOR_TYPES, check_exportable, write_gguf
+from peftlab.export.gguf import ARCHITECTURES, TENSOR_TYPES, check_exportable, rotary_row_order, write_gguf, write_gguf_lora
 from peftlab.export.merge import MERGE_INFO, PROBE_TEXT, merged_model
 
 # max |GGUF logit - merged logit| / (1 + max |logit|) after the reload: the rounding of each file type
 RELOAD_TOLERANCE = {"f32": 1e-4, "f16": 2e-2, "bf16": 5e-2}  # quantized types are reported, not judged here
+# max |file's B A - peft's update| / (1 + max |update|) over a LoRA file's layers
+LORA_TOLERANCE = {"f32": 1e-5, "f16": 1e-2}
 
 
 def base_gguf_file(model_spec: str | None) -> Path | None:
@@ -36,17 +38,22 @@ def _merged_folder(folder: Path, say: Callable[[str], None]) -> tuple[Any, Any, 
     return loaded.model, loaded.tokenizer, info
 
 
+def _checked_output(output: str, overwrite: bool, example: str) -> Path:
+    out = Path(output)
+    if out.suffix != ".gguf":
+        raise PeftlabError(f"--output {output} must name a .gguf file, e.g. --output {example}")
+    if out.is_dir() or (out.exists() and not overwrite):
+        raise PeftlabError(f"{out} already exists; pass --overwrite to replace it (it is replaced only once the new file is "
+                           "written and checked) or choose another --output")
+    return out
+
+
 def export_gguf(source: str, output: str, tensor_type: str = "f16", model: str | None = None, overwrite: bool = False,
                 say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
     """SOURCE (an adapter folder from `peftlab train`, or a folder from `peftlab merge`) as one GGUF file."""
     if tensor_type not in TENSOR_TYPES:
         raise PeftlabError(f"--type {tensor_type} is not a GGUF type this export writes; choose one of {', '.join(TENSOR_TYPES)}")
-    out = Path(output)
-    if out.suffix != ".gguf":
-        raise PeftlabError(f"--output {output} must name a .gguf file, e.g. --output model-{tensor_type}.gguf")
-    if out.is_dir() or (out.exists() and not overwrite):
-        raise PeftlabError(f"{out} already exists; pass --overwrite to replace it (it is replaced only once the new file is "
-                           "written and checked) or choose another --output")
+    out = _checked_output(output, overwrite, f"model-{tensor_type}.gguf")
     folder = Path(source)
     if (folder / MERGE_INFO).is_file():
         merged, tokenizer, info = _merged_folder(folder, say)
@@ -88,3 +95,67 @@ def reload_difference(merged: Any, tokenizer: Any, path: Path) -> float:
         expected = merged.float()(input_ids=ids).logits
         got = reloaded(input_ids=ids).logits
     return float((got - expected).abs().max() / (1 + expected.abs().max()))
+
+
+def export_gguf_lora(source: str, output: str, tensor_type: str = "f32", model: str | None = None, overwrite: bool = False,
+                     say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    """A LoRA adapter folder as a llama.cpp LoRA file, for the base's own GGUF file (`llama-cli -m BASE --lora FILE`)."""
+    from peftlab.artifacts import adapter_folder, check_base, misfit_error, recorded_model_name
+    from peftlab.methods import load_trained, saved_method
+    from peftlab.models.loading import load_model
+
+    if tensor_type not in LORA_TOLERANCE:
+        raise PeftlabError(f"--type {tensor_type}: a llama.cpp LoRA file is written in {' or '.join(LORA_TOLERANCE)}")
+    out = _checked_output(output, overwrite, "adapter-lora.gguf")
+    folder = adapter_folder(source)
+    name = model or recorded_model_name(folder)
+    check_base(folder, name)
+    if saved_method(folder).quantization:
+        raise PeftlabError("this adapter was trained on a 4/8-bit base: a LoRA file would meet other base weights in llama.cpp; "
+                           "export the merged model instead (--format gguf)")
+    loaded = load_model(name, "fp32")
+    check_exportable(loaded.model.config)
+    try:
+        adapted = load_trained(loaded.model, folder).eval()
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise misfit_error(folder, loaded.spec, error) from None
+    say(f"export: LoRA layers of {folder} as a llama.cpp LoRA file {out} ({tensor_type})")
+    try:
+        with atomic.file(out) as tmp:
+            counts = write_gguf_lora(adapted, tmp, tensor_type, out.stem)
+            difference = lora_file_difference(adapted, tmp)
+            if difference > LORA_TOLERANCE[tensor_type]:
+                raise PeftlabError(f"the LoRA file's updates differ from the adapter's by {difference:.2e} (relative, limit "
+                                   f"{LORA_TOLERANCE[tensor_type]:.0e}); nothing was written")
+    except OSError as error:
+        raise PeftlabError(f"cannot write {out}: {error.strerror}; free space or choose another --output") from None
+    base = base_gguf_file(name)
+    say(f"export: {out} ({out.stat().st_size / 1e6:.2f} MB, {counts.get('F32', 0) + counts.get('F16', 0)} tensors); its updates "
+        f"match the adapter's to {difference:.1e}; use it on the base's GGUF file: "
+        f"llama-cli -m {base or 'BASE.gguf'} --lora {out}")
+    return {"file": str(out), "bytes": out.stat().st_size, "type": tensor_type, "tensor_types": counts, "base_gguf": str(base) if base else None,
+            "relative_update_difference": difference}
+
+
+def lora_file_difference(adapted: Any, path: Path) -> float:
+    """Read the written file back (the gguf package's reader) and compare each layer's lora_b @ lora_a with peft's own
+    update for that layer (`get_delta_weight`, in llama.cpp's row order): the largest relative difference."""
+    import gguf
+    import numpy as np
+    from peft.tuners.lora import LoraLayer
+
+    tensors = {t.name: np.asarray(t.data, dtype=np.float32) for t in gguf.GGUFReader(path).tensors}
+    config = adapted.get_base_model().config
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[ARCHITECTURES[config.model_type]], config.num_hidden_layers)
+    worst = 0.0
+    for module_name, module in adapted.named_modules():
+        if not isinstance(module, LoraLayer) or not module.lora_A:
+            continue
+        target = names.get_name(module_name.removeprefix("base_model.model.") + ".weight", try_suffixes=(".weight",))
+        expected = module.get_delta_weight(module.active_adapters[0]).detach().float().numpy()
+        for part, heads in ((".attn_q.", config.num_attention_heads), (".attn_k.", config.num_key_value_heads)):
+            if part in target:
+                expected = rotary_row_order(expected, heads)
+        got = tensors[f"{target}.lora_b"] @ tensors[f"{target}.lora_a"]
+        worst = max(worst, float(np.abs(got - expected).max() / (1 + np.abs(expected).max())))
+    return worst

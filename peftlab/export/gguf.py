@@ -168,3 +168,57 @@ def _tokenizer_fields(writer: Any, tokenizer: Any) -> None:
     writer.add_add_bos_token(bool(probe) and tokenizer.bos_token_id is not None and probe[0] == tokenizer.bos_token_id)
     if isinstance(getattr(tokenizer, "chat_template", None), str):
         writer.add_chat_template(tokenizer.chat_template)
+
+
+def write_gguf_lora(adapted: Any, path: Path, tensor_type: str, name: str) -> dict[str, int]:
+    """Write the LoRA layers of `adapted` (a peft model on a Llama base) as a llama.cpp LoRA adapter file:
+    '<base tensor>.lora_a' (rank x inputs) and '.lora_b' (outputs x rank) per layer, loaded with `--lora`.
+
+    peft's per-layer scale (alpha / r, alpha / sqrt(r) for rsLoRA, per-module patterns) is folded into lora_b
+    and the file's alpha is 0, which llama.cpp reads as scale 1: every layer keeps its exact scale."""
+    import gguf
+    import numpy as np
+    from peft.tuners.lora import LoraLayer
+
+    config = adapted.get_base_model().config
+    check_exportable(config)
+    arch = gguf.MODEL_ARCH[ARCHITECTURES[config.model_type]]
+    names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
+    heads = {".attn_q.": config.num_attention_heads, ".attn_k.": config.num_key_value_heads}
+    weight_type = "F16" if tensor_type == "f16" else "F32"
+    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[arch])
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_name(name)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 0.0)
+    counts: dict[str, int] = {}
+    for module_name, module in adapted.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        adapter = module.active_adapters[0]
+        problem = ("DoRA's magnitude vectors" if module.use_dora.get(adapter) else
+                   "LoRA on an embedding" if adapter in module.lora_embedding_A else None)
+        if problem:
+            raise PeftlabError(f"a llama.cpp LoRA file cannot hold {problem}; export the merged model instead (--format gguf)")
+        if adapter not in module.lora_A:
+            continue
+        key = module_name.removeprefix("base_model.model.") + ".weight"
+        target = names.get_name(key, try_suffixes=(".weight",))
+        if target is None:
+            raise PeftlabError(f"GGUF export: no llama.cpp name for the LoRA layer on {key}; export the merged model instead (--format gguf)")
+        down = module.lora_A[adapter].weight.detach().float().numpy()
+        up = module.lora_B[adapter].weight.detach().float().numpy() * float(module.scaling[adapter])
+        for part, count in heads.items():
+            if part in target:
+                up = rotary_row_order(up, count)  # rows of the update follow the rows of the weight
+        for suffix, data in (("lora_a", down), ("lora_b", up)):
+            data, kind = _encode(data, weight_type, gguf, np)
+            writer.add_tensor(f"{target}.{suffix}", data, raw_dtype=kind)
+            counts[kind.name] = counts.get(kind.name, 0) + 1
+    if not counts:
+        raise PeftlabError("this adapter has no LoRA layers for a llama.cpp LoRA file; export the merged model instead (--format gguf)")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return counts

@@ -88,3 +88,34 @@ def test_rotary_row_order_pairs_each_heads_halves():
 
     rows = np.arange(8).reshape(8, 1)  # two heads of four rows: halves (0 1 | 2 3) and (4 5 | 6 7)
     assert rotary_row_order(rows, 2).ravel().tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
+
+
+def test_a_lora_file_holds_each_layers_update_in_llamacpps_layout(tiny_llama, adapter, tmp_path):
+    import gguf
+    import numpy as np
+
+    from peftlab.export.gguf import rotary_row_order
+    from peftlab.export.merge import merged_model
+    from peftlab.models import load_model
+
+    out = tmp_path / "adapter-lora.gguf"
+    assert main(["export", adapter, "--format", "gguf-lora", "--output", str(out)]) == 0
+    reader = gguf.GGUFReader(out)
+    assert [reader.fields[k].contents() for k in ("general.type", "adapter.type", "adapter.lora.alpha")] == ["adapter", "lora", 0.0]
+    tensors = {t.name: t for t in reader.tensors}
+    layers = {f"blk.{i}.attn_{m}.weight" for i in range(2) for m in ("q", "v")}  # the tiny run's LoRA targets
+    assert set(tensors) == {f"{layer}.{part}" for layer in layers for part in ("lora_a", "lora_b")}
+    base = load_model(tiny_llama, "fp32").model.state_dict()
+    merged = merged_model(adapter, dtype="fp32")[0].state_dict()  # peft's own merge, independent of the file
+    config = load_model(tiny_llama, "fp32").model.config
+    for i in range(2):
+        for module, heads in (("q", config.num_attention_heads), ("v", None)):
+            a, b = tensors[f"blk.{i}.attn_{module}.weight.lora_a"], tensors[f"blk.{i}.attn_{module}.weight.lora_b"]
+            rank = 4
+            assert list(a.shape) == [config.hidden_size, rank] and list(b.shape)[0] == rank  # ne order, as llama.cpp checks
+            key = f"model.layers.{i}.self_attn.{module}_proj.weight"
+            update = (merged[key] - base[key]).numpy()
+            if heads:
+                update = rotary_row_order(update, heads)
+            got = np.asarray(b.data, dtype=np.float32) @ np.asarray(a.data, dtype=np.float32)
+            assert np.abs(got - update).max() <= 1e-5 * (1 + np.abs(update).max())
