@@ -160,11 +160,13 @@ def _add_use_commands(commands: Any) -> None:
     export = commands.add_parser("export", help="an adapter (merged) or a merged model as one GGUF file for llama.cpp and Ollama")
     _shared(export, "--model", "--overwrite")
     export.add_argument("source", help="adapter folder from `peftlab train`, or a folder from `peftlab merge`")
-    export.add_argument("--format", default="gguf", choices=["gguf", "gguf-lora"],
-                        help="gguf: the merged model as one file (default); gguf-lora: a LoRA adapter as a llama.cpp --lora file")
+    export.add_argument("--format", default="gguf", choices=["gguf", "gguf-lora", "ollama"],
+                        help="gguf: the merged model as one file (default); gguf-lora: a LoRA adapter as a llama.cpp --lora file; "
+                        "ollama: a folder with the merged GGUF file and a Modelfile")
     export.add_argument("--type", dest="tensor_type", choices=list(TENSOR_TYPES),
-                        help="weights in the file (gguf: default f16, norms stay f32, q8_0 about half of f16's size; gguf-lora: f32 (default) or f16)")
-    export.add_argument("--output", required=True, help="the .gguf file to write")
+                        help="weights in the file (gguf: default f16, ollama: default q8_0, about half of f16's size; norms stay f32; "
+                        "gguf-lora: f32 (default) or f16)")
+    export.add_argument("--output", required=True, help="the .gguf file to write (ollama: the folder)")
 
     serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server: the base and named adapters, chosen per request")
     serve.add_argument("--model", help="base model (default: the first adapter's base, else the embedded SmolLM2-135M-Instruct)")
@@ -363,12 +365,10 @@ def command_merge(args: argparse.Namespace) -> int:
 
 
 def command_export(args: argparse.Namespace) -> int:
-    from peftlab.export.exporting import export_gguf, export_gguf_lora
+    from peftlab.export.exporting import export_gguf, export_gguf_lora, export_ollama
 
-    if args.format == "gguf-lora":
-        export_gguf_lora(args.source, args.output, args.tensor_type or "f32", args.model, args.overwrite, say=_say)
-    else:
-        export_gguf(args.source, args.output, args.tensor_type or "f16", args.model, args.overwrite, say=_say)
+    exporter, default_type = {"gguf": (export_gguf, "f16"), "gguf-lora": (export_gguf_lora, "f32"), "ollama": (export_ollama, "q8_0")}[args.format]
+    exporter(args.source, args.output, args.tensor_type or default_type, args.model, args.overwrite, say=_say)
     return 0
 
 

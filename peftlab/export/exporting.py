@@ -18,6 +18,7 @@ from peftlab.export.merge import MERGE_INFO, PROBE_TEXT, merged_model
 RELOAD_TOLERANCE = {"f32": 1e-4, "f16": 2e-2, "bf16": 5e-2}  # quantized types are reported, not judged here
 # max |file's B A - peft's update| / (1 + max |update|) over a LoRA file's layers
 LORA_TOLERANCE = {"f32": 1e-5, "f16": 1e-2}
+MODELFILE = "Modelfile"
 
 
 def base_gguf_file(model_spec: str | None) -> Path | None:
@@ -48,12 +49,13 @@ def _checked_output(output: str, overwrite: bool, example: str) -> Path:
     return out
 
 
-def export_gguf(source: str, output: str, tensor_type: str = "f16", model: str | None = None, overwrite: bool = False,
-                say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
-    """SOURCE (an adapter folder from `peftlab train`, or a folder from `peftlab merge`) as one GGUF file."""
+def _check_type(tensor_type: str) -> None:
     if tensor_type not in TENSOR_TYPES:
         raise PeftlabError(f"--type {tensor_type} is not a GGUF type this export writes; choose one of {', '.join(TENSOR_TYPES)}")
-    out = _checked_output(output, overwrite, f"model-{tensor_type}.gguf")
+
+
+def _merged_source(source: str, model: str | None, say: Callable[[str], None]) -> tuple[Any, Any, dict[str, Any]]:
+    """(merged model, tokenizer, what it was merged from) for an adapter folder or a folder from `peftlab merge`."""
     folder = Path(source)
     if (folder / MERGE_INFO).is_file():
         merged, tokenizer, info = _merged_folder(folder, say)
@@ -61,12 +63,26 @@ def export_gguf(source: str, output: str, tensor_type: str = "f16", model: str |
         merged, loaded, info = merged_model(source, model, "fp32", say)  # fp32: each file type rounds once, from exact weights
         tokenizer = loaded.tokenizer
     check_exportable(merged.config)
+    return merged, tokenizer, info
+
+
+def export_gguf(source: str, output: str, tensor_type: str = "f16", model: str | None = None, overwrite: bool = False,
+                say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    """SOURCE (an adapter folder from `peftlab train`, or a folder from `peftlab merge`) as one GGUF file."""
+    _check_type(tensor_type)
+    out = _checked_output(output, overwrite, f"model-{tensor_type}.gguf")
+    merged, tokenizer, info = _merged_source(source, model, say)
+    return _write_checked(merged, tokenizer, info, out, tensor_type, say)
+
+
+def _write_checked(merged: Any, tokenizer: Any, info: dict[str, Any], out: Path, tensor_type: str,
+                   say: Callable[[str], None]) -> dict[str, Any]:
+    """Write the GGUF file beside `out`, reload it through transformers, publish it only when it matches."""
     base_gguf = base_gguf_file(info.get("base_model"))
-    name = out.stem
     say(f"export: writing {out} ({tensor_type}; tokenizer " + (f"fields copied from {base_gguf.name})" if base_gguf else "from transformers)"))
     try:
         with atomic.file(out) as tmp:
-            counts = write_gguf(merged, tokenizer, tmp, tensor_type, name, base_gguf)
+            counts = write_gguf(merged, tokenizer, tmp, tensor_type, out.stem, base_gguf)
             difference = reload_difference(merged, tokenizer, tmp)
             limit = RELOAD_TOLERANCE.get(tensor_type)
             if limit is not None and difference > limit:
@@ -80,6 +96,30 @@ def export_gguf(source: str, output: str, tensor_type: str = "f16", model: str |
     say(f"export: {out} ({out.stat().st_size / 1e6:.1f} MB, tensors {counts}); reloaded through transformers it differs "
         f"from the merged model by {difference:.1e} (relative logits)")
     return result
+
+
+def export_ollama(source: str, output: str, tensor_type: str = "q8_0", model: str | None = None, overwrite: bool = False,
+                  say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    """A folder for `ollama create NAME -f OUT/Modelfile`: the merged model as GGUF and its Modelfile."""
+    from peftlab.artifacts import check_output
+    from peftlab.export.ollama import modelfile
+
+    _check_type(tensor_type)
+    out = check_output(output, overwrite, "Ollama model", lambda folder: (folder / MODELFILE).is_file())
+    merged, tokenizer, info = _merged_source(source, model, say)
+    model_file = f"model-{tensor_type}.gguf"
+    try:
+        with atomic.folder(out) as tmp:
+            result = _write_checked(merged, tokenizer, info, tmp / model_file, tensor_type, say)
+            text, templated = modelfile(tokenizer, f"./{model_file}")
+            (tmp / MODELFILE).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise PeftlabError(f"cannot write {out}: {error.strerror}; free space or choose another --output") from None
+    if not templated:
+        say("export: the chat template is more than a wrapper per message, so the Modelfile has no TEMPLATE: Ollama "
+            "takes one from the GGUF file's chat template field; check its answers with `ollama run`")
+    say(f"export: {out / MODELFILE}; create the model with: ollama create NAME -f {out / MODELFILE}")
+    return {**result, "file": str(out / model_file), "modelfile": str(out / MODELFILE), "template": templated}
 
 
 def reload_difference(merged: Any, tokenizer: Any, path: Path) -> float:

@@ -9,14 +9,8 @@ import pytest
 
 from peftlab.cli import main
 from peftlab.errors import PeftlabError
-from tests.serve.conftest import train_adapter
 
 PROMPT = "#Person1#: Hello, how are you today? #Person2#: Fine. Summary:"
-
-
-@pytest.fixture(scope="module")
-def adapter(tiny_llama, tmp_path_factory) -> str:
-    return train_adapter(tiny_llama, tmp_path_factory.mktemp("gguf-lora"))
 
 
 def relative_difference(expected, got) -> float:
