@@ -274,7 +274,14 @@ def recorded_differences(path: Path, current: dict[str, Any]) -> list[str] | Non
 
 
 def _recorded_run_differences(folder: Path, config: RunConfig) -> list[str] | None:
-    return recorded_differences(folder / RUN_FILE, config.to_dict())
+    changed = recorded_differences(folder / RUN_FILE, config.to_dict())
+    if not changed or changed == [f"{RUN_FILE} (unreadable)"]:
+        return changed
+    # a setting added since the run was recorded held its default there: not a difference
+    recorded = _flatten(yaml.safe_load((folder / RUN_FILE).read_text(encoding="utf-8")) or {})
+    defaults = _flatten(RunConfig().to_dict())
+    current = _flatten(config.to_dict())
+    return [key for key in changed if key in recorded or current.get(key) != defaults.get(key, object())]
 
 
 @dataclass

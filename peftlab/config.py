@@ -54,6 +54,7 @@ class TrainConfig:
     save_total_limit: int = 2
     patience: int | None = None  # early stop after this many evals without improvement
     seed: int = 42
+    report_to: str = "none"  # experiment trackers, comma-separated: tensorboard (in the run folder), mlflow, trackio, wandb
 
 
 @dataclass
@@ -233,6 +234,13 @@ def read_config_file(path: str) -> dict[str, Any]:
     return raw
 
 
+TRACKERS = ("tensorboard", "mlflow", "trackio", "wandb")  # transformers' report_to names that peftlab passes on
+
+
+def trackers(train: TrainConfig) -> list[str]:
+    return [name.strip() for name in train.report_to.split(",") if name.strip() and name.strip() != "none"]
+
+
 def validate(config: RunConfig) -> None:
     """Reject impossible settings with the setting's name and a fix."""
     t, d = config.train, config.data
@@ -246,6 +254,7 @@ def validate(config: RunConfig) -> None:
         (t.batching in ("length", "packed"), f"train.batching '{t.batching}' is not one of length, packed"),
         (t.eval_steps >= 1 and t.save_steps >= 1, "train.eval_steps and train.save_steps must be at least 1"),
         (t.patience is None or t.patience >= 1, f"train.patience must be at least 1, got {t.patience}"),
+        (set(trackers(t)) <= set(TRACKERS), f"train.report_to '{t.report_to}': choose from none, {', '.join(TRACKERS)} (comma-separated)"),
         (d.max_length >= 8, f"data.max_length must be at least 8 tokens, got {d.max_length}"),
         (d.every >= 1, f"data.every must be at least 1, got {d.every}"),
         (d.max_samples is None or d.max_samples >= 1, f"data.max_samples must be at least 1, got {d.max_samples}"),

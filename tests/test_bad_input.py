@@ -281,6 +281,10 @@ CASES = [
     Case("export-lora-file-of-prompt-tuning", lambda b: export(b, "--format", "gguf-lora", adapter=b.prompt_tuning),
          ("no LoRA layers", "--format gguf")),
     Case("export-output-exists", lambda b: export(b, output=b.file("model.gguf", "GGUF mine")), ("{inputs}/model.gguf already exists", "--overwrite")),
+    # trackers
+    Case("train-tracker-unknown", lambda b: train(b, "--set", "train.report_to=neptune"), ("train.report_to 'neptune'", "tensorboard, mlflow")),
+    Case("train-tracker-not-installed", lambda b: train(b, "--set", "train.report_to=tensorboard,wandb"),
+         ("train.report_to wandb", "pip install wandb")),
     # serve start-up: refused before a socket is bound
     Case("serve-adapter-spec-without-name", lambda b: serve(b, "--adapter", b.lora), ("is not NAME=DIR",)),
     Case("serve-port-out-of-range", lambda b: serve(b, "--adapter", f"a={b.lora}", "--port", "70000"), ("--port 70000", "65535")),

@@ -123,6 +123,7 @@ def result_record(name: str, method: str, settings: dict[str, str], scored: Scor
         "train_loss": summary.get("train_loss"), "eval_loss": summary.get("eval_loss"),
         "steps": summary.get("steps"), "train_tokens": summary.get("real_tokens"),
         "eval_seconds": scored.eval_seconds,
+        "trackers": summary.get("trackers") or {},  # where each experiment tracker keeps this run
         "predictions": scored.predictions,
         "example_rouge": scored.example_rouge,
     }

@@ -51,7 +51,7 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
 def _csv(records: list[dict[str, Any]]) -> str:
     flat = []
     for r in records:
-        row = {k: v for k, v in r.items() if k not in PER_ROW and k not in ("rouge", "settings", "rouge_interval", "tuning", "seeds", "seed_rouge")}
+        row = {k: v for k, v in r.items() if k not in PER_ROW and k not in ("rouge", "settings", "rouge_interval", "tuning", "seeds", "seed_rouge", "trackers")}
         row.update({k: v for k, v in r["rouge"].items()})
         row["settings"] = " ".join(f"{k}={v}" for k, v in r["settings"].items())
         flat.append(row)

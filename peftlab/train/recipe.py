@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from peftlab import artifacts, atomic
+from peftlab import config as cfg
 from peftlab.config import RunConfig
 from peftlab.data.collator import CountingCollator
 from peftlab.data.examples import build_examples
@@ -18,7 +19,7 @@ from peftlab.errors import PeftlabError
 from peftlab.methods import BuildContext, get_method
 from peftlab.models import load_model
 from peftlab.models.parameters import count_parameters
-from peftlab.train import checkpoints
+from peftlab.train import checkpoints, trackers
 from peftlab.train.callbacks import LossLog, ProgressBar
 
 
@@ -68,7 +69,7 @@ def training_arguments(config: RunConfig, out: Path, has_eval: bool, lr: float) 
         seed=t.seed,
         data_seed=t.seed,
         remove_unused_columns=False,
-        report_to="none",
+        report_to=[name for name in cfg.trackers(t) if name != "tensorboard"] or "none",  # tensorboard: a callback, below
         disable_tqdm=True,
         dataloader_pin_memory=False,
         use_cpu=not torch.cuda.is_available(),  # also what joins several CPU processes over gloo
@@ -92,6 +93,7 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
     method = get_method(config.method)
     settings = method.parse_settings(config.methods.get(config.method))
     check_schedule(config, bool(config.data.eval))
+    trackers.check_installed(cfg.trackers(config.train))
     processes, folder = _check_output(config, resume, overwrite)
     if not processes.is_main_process:
         say = lambda text: None  # noqa: E731 - one voice on the terminal
@@ -115,7 +117,8 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
 
     checkpoint = _initialize(processes, folder, config, say)
     out = folder.work
-    trainer, collator = _trainer(config, out, model, loaded, train_set, eval_set, lr, [*method.callbacks(model), *callbacks],
+    trainer, collator = _trainer(config, out, model, loaded, train_set, eval_set, lr,
+                                 [*method.callbacks(model), *trackers.callbacks(cfg.trackers(config.train), out), *callbacks],
                                  method.answer_only_logits)
     try:
         start = time.perf_counter()
@@ -131,6 +134,7 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
             "peak_memory_bytes": peak_memory_bytes(), "train_loss": _last(trainer.state.log_history, "loss"),
             "train_loss_mean": result.training_loss, "eval_loss": _final_eval_loss(trainer) if eval_set else None,
             "rows_truncated": train_set.truncated, "rows_dropped_no_labels": train_set.no_labels,
+            "trackers": trackers.locations(cfg.trackers(config.train), folder.final),
         }
         if processes.is_main_process:
             info = {k: summary[k] for k in ("model", "model_path", "method", "trainable_parameters", "total_parameters")}
