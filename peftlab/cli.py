@@ -28,6 +28,9 @@ SHARED_FLAGS: dict[str, dict[str, Any]] = {
     "--batch-size": {"type": int, "help": "training batch size"},
     "--seed": {"type": int},
     "--overwrite": {"action": "store_true", "help": "replace what an earlier run of this command wrote in --output"},
+    "--push-to-hub": {"metavar": "OWNER/NAME", "help": "upload the result to this Hugging Face repository (private; token from HF_TOKEN "
+                      "or `hf auth login`), checked reachable before any work starts"},
+    "--public": {"action": "store_true", "help": "with --push-to-hub: make a new repository public"},
 }
 
 # Flags that set a config key: the same key for every command that has the flag. --data and
@@ -85,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="fine-tune a model on your data")
     _add_run_options(train)
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
-    _shared(train, "--overwrite")
+    _shared(train, "--overwrite", "--push-to-hub", "--public")
 
     evaluate = commands.add_parser("eval", help="generate for a test set in batches and score ROUGE (base and tuned)")
     _add_eval_options(evaluate)
@@ -150,7 +153,7 @@ def _add_use_commands(commands: Any) -> None:
     generate.add_argument("--batch-size", dest="gen_batch_size", type=int, default=16, help="prompts generated at once (default 16)")
 
     merge = commands.add_parser("merge", help="merge an adapter into its base and save a plain transformers model")
-    _shared(merge, "--model", "--overwrite")
+    _shared(merge, "--model", "--overwrite", "--push-to-hub", "--public")
     merge.add_argument("--adapter", required=True, help="adapter folder from `peftlab train`")
     merge.add_argument("--output", required=True, help="folder for the merged model")
     merge.add_argument("--dtype", choices=["auto", "fp32", "bf16"], help="dtype to merge and save in (default: the training run's)")
@@ -158,7 +161,7 @@ def _add_use_commands(commands: Any) -> None:
     from peftlab.export.gguf import TENSOR_TYPES
 
     export = commands.add_parser("export", help="an adapter (merged) or a merged model as one GGUF file for llama.cpp and Ollama")
-    _shared(export, "--model", "--overwrite")
+    _shared(export, "--model", "--overwrite", "--push-to-hub", "--public")
     export.add_argument("source", help="adapter folder from `peftlab train`, or a folder from `peftlab merge`")
     export.add_argument("--format", default="gguf", choices=["gguf", "gguf-lora", "ollama"],
                         help="gguf: the merged model as one file (default); gguf-lora: a LoRA adapter as a llama.cpp --lora file; "
@@ -246,10 +249,33 @@ def run_config(args: argparse.Namespace) -> Any:
     return config
 
 
+def _hub(args: argparse.Namespace) -> Any:
+    """The Hub client when --push-to-hub is given, checked before the command's work starts."""
+    if not args.push_to_hub:
+        if args.public:
+            raise PeftlabError("--public works with --push-to-hub OWNER/NAME; add it or drop --public")
+        return None
+    from peftlab.export.hub import check_push
+
+    return check_push(args.push_to_hub)
+
+
+def _push(args: argparse.Namespace, api: Any, path: Any) -> None:
+    if api is not None:
+        from pathlib import Path
+
+        from peftlab.export.hub import push
+
+        push(api, args.push_to_hub, Path(path), args.public, _say)
+
+
 def command_train(args: argparse.Namespace) -> int:
     from peftlab.train.recipe import run
 
-    run(run_config(args), resume=args.resume, overwrite=args.overwrite, say=_say)
+    config = run_config(args)
+    api = _hub(args)
+    run(config, resume=args.resume, overwrite=args.overwrite, say=_say)
+    _push(args, api, f"{config.output}/adapter")
     return 0
 
 
@@ -360,7 +386,9 @@ def command_generate(args: argparse.Namespace) -> int:
 def command_merge(args: argparse.Namespace) -> int:
     from peftlab.export.merge import merge
 
+    api = _hub(args)
     merge(args.adapter, args.output, args.model, args.dtype, args.overwrite, say=_say)
+    _push(args, api, args.output)
     return 0
 
 
@@ -368,7 +396,9 @@ def command_export(args: argparse.Namespace) -> int:
     from peftlab.export.exporting import export_gguf, export_gguf_lora, export_ollama
 
     exporter, default_type = {"gguf": (export_gguf, "f16"), "gguf-lora": (export_gguf_lora, "f32"), "ollama": (export_ollama, "q8_0")}[args.format]
+    api = _hub(args)
     exporter(args.source, args.output, args.tensor_type or default_type, args.model, args.overwrite, say=_say)
+    _push(args, api, args.output)
     return 0
 
 

@@ -285,6 +285,9 @@ CASES = [
     Case("train-tracker-unknown", lambda b: train(b, "--set", "train.report_to=neptune"), ("train.report_to 'neptune'", "tensorboard, mlflow")),
     Case("train-tracker-not-installed", lambda b: train(b, "--set", "train.report_to=tensorboard,wandb"),
          ("train.report_to wandb", "pip install wandb")),
+    # hub upload: checked before any work
+    Case("train-public-without-push", lambda b: train(b, "--public"), ("--public works with --push-to-hub",)),
+    Case("train-push-repo-without-owner", lambda b: train(b, "--push-to-hub", "dialogsum-lora"), ("--push-to-hub dialogsum-lora", "OWNER/NAME")),
     # serve start-up: refused before a socket is bound
     Case("serve-adapter-spec-without-name", lambda b: serve(b, "--adapter", b.lora), ("is not NAME=DIR",)),
     Case("serve-port-out-of-range", lambda b: serve(b, "--adapter", f"a={b.lora}", "--port", "70000"), ("--port 70000", "65535")),
