@@ -171,6 +171,15 @@ def _add_use_commands(commands: Any) -> None:
                         "gguf-lora: f32 (default) or f16)")
     export.add_argument("--output", required=True, help="the .gguf file to write (ollama: the folder)")
 
+    check = commands.add_parser("check", help="parity: the adapter on its base, the merged model and a GGUF file in llama.cpp answer alike")
+    _shared(check, "--model", "--max-samples", max_samples={"help": "prompts to compare (default 24)"})
+    check.add_argument("adapter", help="adapter folder from `peftlab train`")
+    check.add_argument("--data", required=True, help="rows whose prompts are compared, built with the adapter's template")
+    check.add_argument("--gguf", help="also run this exported GGUF file in llama.cpp (needs llama-cpp-python)")
+    check.add_argument("--max-new-tokens", type=int, default=48, help="longest answer compared, in tokens (default 48)")
+    check.add_argument("--min-agreement", type=float, default=0.9,
+                       help="share of identical answers each runtime needs to pass (default 0.9); exit 1 below it")
+
     serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server: the base and named adapters, chosen per request")
     serve.add_argument("--model", help="base model (default: the first adapter's base, else the embedded SmolLM2-135M-Instruct)")
     serve.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="serve an adapter as model NAME (repeatable)")
@@ -402,6 +411,30 @@ def command_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_check(args: argparse.Namespace) -> int:
+    from peftlab.data.examples import fill_template, subsample
+    from peftlab.data.readers import read_rows
+    from peftlab.evaluate.settings import generate_config
+    from peftlab.export.parity import check_parity, table
+    from peftlab.inference import GenerationSettings
+
+    if not 0 <= args.min_agreement <= 1:
+        raise PeftlabError(f"--min-agreement is a share between 0 and 1, got {args.min_agreement}")
+    config = generate_config(args.adapter, [], config_flags(args, NOT_TRAINING), args.max_samples or 24)
+    rows = subsample(read_rows(args.data), 1, config.data.max_samples)
+    settings = GenerationSettings(args.max_new_tokens, 1, 16)
+    settings.check()
+    parity = check_parity(config, args.adapter, [fill_template(row, config.data) for row in rows], settings, args.gguf, say=_say)
+    _say(table(parity))
+    failures = [f"{runtime}: {100 * parity.agreement(runtime):.0f}% identical, below {100 * args.min_agreement:.0f}%"
+                for runtime in parity.answers if parity.agreement(runtime) < args.min_agreement] + parity.setup_problems
+    for line in failures:
+        _say(f"check failed: {line}")
+    if not failures:
+        _say(f"check passed: every runtime gave at least {100 * args.min_agreement:.0f}% identical answers; templates and stop tokens agree")
+    return 1 if failures else 0
+
+
 def command_serve(args: argparse.Namespace) -> int:
     from peftlab.config import check_at_least_one
     from peftlab.serve.launch import read_api_key, serve
@@ -417,7 +450,7 @@ def command_serve(args: argparse.Namespace) -> int:
     return 0
 
 COMMANDS = {"train": command_train, "eval": command_eval, "demo": command_demo, "compare": command_compare, "methods": command_methods,
-            "generate": command_generate, "merge": command_merge, "export": command_export,
+            "generate": command_generate, "merge": command_merge, "export": command_export, "check": command_check,
             "serve": command_serve}
 
 

@@ -1,0 +1,137 @@
+"""`peftlab check`: does the deployed model answer as the trained one? The adapter on its base, the merged model,
+an exported GGUF file in llama.cpp (a runtime we did not write) answer the same prompts greedily; the table shows
+each answer, where the first differing token is, and whether the chat template and stop tokens agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from peftlab.config import RunConfig
+from peftlab.errors import PeftlabError
+from peftlab.inference import GenerationSettings
+
+REFERENCE = "adapter"  # every other runtime is compared with the adapter on its base, as training evaluated it
+
+
+@dataclass
+class Parity:
+    prompts: list[str]
+    answers: dict[str, list[list[int]]]  # runtime -> per prompt, the new token ids up to (without) the end token
+    texts: dict[str, list[str]]
+    setup_problems: list[str] = field(default_factory=list)  # chat template or stop tokens that differ
+
+    def agreement(self, runtime: str) -> float:
+        same = sum(a == b for a, b in zip(self.answers[runtime], self.answers[REFERENCE]))
+        return same / max(1, len(self.prompts))
+
+    def first_difference(self, runtime: str, index: int) -> int | None:
+        ours, theirs = self.answers[REFERENCE][index], self.answers[runtime][index]
+        for position, (a, b) in enumerate(zip(ours, theirs)):
+            if a != b:
+                return position
+        return None if len(ours) == len(theirs) else min(len(ours), len(theirs))
+
+
+def _until_end(tokens: list[int], ends: set[int]) -> list[int]:
+    for position, token in enumerate(tokens):
+        if token in ends:
+            return tokens[:position]
+    return tokens
+
+
+def check_parity(config: RunConfig, adapter: str, texts: list[str], settings: GenerationSettings, gguf: str | None,
+                 say: Callable[[str], None] = lambda text: None) -> Parity:
+    from peftlab.export.merge import merged_model
+    from peftlab.inference import encode_prompts, eos_ids, generate_ids, load_for_generation
+
+    loaded = load_for_generation(config.model.name, "fp32", adapter, config.model.attn_implementation)
+    if loaded.is_seq2seq:
+        raise PeftlabError("peftlab check compares decoder-only deployments (merged, GGUF); this adapter's base is seq2seq")
+    prompts, _ = encode_prompts(loaded, texts, config.data.chat_template)
+    ends = eos_ids(loaded.model, loaded.tokenizer)
+    answers = {REFERENCE: [_until_end(t, ends) for t in generate_ids(loaded.model, loaded.tokenizer, prompts, False, settings)]}
+    say(f"check: {len(prompts)} prompts, greedy, up to {settings.max_new_tokens} new tokens; {REFERENCE} on its base done")
+    merged, _, _ = merged_model(adapter, config.model.name, "fp32")
+    answers["merged"] = [_until_end(t, ends) for t in generate_ids(merged, loaded.tokenizer, prompts, False, settings)]
+    say("check: merged model done")
+    problems = template_problems(adapter, loaded.tokenizer, gguf)
+    if gguf:
+        answers[f"llama.cpp {Path(gguf).name}"] = llama_cpp_answers(gguf, prompts, settings.max_new_tokens)
+        say("check: llama.cpp done")
+    decode = lambda ids: loaded.tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
+    return Parity(texts, answers, {k: [decode(a) for a in v] for k, v in answers.items()}, problems)
+
+
+def llama_cpp_answers(gguf: str, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """Greedy answers from llama.cpp itself (llama-cpp-python), fed the same prompt token ids."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        raise PeftlabError("--gguf needs llama.cpp's Python binding: pip install llama-cpp-python (it compiles llama.cpp, "
+                           "minutes on a laptop), or drop --gguf") from None
+    if not Path(gguf).is_file():
+        raise PeftlabError(f"--gguf {gguf} does not exist; write it with `peftlab export ADAPTER --output {gguf}`")
+    longest = max(len(p) for p in prompts) + max_new_tokens
+    llm = Llama(model_path=gguf, n_ctx=max(512, longest), n_batch=512, verbose=False, seed=0)
+    end = llm.token_eos()
+    answers = []
+    for prompt in prompts:
+        llm.reset()
+        tokens: list[int] = []
+        for token in llm.generate(prompt, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
+            if token == end or len(tokens) >= max_new_tokens:
+                break
+            tokens.append(token)
+        answers.append(tokens)
+    return answers
+
+
+def template_problems(adapter: str, tokenizer: Any, gguf: str | None) -> list[str]:
+    """Chat template and end token as each side holds them: the adapter folder's own tokenizer files (what a runtime
+    that reads the folder uses), the base's tokenizer (what peftlab and the merged model use), the GGUF file's fields."""
+    from transformers import AutoTokenizer
+
+    from peftlab.artifacts import adapter_folder
+
+    sides = {"base tokenizer": (tokenizer.chat_template, tokenizer.eos_token_id)}
+    folder = adapter_folder(adapter)
+    if (folder / "tokenizer_config.json").is_file():
+        saved = AutoTokenizer.from_pretrained(folder)
+        sides["adapter folder"] = (saved.chat_template, saved.eos_token_id)
+    if gguf and Path(gguf).is_file():
+        import gguf as gguf_package
+
+        fields = gguf_package.GGUFReader(gguf).fields
+        template = fields["tokenizer.chat_template"].contents() if "tokenizer.chat_template" in fields else None
+        eos = fields["tokenizer.ggml.eos_token_id"].contents() if "tokenizer.ggml.eos_token_id" in fields else None
+        sides["GGUF file"] = (template, eos)
+    problems = []
+    (first, (template, eos)), *others = sides.items()
+    for name, (other_template, other_eos) in others:
+        if other_template != template:
+            problems.append(f"the chat template differs between the {first} and the {name}: prompts built by each differ")
+        if other_eos != eos:
+            problems.append(f"the end token differs between the {first} ({eos}) and the {name} ({other_eos}): answers stop elsewhere")
+    return problems
+
+
+def table(parity: Parity, width: int = 60) -> str:
+    runtimes = [r for r in parity.answers if r != REFERENCE]
+    lines = [f"{'#':>3}  {REFERENCE + ' answer':<{width}}  " + "  ".join(f"{r:<18}" for r in runtimes)]
+    for i in range(len(parity.prompts)):
+        text = parity.texts[REFERENCE][i].replace("\n", " ")
+        cells = []
+        for runtime in runtimes:
+            position = parity.first_difference(runtime, i)
+            cells.append(f"{'same' if position is None else f'differs at token {position}':<18}")
+        lines.append(f"{i + 1:>3}  {text[:width]:<{width}}  " + "  ".join(cells))
+    for runtime in runtimes:
+        lines.append(f"{runtime}: {100 * parity.agreement(runtime):.0f}% of answers identical to the {REFERENCE}'s")
+        for i in range(len(parity.prompts)):
+            position = parity.first_difference(runtime, i)
+            if position is not None:
+                lines.append(f"  #{i + 1} first difference at token {position}: {REFERENCE} {parity.texts[REFERENCE][i][:80]!r} "
+                             f"vs {parity.texts[runtime][i][:80]!r}")
+    return "\n".join(lines)
