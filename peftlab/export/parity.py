@@ -34,7 +34,7 @@ class Parity:
         return None if len(ours) == len(theirs) else min(len(ours), len(theirs))
 
 
-def _until_end(tokens: list[int], ends: set[int]) -> list[int]:
+def until_end(tokens: list[int], ends: set[int]) -> list[int]:
     for position, token in enumerate(tokens):
         if token in ends:
             return tokens[:position]
@@ -51,10 +51,10 @@ def check_parity(config: RunConfig, adapter: str, texts: list[str], settings: Ge
         raise PeftlabError("peftlab check compares decoder-only deployments (merged, GGUF); this adapter's base is seq2seq")
     prompts, _ = encode_prompts(loaded, texts, config.data.chat_template)
     ends = eos_ids(loaded.model, loaded.tokenizer)
-    answers = {REFERENCE: [_until_end(t, ends) for t in generate_ids(loaded.model, loaded.tokenizer, prompts, False, settings)]}
+    answers = {REFERENCE: [until_end(t, ends) for t in generate_ids(loaded.model, loaded.tokenizer, prompts, False, settings)]}
     say(f"check: {len(prompts)} prompts, greedy, up to {settings.max_new_tokens} new tokens; {REFERENCE} on its base done")
     merged, _, _ = merged_model(adapter, config.model.name, "fp32")
-    answers["merged"] = [_until_end(t, ends) for t in generate_ids(merged, loaded.tokenizer, prompts, False, settings)]
+    answers["merged"] = [until_end(t, ends) for t in generate_ids(merged, loaded.tokenizer, prompts, False, settings)]
     say("check: merged model done")
     problems = template_problems(adapter, loaded.tokenizer, gguf)
     if gguf:
@@ -64,8 +64,9 @@ def check_parity(config: RunConfig, adapter: str, texts: list[str], settings: Ge
     return Parity(texts, answers, {k: [decode(a) for a in v] for k, v in answers.items()}, problems)
 
 
-def llama_cpp_answers(gguf: str, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
-    """Greedy answers from llama.cpp itself (llama-cpp-python), fed the same prompt token ids."""
+def llama_cpp_answers(gguf: str, prompts: list[list[int]], max_new_tokens: int, lora: str | None = None) -> list[list[int]]:
+    """Greedy answers from llama.cpp itself (llama-cpp-python), fed the same prompt token ids; `lora`: a llama.cpp
+    LoRA file applied to the model."""
     try:
         from llama_cpp import Llama
     except ImportError:
@@ -74,7 +75,7 @@ def llama_cpp_answers(gguf: str, prompts: list[list[int]], max_new_tokens: int) 
     if not Path(gguf).is_file():
         raise PeftlabError(f"--gguf {gguf} does not exist; write it with `peftlab export ADAPTER --output {gguf}`")
     longest = max(len(p) for p in prompts) + max_new_tokens
-    llm = Llama(model_path=gguf, n_ctx=max(512, longest), n_batch=512, verbose=False, seed=0)
+    llm = Llama(model_path=gguf, n_ctx=max(512, longest), n_batch=512, verbose=False, seed=0, lora_path=lora)
     end = llm.token_eos()
     answers = []
     for prompt in prompts:
