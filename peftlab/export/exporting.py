@@ -76,10 +76,12 @@ def export_gguf(source: str, output: str, tensor_type: str = "f16", model: str |
 
 
 def _write_checked(merged: Any, tokenizer: Any, info: dict[str, Any], out: Path, tensor_type: str,
-                   say: Callable[[str], None]) -> dict[str, Any]:
-    """Write the GGUF file beside `out`, reload it through transformers, publish it only when it matches."""
+                   say: Callable[[str], None], shown: Path | None = None) -> dict[str, Any]:
+    """Write the GGUF file beside `out`, reload it through transformers, publish it only when it matches.
+    `shown`: the path to name in messages (where `out` is inside a folder published later)."""
     base_gguf = base_gguf_file(info.get("base_model"))
-    say(f"export: writing {out} ({tensor_type}; tokenizer " + (f"fields copied from {base_gguf.name})" if base_gguf else "from transformers)"))
+    shown = shown or out
+    say(f"export: writing {shown} ({tensor_type}; tokenizer " + (f"fields copied from {base_gguf.name})" if base_gguf else "from transformers)"))
     try:
         with atomic.file(out) as tmp:
             counts = write_gguf(merged, tokenizer, tmp, tensor_type, out.stem, base_gguf)
@@ -93,7 +95,7 @@ def _write_checked(merged: Any, tokenizer: Any, info: dict[str, Any], out: Path,
     result = {"file": str(out), "bytes": out.stat().st_size, "type": tensor_type, "tensor_types": counts,
               "tokenizer": str(base_gguf) if base_gguf else "transformers", "reload_relative_logit_difference": difference,
               "merged_from": info.get("adapter")}
-    say(f"export: {out} ({out.stat().st_size / 1e6:.1f} MB, tensors {counts}); reloaded through transformers it differs "
+    say(f"export: {shown} ({out.stat().st_size / 1e6:.1f} MB, tensors {counts}); reloaded through transformers it differs "
         f"from the merged model by {difference:.1e} (relative logits)")
     return result
 
@@ -110,7 +112,7 @@ def export_ollama(source: str, output: str, tensor_type: str = "q8_0", model: st
     model_file = f"model-{tensor_type}.gguf"
     try:
         with atomic.folder(out) as tmp:
-            result = _write_checked(merged, tokenizer, info, tmp / model_file, tensor_type, say)
+            result = _write_checked(merged, tokenizer, info, tmp / model_file, tensor_type, say, shown=out / model_file)
             text, templated = modelfile(tokenizer, f"./{model_file}")
             (tmp / MODELFILE).write_text(text, encoding="utf-8")
     except OSError as error:
