@@ -136,6 +136,19 @@ def _copy_tokenizer_fields(writer: Any, base_gguf: Path) -> None:
         writer.add_key_value(key, field.contents(), main, sub_type=sub)
 
 
+LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+
+
+def pre_tokenizer_name(pre: dict[str, Any]) -> str:
+    """llama.cpp's name for how text is split before BPE (it names splits, it does not read them): GPT-2's own
+    regex (a ByteLevel pre-tokenizer that splits: 'gpt-2'), Llama 3's split ('llama-bpe'), else llama.cpp's default."""
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt-2"
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else []
+    patterns = [step.get("pattern", {}).get("Regex") for step in steps if step.get("type") == "Split"]
+    return "llama-bpe" if patterns == [LLAMA3_SPLIT] else "default"
+
+
 def _tokenizer_fields(writer: Any, tokenizer: Any) -> None:
     """A transformers byte-level BPE tokenizer as llama.cpp's 'gpt2' tokenizer: tokens by id, their kinds, merges,
     special ids, whether a BOS is added, and the chat template."""
@@ -156,7 +169,7 @@ def _tokenizer_fields(writer: Any, tokenizer: Any) -> None:
              for token, i in by_id]
     merges = [m if isinstance(m, str) else " ".join(m) for m in backend["model"].get("merges", [])]
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(pre_tokenizer_name(backend.get("pre_tokenizer") or {}))
     writer.add_token_list([token for token, _ in by_id])
     writer.add_token_types(kinds)
     writer.add_token_merges(merges)
