@@ -10,6 +10,7 @@ or DIR/adapter, and a folder written by another tool (a plain PEFT adapter, a sa
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,9 +148,15 @@ def recorded_model_name(folder: Path) -> str | None:
     return recorded.model.name if recorded else recorded_base(folder)[1]
 
 
+CONVERTED = re.compile(r".+-[0-9a-f]{16}")  # a converted GGUF's cache folder: its name hashes the file and the converting code
+
+
 def _same_source(a: str, b: str) -> bool:
-    if Path(a).exists() and Path(b).exists():
-        return Path(a).resolve() == Path(b).resolve()
+    if Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve():
+        return True
+    name = Path(a.rstrip("/")).name
+    if CONVERTED.fullmatch(name) and name == Path(b.rstrip("/")).name:
+        return True  # the same GGUF model converted in another cache ($PEFTLAB_CACHE, another machine)
     return a.rstrip("/") == b.rstrip("/")
 
 

@@ -113,3 +113,28 @@ def test_a_lora_file_holds_each_layers_update_in_llamacpps_layout(tiny_llama, ad
                 update = rotary_row_order(update, heads)
             got = np.asarray(b.data, dtype=np.float32) @ np.asarray(a.data, dtype=np.float32)
             assert np.abs(got - update).max() <= 1e-5 * (1 + np.abs(update).max())
+
+
+def test_an_adapter_of_a_gguf_base_converted_in_another_cache_still_applies(tiny_llama, tmp_path, monkeypatch):
+    import shutil
+
+    from peftlab.artifacts import adapter_folder, check_base
+    from peftlab.export.gguf import write_gguf
+    from peftlab.models import load_model
+    from tests.conftest import TOY_ROWS, write_jsonl
+    from tests.tiny_models import train_tiny
+
+    base = load_model(tiny_llama, "fp32")
+    for name, seed_shift in (("tiny.gguf", 0.0), ("other.gguf", 1.0)):
+        model = base.model
+        if seed_shift:
+            model.model.norm.weight.data += seed_shift  # another model: another file, another cache folder
+        write_gguf(model, base.tokenizer, tmp_path / name, "f32", name, None)
+    monkeypatch.setenv("PEFTLAB_CACHE", str(tmp_path / "cache-a"))
+    train_tiny(str(tmp_path / "tiny.gguf"), write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS), tmp_path / "run", "train.max_steps=1")
+    shutil.rmtree(tmp_path / "cache-a")  # the adapter travels to a machine (or a cache) that converted the file anew
+    monkeypatch.setenv("PEFTLAB_CACHE", str(tmp_path / "cache-b"))
+    folder = adapter_folder(tmp_path / "run")
+    check_base(folder, str(tmp_path / "tiny.gguf"))  # the same file: accepted
+    with pytest.raises(PeftlabError, match="was trained on"):
+        check_base(folder, str(tmp_path / "other.gguf"))
