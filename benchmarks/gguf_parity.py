@@ -41,9 +41,11 @@ def main() -> int:
     from peftlab.evaluate.rouge import example_scores, mean_scores
     from peftlab.evaluate.settings import generate_config
     from peftlab.export.exporting import base_gguf_file, export_gguf, export_gguf_lora
+    from peftlab.export.gguf import write_gguf
     from peftlab.export.merge import merged_model
     from peftlab.export.parity import llama_cpp_answers, until_end
     from peftlab.inference import GenerationSettings, encode_prompts, eos_ids, generate_ids
+    from peftlab.models import load_model
 
     config = generate_config(args.adapter, [], {}, args.rows)
     examples = eval_examples(read_rows(args.data), config.data)
@@ -60,8 +62,13 @@ def main() -> int:
         files[kind] = export_gguf(args.adapter, str(work / f"model-{kind}.gguf"), kind)
     lora = export_gguf_lora(args.adapter, str(work / "adapter-lora.gguf"))
     base = base_gguf_file(info.get("base_model"))
+    base_f16 = work / "base-f16.gguf"  # the base's weights as the merged f16 file holds them: only the LoRA path differs
+    unmerged = load_model(config.model.name, "fp32")
+    write_gguf(unmerged.model, unmerged.tokenizer, base_f16, "f16", "base", base)
+    del unmerged
     for label, model_path, lora_path in [("llama.cpp f16 file", files["f16"]["file"], None), ("llama.cpp q8_0 file", files["q8_0"]["file"], None),
-                                         *([(f"llama.cpp {base.name} + LoRA file", str(base), lora["file"])] if base else [])]:
+                                         *([(f"llama.cpp {base.name} + LoRA file", str(base), lora["file"])] if base else []),
+                                         ("llama.cpp base as f16 + LoRA file", str(base_f16), lora["file"])]:
         start = time.perf_counter()
         answers = llama_cpp_answers(model_path, prompts, args.max_new_tokens, lora_path)
         runs[label] = (answers, time.perf_counter() - start, Path(model_path).stat().st_size)
@@ -71,13 +78,16 @@ def main() -> int:
         texts = [loaded.tokenizer.decode(a, skip_special_tokens=True).strip() for a in answers]
         rouge = mean_scores(example_scores(texts, references))["rougeL"]
         same = sum(a == b for a, b in zip(answers, reference))
+        parts = {i: next((p for p, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                 for i, (a, b) in enumerate(zip(answers, reference)) if a != b}  # prompt -> first differing token
         rows.append({"run": label, "identical_to_reference": same, "prompts": len(prompts), "rougeL": rouge, "seconds": seconds,
-                     "file_bytes": size})
-    print(f"{'run':<48} {'identical':>10} {'ROUGE-L':>8} {'seconds':>8} {'file MB':>8}")
+                     "file_bytes": size, "first_difference": parts})
+    print(f"{'run':<52} {'identical':>10} {'ROUGE-L':>8} {'seconds':>8} {'file MB':>8}  first difference")
     for row in rows:
         size = f"{row['file_bytes'] / 1e6:.1f}" if row["file_bytes"] else "-"
-        print(f"{row['run']:<48} {row['identical_to_reference']:>4}/{row['prompts']:<5} {100 * row['rougeL']:>8.2f} "
-              f"{row['seconds']:>8.1f} {size:>8}")
+        parts = ", ".join(f"#{i + 1} at token {p}" for i, p in row["first_difference"].items()) or "-"
+        print(f"{row['run']:<52} {row['identical_to_reference']:>4}/{row['prompts']:<5} {100 * row['rougeL']:>8.2f} "
+              f"{row['seconds']:>8.1f} {size:>8}  {parts}")
     result = {"adapter": args.adapter, "data": args.data, "max_new_tokens": args.max_new_tokens, "machine": platform.processor() or platform.machine(),
               "llama_cpp_python": llama_cpp.__version__, "rows": rows}
     atomic.write_text(Path(args.json), json.dumps(result, indent=2))
