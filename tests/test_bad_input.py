@@ -280,6 +280,8 @@ CASES = [
     Case("export-output-not-gguf", lambda b: export(b, output=b.out), ("--output {out}", "must name a .gguf file")),
     Case("export-lora-file-of-prompt-tuning", lambda b: export(b, "--format", "gguf-lora", adapter=b.prompt_tuning),
          ("no LoRA layers", "--format gguf")),
+    Case("export-ollama-lora-of-a-folder-base", lambda b: export(b, "--format", "ollama-lora", output=b.out),
+         ("ollama-lora needs a base that came from a GGUF file", "--format ollama")),
     Case("export-output-exists", lambda b: export(b, output=b.file("model.gguf", "GGUF mine")), ("{inputs}/model.gguf already exists", "--overwrite")),
     # trackers
     Case("train-tracker-unknown", lambda b: train(b, "--set", "train.report_to=neptune"), ("train.report_to 'neptune'", "tensorboard, mlflow")),

@@ -124,6 +124,35 @@ def export_ollama(source: str, output: str, tensor_type: str = "q8_0", model: st
     return {**result, "file": str(out / model_file), "modelfile": str(out / MODELFILE), "template": templated}
 
 
+def export_ollama_lora(source: str, output: str, tensor_type: str = "f32", model: str | None = None, overwrite: bool = False,
+                       say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    """A folder for `ollama create`: the LoRA adapter as a llama.cpp LoRA file and a Modelfile whose FROM is the base's
+    own GGUF file and ADAPTER the LoRA file (one base in Ollama, many small adapters)."""
+    from transformers import AutoTokenizer
+
+    from peftlab.artifacts import adapter_folder, check_output, recorded_model_name
+    from peftlab.export.ollama import modelfile
+    from peftlab.models.loading import resolve_source
+
+    out = check_output(output, overwrite, "Ollama model", lambda folder: (folder / MODELFILE).is_file())
+    name = model or recorded_model_name(adapter_folder(source))
+    base = base_gguf_file(name)
+    if base is None:
+        raise PeftlabError("--format ollama-lora needs a base that came from a GGUF file (the embedded default did); "
+                           "for this base use --format ollama (the merged model)")
+    lora_file = "adapter-lora.gguf"
+    try:
+        with atomic.folder(out) as tmp:
+            result = export_gguf_lora(source, str(tmp / lora_file), tensor_type, model, False, say)
+            tokenizer = AutoTokenizer.from_pretrained(resolve_source(name)[1])
+            text, _ = modelfile(tokenizer, str(base.resolve()), f"./{lora_file}")
+            (tmp / MODELFILE).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise PeftlabError(f"cannot write {out}: {error.strerror}; free space or choose another --output") from None
+    say(f"export: {out / MODELFILE} (FROM {base}, ADAPTER {lora_file}); create the model with: ollama create NAME -f {out / MODELFILE}")
+    return {**result, "file": str(out / lora_file), "modelfile": str(out / MODELFILE)}
+
+
 def reload_difference(merged: Any, tokenizer: Any, path: Path) -> float:
     """Load the written file with transformers (`gguf_file=`, its own GGUF reader and dequantizer) and compare
     the logits on the probe prompt with the merged model's."""

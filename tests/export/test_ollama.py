@@ -49,3 +49,20 @@ def test_the_folder_holds_the_file_its_modelfile_names(adapter, tmp_path):
     lines = (out / "Modelfile").read_text().splitlines()
     assert lines[0] == "FROM ./model-q8_0.gguf" and (out / "model-q8_0.gguf").stat().st_size > 0
     assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model-q8_0.gguf"]
+
+
+def test_an_adapter_of_a_gguf_base_gets_a_modelfile_on_that_file_with_its_lora_file(tiny_llama, tmp_path, monkeypatch):
+    from peftlab.export.gguf import write_gguf
+    from peftlab.models import load_model
+    from tests.conftest import TOY_ROWS, write_jsonl
+    from tests.tiny_models import train_tiny
+
+    base = load_model(tiny_llama, "fp32")
+    write_gguf(base.model, base.tokenizer, tmp_path / "tiny.gguf", "f32", "tiny", None)
+    monkeypatch.setenv("PEFTLAB_CACHE", str(tmp_path / "cache"))
+    train_tiny(str(tmp_path / "tiny.gguf"), write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS), tmp_path / "run", "train.max_steps=1")
+    out = tmp_path / "ollama"
+    assert main(["export", str(tmp_path / "run"), "--format", "ollama-lora", "--output", str(out)]) == 0
+    lines = (out / "Modelfile").read_text().splitlines()
+    assert lines[:2] == [f"FROM {(tmp_path / 'tiny.gguf').resolve()}", "ADAPTER ./adapter-lora.gguf"]
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "adapter-lora.gguf"]
