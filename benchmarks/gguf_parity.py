@@ -43,7 +43,7 @@ def main() -> int:
     from peftlab.export.exporting import base_gguf_file, export_gguf, export_gguf_lora
     from peftlab.export.gguf import write_gguf
     from peftlab.export.merge import merged_model
-    from peftlab.export.parity import llama_cpp_answers, until_end
+    from peftlab.export.parity import first_difference, llama_cpp_answers, until_end
     from peftlab.inference import GenerationSettings, encode_prompts, eos_ids, generate_ids
     from peftlab.models import load_model
 
@@ -78,8 +78,7 @@ def main() -> int:
         texts = [loaded.tokenizer.decode(a, skip_special_tokens=True).strip() for a in answers]
         rouge = mean_scores(example_scores(texts, references))["rougeL"]
         same = sum(a == b for a, b in zip(answers, reference))
-        parts = {i: next((p for p, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-                 for i, (a, b) in enumerate(zip(answers, reference)) if a != b}  # prompt -> first differing token
+        parts = {i: first_difference(b, a) for i, (a, b) in enumerate(zip(answers, reference)) if a != b}  # prompt -> token
         rows.append({"run": label, "identical_to_reference": same, "prompts": len(prompts), "rougeL": rouge, "seconds": seconds,
                      "file_bytes": size, "first_difference": parts})
     print(f"{'run':<52} {'identical':>10} {'ROUGE-L':>8} {'seconds':>8} {'file MB':>8}  first difference")

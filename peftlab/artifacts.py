@@ -264,12 +264,16 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
-def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def config_differences(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str]:
+    """Keys whose values differ. With `defaults`, a setting absent from `old` (added since it was recorded) held its
+    default there: it differs only when `new` sets another value."""
     a, b = _flatten(old), _flatten(new)
+    if defaults is not None:
+        a = {**{k: v for k, v in _flatten(defaults).items() if k in b}, **a}
     return sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
 
 
-def recorded_differences(path: Path, current: dict[str, Any]) -> list[str] | None:
+def recorded_differences(path: Path, current: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str] | None:
     """Settings in which the YAML recorded at `path` (run.yaml, compare.yaml) differs from `current` (None: nothing recorded)."""
     if not path.is_file():
         return None
@@ -277,18 +281,11 @@ def recorded_differences(path: Path, current: dict[str, Any]) -> list[str] | Non
         old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return [f"{path.name} (unreadable)"]
-    return config_differences(old if isinstance(old, dict) else {}, current)
+    return config_differences(old if isinstance(old, dict) else {}, current, defaults)
 
 
 def _recorded_run_differences(folder: Path, config: RunConfig) -> list[str] | None:
-    changed = recorded_differences(folder / RUN_FILE, config.to_dict())
-    if not changed or changed == [f"{RUN_FILE} (unreadable)"]:
-        return changed
-    # a setting added since the run was recorded held its default there: not a difference
-    recorded = _flatten(yaml.safe_load((folder / RUN_FILE).read_text(encoding="utf-8")) or {})
-    defaults = _flatten(RunConfig().to_dict())
-    current = _flatten(config.to_dict())
-    return [key for key in changed if key in recorded or current.get(key) != defaults.get(key, object())]
+    return recorded_differences(folder / RUN_FILE, config.to_dict(), RunConfig().to_dict())
 
 
 @dataclass

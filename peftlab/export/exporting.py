@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 from peftlab import atomic
 from peftlab.errors import PeftlabError
-from peftlab.export.gguf import ARCHITECTURES, TENSOR_TYPES, check_exportable, rotary_row_order, write_gguf, write_gguf_lora
-from peftlab.export.merge import MERGE_INFO, PROBE_TEXT, merged_model
+from peftlab.export.gguf import TENSOR_TYPES, check_exportable, llama_cpp_rows, lora_layers, write_gguf, write_gguf_lora
+from peftlab.export.merge import MERGE_INFO, PROBE_TEXT, merged_model, relative_difference
 
 # max |GGUF logit - merged logit| / (1 + max |logit|) after the reload: the rounding of each file type
 RELOAD_TOLERANCE = {"f32": 1e-4, "f16": 2e-2, "bf16": 5e-2}  # quantized types are reported, not judged here
@@ -163,33 +163,26 @@ def reload_difference(merged: Any, tokenizer: Any, path: Path) -> float:
         reloaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
     ids = tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"]
     with torch.inference_mode():
-        expected = merged.float()(input_ids=ids).logits
-        got = reloaded(input_ids=ids).logits
-    return float((got - expected).abs().max() / (1 + expected.abs().max()))
+        return relative_difference(reloaded(input_ids=ids).logits, merged.float()(input_ids=ids).logits)
 
 
 def export_gguf_lora(source: str, output: str, tensor_type: str = "f32", model: str | None = None, overwrite: bool = False,
                      say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
     """A LoRA adapter folder as a llama.cpp LoRA file, for the base's own GGUF file (`llama-cli -m BASE --lora FILE`)."""
-    from peftlab.artifacts import adapter_folder, check_base, misfit_error, recorded_model_name
-    from peftlab.methods import load_trained, saved_method
-    from peftlab.models.loading import load_model
+    from peftlab.artifacts import adapter_folder, recorded_model_name
+    from peftlab.inference import load_for_generation
+    from peftlab.methods import saved_method
 
     if tensor_type not in LORA_TOLERANCE:
         raise PeftlabError(f"--type {tensor_type}: a llama.cpp LoRA file is written in {' or '.join(LORA_TOLERANCE)}")
     out = _checked_output(output, overwrite, "adapter-lora.gguf")
     folder = adapter_folder(source)
     name = model or recorded_model_name(folder)
-    check_base(folder, name)
     if saved_method(folder).quantization:
         raise PeftlabError("this adapter was trained on a 4/8-bit base: a LoRA file would meet other base weights in llama.cpp; "
                            "export the merged model instead (--format gguf)")
-    loaded = load_model(name, "fp32")
-    check_exportable(loaded.model.config)
-    try:
-        adapted = load_trained(loaded.model, folder).eval()
-    except (RuntimeError, ValueError, KeyError) as error:
-        raise misfit_error(folder, loaded.spec, error) from None
+    adapted = load_for_generation(name, "fp32", str(folder)).model.eval()  # checks the base, refuses a misfit in one line
+    check_exportable(adapted.get_base_model().config)
     say(f"export: LoRA layers of {folder} as a llama.cpp LoRA file {out} ({tensor_type})")
     try:
         with atomic.file(out) as tmp:
@@ -213,20 +206,11 @@ def lora_file_difference(adapted: Any, path: Path) -> float:
     update for that layer (`get_delta_weight`, in llama.cpp's row order): the largest relative difference."""
     import gguf
     import numpy as np
-    from peft.tuners.lora import LoraLayer
 
     tensors = {t.name: np.asarray(t.data, dtype=np.float32) for t in gguf.GGUFReader(path).tensors}
     config = adapted.get_base_model().config
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[ARCHITECTURES[config.model_type]], config.num_hidden_layers)
     worst = 0.0
-    for module_name, module in adapted.named_modules():
-        if not isinstance(module, LoraLayer) or not module.lora_A:
-            continue
-        target = names.get_name(module_name.removeprefix("base_model.model.") + ".weight", try_suffixes=(".weight",))
-        expected = module.get_delta_weight(module.active_adapters[0]).detach().float().numpy()
-        for part, heads in ((".attn_q.", config.num_attention_heads), (".attn_k.", config.num_key_value_heads)):
-            if part in target:
-                expected = rotary_row_order(expected, heads)
-        got = tensors[f"{target}.lora_b"] @ tensors[f"{target}.lora_a"]
-        worst = max(worst, float(np.abs(got - expected).max() / (1 + np.abs(expected).max())))
+    for target, module, adapter in lora_layers(adapted):
+        expected = llama_cpp_rows(module.get_delta_weight(adapter).detach().float().numpy(), target, config)
+        worst = max(worst, relative_difference(tensors[f"{target}.lora_b"] @ tensors[f"{target}.lora_a"], expected))
     return worst

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from peftlab.errors import PeftlabError
 
@@ -46,6 +46,52 @@ def rotary_row_order(weight: Any, heads: int) -> Any:
     return weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
+def tensor_names(config: Any) -> Any:
+    """The gguf package's map from transformers tensor names to llama.cpp's, for this model's architecture."""
+    import gguf
+
+    return gguf.get_tensor_name_map(gguf.MODEL_ARCH[ARCHITECTURES[config.model_type]], config.num_hidden_layers)
+
+
+def llama_cpp_rows(data: Any, target: str, config: Any) -> Any:
+    """A weight (or a weight update) of the query or key projection in llama.cpp's row order; others as they are."""
+    if ".attn_q." in target:
+        return rotary_row_order(data, config.num_attention_heads)
+    if ".attn_k." in target:
+        return rotary_row_order(data, config.num_key_value_heads)
+    return data
+
+
+def lora_layers(adapted: Any) -> Iterator[tuple[str, Any, str]]:
+    """(llama.cpp name of the base weight, the peft LoRA layer, its active adapter) for each LoRA layer of `adapted`;
+    what a llama.cpp LoRA file cannot hold is refused in one line."""
+    from peft.tuners.lora import LoraLayer
+
+    names = tensor_names(adapted.get_base_model().config)
+    for module_name, module in adapted.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        adapter = module.active_adapters[0]
+        problem = ("DoRA's magnitude vectors" if module.use_dora.get(adapter) else
+                   "LoRA on an embedding" if adapter in module.lora_embedding_A else None)
+        if problem:
+            raise PeftlabError(f"a llama.cpp LoRA file cannot hold {problem}; export the merged model instead (--format gguf)")
+        if adapter not in module.lora_A:
+            continue
+        key = module_name.removeprefix("base_model.model.") + ".weight"
+        target = names.get_name(key, try_suffixes=(".weight",))
+        if target is None:
+            raise PeftlabError(f"GGUF export: no llama.cpp name for the LoRA layer on {key}; export the merged model instead (--format gguf)")
+        yield target, module, adapter
+
+
+def _finish(writer: Any) -> None:
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 def write_gguf(model: Any, tokenizer: Any, path: Path, tensor_type: str, name: str, base_gguf: Path | None) -> dict[str, int]:
     """Write `model` (a merged transformers Llama) to `path`; return how many tensors of each type it holds."""
     import gguf
@@ -53,11 +99,9 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, tensor_type: str, name: s
 
     config = model.config
     check_exportable(config)
-    arch = gguf.MODEL_ARCH[ARCHITECTURES[config.model_type]]
     weight_type, file_type = TENSOR_TYPES[tensor_type]
-    names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
-    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
-    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[arch])
+    names = tensor_names(config)
+    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[ARCHITECTURES[config.model_type]]])
     _model_metadata(writer, config, name, gguf.LlamaFileType[file_type])
     if base_gguf is not None:
         _copy_tokenizer_fields(writer, base_gguf)
@@ -71,18 +115,11 @@ def write_gguf(model: Any, tokenizer: Any, path: Path, tensor_type: str, name: s
         if target is None:
             raise PeftlabError(f"GGUF export: no llama.cpp name for tensor {key}; this model has parts the Llama "
                                "layout lacks; convert the merged folder with llama.cpp's convert_hf_to_gguf.py")
-        data = tensor.detach().float().cpu().numpy()
-        if ".attn_q." in target:
-            data = rotary_row_order(data, heads)
-        elif ".attn_k." in target:
-            data = rotary_row_order(data, kv_heads)
+        data = llama_cpp_rows(tensor.detach().float().cpu().numpy(), target, config)
         data, kind = _encode(data, weight_type, gguf, np)
         writer.add_tensor(target, data, raw_dtype=kind)
         counts[kind.name] = counts.get(kind.name, 0) + 1
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    _finish(writer)
     return counts
 
 
@@ -191,47 +228,25 @@ def write_gguf_lora(adapted: Any, path: Path, tensor_type: str, name: str) -> di
     and the file's alpha is 0, which llama.cpp reads as scale 1: every layer keeps its exact scale."""
     import gguf
     import numpy as np
-    from peft.tuners.lora import LoraLayer
 
     config = adapted.get_base_model().config
     check_exportable(config)
-    arch = gguf.MODEL_ARCH[ARCHITECTURES[config.model_type]]
-    names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
-    heads = {".attn_q.": config.num_attention_heads, ".attn_k.": config.num_key_value_heads}
     weight_type = "F16" if tensor_type == "f16" else "F32"
-    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[arch])
+    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[ARCHITECTURES[config.model_type]]])
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_name(name)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 0.0)
     counts: dict[str, int] = {}
-    for module_name, module in adapted.named_modules():
-        if not isinstance(module, LoraLayer):
-            continue
-        adapter = module.active_adapters[0]
-        problem = ("DoRA's magnitude vectors" if module.use_dora.get(adapter) else
-                   "LoRA on an embedding" if adapter in module.lora_embedding_A else None)
-        if problem:
-            raise PeftlabError(f"a llama.cpp LoRA file cannot hold {problem}; export the merged model instead (--format gguf)")
-        if adapter not in module.lora_A:
-            continue
-        key = module_name.removeprefix("base_model.model.") + ".weight"
-        target = names.get_name(key, try_suffixes=(".weight",))
-        if target is None:
-            raise PeftlabError(f"GGUF export: no llama.cpp name for the LoRA layer on {key}; export the merged model instead (--format gguf)")
+    for target, module, adapter in lora_layers(adapted):
         down = module.lora_A[adapter].weight.detach().float().numpy()
         up = module.lora_B[adapter].weight.detach().float().numpy() * float(module.scaling[adapter])
-        for part, count in heads.items():
-            if part in target:
-                up = rotary_row_order(up, count)  # rows of the update follow the rows of the weight
+        up = llama_cpp_rows(up, target, config)  # rows of the update follow the rows of the weight
         for suffix, data in (("lora_a", down), ("lora_b", up)):
             data, kind = _encode(data, weight_type, gguf, np)
             writer.add_tensor(f"{target}.{suffix}", data, raw_dtype=kind)
             counts[kind.name] = counts.get(kind.name, 0) + 1
     if not counts:
         raise PeftlabError("this adapter has no LoRA layers for a llama.cpp LoRA file; export the merged model instead (--format gguf)")
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    _finish(writer)
     return counts

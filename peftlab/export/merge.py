@@ -38,6 +38,11 @@ def _probe(loaded: LoadedModel) -> dict[str, Any]:
     return inputs
 
 
+def relative_difference(got: Any, expected: Any) -> float:
+    """max |got - expected| / (1 + max |expected|): logits or weights, torch or numpy."""
+    return float(abs(got - expected).max() / (1 + abs(expected).max()))
+
+
 def _logits(model: Any, inputs: dict[str, Any]) -> Any:
     import torch
 
@@ -82,7 +87,7 @@ def merged_model(adapter: str, model: str | None = None, dtype: str | None = Non
     inputs = _probe(loaded)
     expected = _logits(adapted, inputs)
     merged = adapted.merge_and_unload()
-    difference = float((_logits(merged, inputs) - expected).abs().max() / (1 + expected.abs().max()))
+    difference = relative_difference(_logits(merged, inputs), expected)
     if difference > TOLERANCE[dtype]:
         raise PeftlabError(f"the merged model differs from base + adapter by {difference:.2e} (relative logits, limit "
                            f"{TOLERANCE[dtype]:.0e} in {dtype}); nothing was written; try --dtype fp32")

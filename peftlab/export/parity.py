@@ -27,11 +27,15 @@ class Parity:
         return same / max(1, len(self.prompts))
 
     def first_difference(self, runtime: str, index: int) -> int | None:
-        ours, theirs = self.answers[REFERENCE][index], self.answers[runtime][index]
-        for position, (a, b) in enumerate(zip(ours, theirs)):
-            if a != b:
-                return position
-        return None if len(ours) == len(theirs) else min(len(ours), len(theirs))
+        return first_difference(self.answers[REFERENCE][index], self.answers[runtime][index])
+
+
+def first_difference(ours: list[int], theirs: list[int]) -> int | None:
+    """Where two answers part (a token position), None when they are identical."""
+    for position, (a, b) in enumerate(zip(ours, theirs)):
+        if a != b:
+            return position
+    return None if len(ours) == len(theirs) else min(len(ours), len(theirs))
 
 
 def until_end(tokens: list[int], ends: set[int]) -> list[int]:

@@ -9,12 +9,9 @@ import pytest
 
 from peftlab.cli import main
 from peftlab.errors import PeftlabError
+from peftlab.export.merge import relative_difference
 
 PROMPT = "#Person1#: Hello, how are you today? #Person2#: Fine. Summary:"
-
-
-def relative_difference(expected, got) -> float:
-    return float((got - expected).abs().max() / (1 + expected.abs().max()))
 
 
 @pytest.mark.parametrize("tensor_type, limit", [("f32", 1e-5), ("f16", 2e-2), ("q8_0", None)])
@@ -39,7 +36,7 @@ def test_the_file_reloads_through_transformers_to_the_merged_models_logits_and_t
     reference = load_for_generation(tiny_llama, "fp32", adapter).model  # base + adapter, not merged by the export
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name, dtype=torch.float32)
     with torch.inference_mode():
-        difference = relative_difference(reference(input_ids=ids).logits, reloaded(input_ids=ids).logits)
+        difference = relative_difference(reloaded(input_ids=ids).logits, reference(input_ids=ids).logits)
     if limit is not None:
         assert difference <= limit
     else:  # q8_0 rounds each weight to 8 bits: close, not equal
