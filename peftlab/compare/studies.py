@@ -49,8 +49,11 @@ def open_storage(url: str, stale_after: int) -> Any:
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}  # SQLite: wait for a writer instead of failing
     for attempt in range(5):  # workers creating the same new database race on its tables: the loser tries again
         try:
-            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=max(1, stale_after // 6), grace_period=stale_after,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+            storage = RDBStorage(url, engine_kwargs=engine, heartbeat_interval=max(1, stale_after // 6), grace_period=stale_after,
+                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+            if url.startswith("sqlite"):
+                _serialize_sqlite(storage.engine)
+            return storage
         except Exception as error:  # sqlalchemy raises many kinds (driver missing, refused, bad URL)
             if any(race in str(error) for race in CREATION_RACES) and attempt < 4:
                 time.sleep(0.5 * (attempt + 1))
@@ -59,6 +62,24 @@ def open_storage(url: str, stale_after: int) -> Any:
             raise PeftlabError(f"--storage {url}: cannot open it ({first[:200]}); pass a database URL Optuna supports, "
                                "e.g. sqlite:////shared/studies.db or postgresql://user@host/db") from None
     raise AssertionError("unreachable")
+
+
+def _serialize_sqlite(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it begins (SQLAlchemy's documented pysqlite recipe).
+    Optuna claims an enqueued (waiting) trial by reading its state and then writing it, locked with SELECT ... FOR
+    UPDATE, which SQLite ignores: two workers could both read "waiting" and run the same trial (Optuna issue 4621).
+    PostgreSQL and MySQL honour the row lock and are left as they are."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver's own BEGIN (deferred, before the first write) is off
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while Optuna created its tables reconnect with the listeners
 
 
 def open_study(storage: Any, name: str, sampler: Any = None, pruner: Any = None,
