@@ -172,11 +172,15 @@ def _add_use_commands(commands: Any) -> None:
                         "gguf-lora: f32 (default) or f16)")
     export.add_argument("--output", required=True, help="the .gguf file to write (ollama: the folder)")
 
-    check = commands.add_parser("check", help="parity: the adapter on its base, the merged model and a GGUF file in llama.cpp answer alike")
+    check = commands.add_parser("check", help="parity: the adapter on its base, the merged model, a GGUF file in llama.cpp and a running server answer alike")
     _shared(check, "--model", "--max-samples", max_samples={"help": "prompts to compare (default 24)"})
     check.add_argument("adapter", help="adapter folder from `peftlab train`")
     check.add_argument("--data", required=True, help="rows whose prompts are compared, built with the adapter's template")
     check.add_argument("--gguf", help="also run this exported GGUF file in llama.cpp (needs llama-cpp-python)")
+    check.add_argument("--server", metavar="URL", help="also ask this running OpenAI-compatible server (peftlab serve, vLLM, "
+                       "llama.cpp's server), e.g. http://127.0.0.1:8000; its key from $PEFTLAB_API_KEY")
+    check.add_argument("--server-model", metavar="NAME", help="the name the server serves this adapter under "
+                       "(default: the one adapter it lists)")
     check.add_argument("--max-new-tokens", type=int, default=48, help="longest answer compared, in tokens (default 48)")
     check.add_argument("--min-agreement", type=float, default=0.9,
                        help="share of identical answers each runtime needs to pass (default 0.9); exit 1 below it")
@@ -417,7 +421,7 @@ def command_check(args: argparse.Namespace) -> int:
     from peftlab.data.examples import fill_template, subsample
     from peftlab.data.readers import read_rows
     from peftlab.evaluate.settings import generate_config
-    from peftlab.export.parity import check_parity, table
+    from peftlab.export.parity import Server, check_parity, table
     from peftlab.inference import GenerationSettings
 
     if not 0 <= args.min_agreement <= 1:
@@ -426,7 +430,11 @@ def command_check(args: argparse.Namespace) -> int:
     rows = subsample(read_rows(args.data), 1, config.data.max_samples)
     settings = GenerationSettings(args.max_new_tokens, 1, 16)
     settings.check()
-    parity = check_parity(config, args.adapter, [fill_template(row, config.data) for row in rows], settings, args.gguf, say=_say)
+    if args.server_model and not args.server:
+        raise PeftlabError("--server-model names a model on a server: pass --server URL too")
+    server = Server(args.server, args.server_model, os.environ.get("PEFTLAB_API_KEY")) if args.server else None
+    parity = check_parity(config, args.adapter, [fill_template(row, config.data) for row in rows], settings, args.gguf,
+                          say=_say, server=server)
     _say(table(parity))
     failures = [f"{runtime}: {100 * parity.agreement(runtime):.0f}% identical, below {100 * args.min_agreement:.0f}%"
                 for runtime in parity.answers if parity.agreement(runtime) < args.min_agreement] + parity.setup_problems

@@ -1,9 +1,13 @@
 """`peftlab check`: does the deployed model answer as the trained one? The adapter on its base, the merged model,
-an exported GGUF file in llama.cpp (a runtime we did not write) answer the same prompts greedily; the table shows
-each answer, where the first differing token is, and whether the chat template and stop tokens agree."""
+an exported GGUF file in llama.cpp (a runtime we did not write) and a running OpenAI-compatible server answer the
+same prompts greedily; the table shows each answer, where the first differing token is, and whether the chat
+template and stop tokens agree."""
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -45,15 +49,24 @@ def until_end(tokens: list[int], ends: set[int]) -> list[int]:
     return tokens
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str  # the server's root or its /v1 base, e.g. http://127.0.0.1:8000
+    model: str | None = None  # the served name of the adapter; None: the one adapter the server lists
+    api_key: str | None = None
+
+
 def check_parity(config: RunConfig, adapter: str, texts: list[str], settings: GenerationSettings, gguf: str | None,
-                 say: Callable[[str], None] = lambda text: None) -> Parity:
+                 say: Callable[[str], None] = lambda text: None, server: Server | None = None) -> Parity:
     from peftlab.export.merge import merged_model
     from peftlab.inference import encode_prompts, eos_ids, generate_ids, load_for_generation
 
     loaded = load_for_generation(config.model.name, "fp32", adapter, config.model.attn_implementation)
     if loaded.is_seq2seq:
         raise PeftlabError("peftlab check compares decoder-only deployments (merged, GGUF); this adapter's base is seq2seq")
-    prompts, _ = encode_prompts(loaded, texts, config.data.chat_template)
+    prompts, chat = encode_prompts(loaded, texts, config.data.chat_template)
+    if server:
+        model = served_model(server)  # an unreachable server or unknown name fails before minutes of generation
     ends = eos_ids(loaded.model, loaded.tokenizer)
     answers = {REFERENCE: [until_end(t, ends) for t in generate_ids(loaded.model, loaded.tokenizer, prompts, False, settings)]}
     say(f"check: {len(prompts)} prompts, greedy, up to {settings.max_new_tokens} new tokens; {REFERENCE} on its base done")
@@ -65,7 +78,67 @@ def check_parity(config: RunConfig, adapter: str, texts: list[str], settings: Ge
         answers[f"llama.cpp {Path(gguf).name}"] = llama_cpp_answers(gguf, prompts, settings.max_new_tokens)
         say("check: llama.cpp done")
     decode = lambda ids: loaded.tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
-    return Parity(texts, answers, {k: [decode(a) for a in v] for k, v in answers.items()}, problems)
+    decoded = {k: [decode(a) for a in v] for k, v in answers.items()}
+    if server:
+        replies = server_texts(server, model, texts, chat, settings.max_new_tokens)
+        # an identical text is an identical answer; else the text re-encoded locates the first difference
+        answers[f"server {model}"] = [answers[REFERENCE][i] if reply == decoded[REFERENCE][i]
+                                      else loaded.tokenizer(reply, add_special_tokens=False)["input_ids"] for i, reply in enumerate(replies)]
+        decoded[f"server {model}"] = replies
+        say("check: server done")
+    return Parity(texts, answers, decoded, problems)
+
+
+def _call(server: Server, path: str, body: dict[str, Any] | None = None) -> Any:
+    base = server.url.rstrip("/")
+    url = (base if base.endswith("/v1") else base + "/v1") + path
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {server.api_key}"} if server.api_key else {})}
+    request = urllib.request.Request(url, json.dumps(body).encode() if body is not None else None, headers)
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode(errors="replace")[:300]
+        try:
+            detail = json.loads(detail)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            pass
+        hint = "; set $PEFTLAB_API_KEY to the server's key" if error.code == 401 else ""
+        raise PeftlabError(f"--server {server.url}: {url} answered {error.code}: {detail}{hint}") from None
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise PeftlabError(f"--server {server.url}: cannot reach {url} ({reason}); start it with `peftlab serve --adapter "
+                           "NAME=ADAPTER` or pass the URL it listens on") from None
+
+
+def served_model(server: Server) -> str:
+    """The name to ask for: --server-model, else the one adapter the server lists (a model with a parent)."""
+    cards = _call(server, "/models").get("data", [])
+    names = [card.get("id") for card in cards]
+    if server.model is not None:
+        if server.model not in names:
+            raise PeftlabError(f"--server-model {server.model}: the server serves {', '.join(names) or 'nothing'}; pass one of them")
+        return server.model
+    adapters = [card.get("id") for card in cards if card.get("parent")]
+    if len(adapters) != 1:
+        raise PeftlabError(f"--server {server.url} serves {', '.join(names) or 'nothing'}: pass --server-model NAME, the "
+                           "name it serves this adapter under")
+    return adapters[0]
+
+
+def server_texts(server: Server, model: str, texts: list[str], chat: bool, max_new_tokens: int) -> list[str]:
+    """Greedy answers from the server: the prompt as one user message when training used the chat template (the
+    server's own template builds the prompt, which is what is checked), else as a plain completion prompt."""
+    replies = []
+    for text in texts:
+        body: dict[str, Any] = {"model": model, "max_tokens": max_new_tokens, "temperature": 0}
+        if chat:
+            answer = _call(server, "/chat/completions", {**body, "messages": [{"role": "user", "content": text}]})
+            replies.append((answer["choices"][0]["message"]["content"] or "").strip())
+        else:
+            answer = _call(server, "/completions", {**body, "prompt": text})
+            replies.append(answer["choices"][0]["text"].strip())
+    return replies
 
 
 def llama_cpp_answers(gguf: str, prompts: list[list[int]], max_new_tokens: int, lora: str | None = None) -> list[list[int]]:
