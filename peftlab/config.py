@@ -49,6 +49,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     batching: str = "length"  # length (group by length, pad little) | packed (no padding at all)
+    # a batch whose padded tokens exceed this runs as several micro-batches of whole rows (causal LMs), one optimizer
+    # step, the loss normalised over the whole batch's answer tokens: memory bounded, results as with one batch; 0: off
+    max_batch_tokens: int = 2048
     eval_steps: int = 50
     save_steps: int = 50
     save_total_limit: int = 2
@@ -249,6 +252,7 @@ def validate(config: RunConfig) -> None:
         (t.lr is None or t.lr > 0, f"train.lr must be positive, got {t.lr}"),
         (t.batch_size >= 1, f"train.batch_size must be at least 1, got {t.batch_size}"),
         (t.grad_accum >= 1, f"train.grad_accum must be at least 1, got {t.grad_accum}"),
+        (t.max_batch_tokens >= 0, f"train.max_batch_tokens must be 0 (off) or a token count, got {t.max_batch_tokens}"),
         (t.epochs > 0 or t.max_steps > 0, "train needs epochs > 0 or max_steps > 0"),
         (0 <= t.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}"),
         (t.batching in ("length", "packed"), f"train.batching '{t.batching}' is not one of length, packed"),

@@ -229,6 +229,7 @@ def _trainer(config: RunConfig, out: Path, model: Any, loaded: Any, train_set: T
         eval_collator=CountingCollator(loaded.tokenizer, loaded.is_seq2seq, packed),
         length_grouped=not packed,
         answer_only_logits=answer_only_logits,
+        max_batch_tokens=config.train.max_batch_tokens,
     )
     trainer.remove_callback(PrinterCallback)
     return trainer, collator

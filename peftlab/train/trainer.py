@@ -4,6 +4,13 @@
 - logits computed only where the loss needs them (causal LMs; the vocabulary projection and
   its fp32 logits are a fifth of the compute and most of the memory otherwise),
 - evaluation batches kept out of the training token count,
+- memory bounded by a token budget: a batch with more padded tokens than `max_batch_tokens` runs as
+  micro-batches of whole rows inside one optimizer step, each normalised by the whole batch's answer
+  tokens, so the gradient is the one batch's (activations, not the attention scores, are most of a
+  step's memory: about 1.5 MB per token on the default model in fp32, measured),
+- no attention mask for right-padded causal batches: a real token attends only to tokens before it,
+  never to the padding after its row's end, so the mask changes nothing the loss sees, and without
+  one sdpa runs its causal flash kernel (measured on CPU: less memory and time per step),
 - checkpoints that are complete or absent: the Trainer writes checkpoint-N in place, file by
   file, so a kill or a full disk during a save leaves a folder that looks like the newest
   checkpoint and is not (transformers has no atomic save). Here each one is written under
@@ -12,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -62,8 +70,9 @@ class LengthGroupedOrder(Sampler):
 
 class PeftlabTrainer(Trainer):
     def __init__(self, *args: Any, eval_collator: Any = None, length_grouped: bool = True, answer_only_logits: bool = True,
-                 **kwargs: Any):
+                 max_batch_tokens: int = 0, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.max_batch_tokens = max_batch_tokens
         self.answer_only_logits = answer_only_logits  # the method allows it (not prompt learning, not AdaLoRA)
         self.eval_collator = eval_collator
         self.length_grouped = length_grouped
@@ -116,12 +125,31 @@ class PeftlabTrainer(Trainer):
             self.data_collator = train_collator
             self.eval_seconds += time.perf_counter() - start
 
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+        pieces = micro_batches(inputs, self.max_batch_tokens) if self._sums_answer_tokens(model, inputs) else [inputs]
+        if len(pieces) == 1:
+            return super().training_step(model, inputs, num_items_in_batch)
+        if num_items_in_batch is None:
+            num_items_in_batch = (inputs["labels"][:, 1:] != IGNORE).sum()
+        total = 0.0
+        for number, piece in enumerate(pieces):  # gradients add up; under DDP only the last piece synchronises them
+            last = number == len(pieces) - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(model):
+                total = total + super().training_step(model, piece, num_items_in_batch)
+        return total
+
+    def _sums_answer_tokens(self, model: Any, inputs: dict[str, Any]) -> bool:
+        """Our own loss applies: summed over answer tokens and divided by the batch's count (not a per-piece mean)."""
+        return self.answer_only_logits and "position_ids" not in inputs and _answer_logits_apply(model, inputs)
+
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         if return_outputs or not self.answer_only_logits or not _answer_logits_apply(model, inputs):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs = dict(inputs)
         labels = inputs.pop("labels")
+        if _right_padded(inputs.get("attention_mask")):
+            del inputs["attention_mask"]  # causal attention never looks right, where the padding is: see the module's doc
         targets = labels[:, 1:]
         # the first position whose next token is a label; logits before it are never used
         start = int((targets != IGNORE).any(dim=0).nonzero()[0])
@@ -137,6 +165,35 @@ class PeftlabTrainer(Trainer):
         if self.args.average_tokens_across_devices:
             loss = loss * self.accelerator.num_processes  # as Trainer does: DDP then averages gradients
         return loss
+
+
+def _right_padded(mask: Any) -> bool:
+    """Every row's ones come first, then zeros only (or no padding at all)."""
+    return mask is not None and not bool((mask[:, 1:] > mask[:, :-1]).any())
+
+
+def micro_batches(inputs: dict[str, Any], budget: int) -> list[dict[str, Any]]:
+    """Cut a right-padded batch into runs of whole rows whose padded size (rows x longest row) stays within
+    `budget` tokens, each trimmed to its own longest row; a row longer than the budget goes alone."""
+    mask = inputs.get("attention_mask")
+    if budget <= 0 or mask is None or mask.numel() <= budget or not _right_padded(mask):
+        return [inputs]
+    lengths = mask.sum(dim=1).tolist()
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # longest first: pieces of similar rows
+    pieces, current = [], []
+    for row in order:
+        if current and (len(current) + 1) * lengths[current[0]] > budget:
+            pieces.append(current)
+            current = []
+        current.append(row)
+    pieces.append(current)
+    cut = []
+    for rows in pieces:
+        index = torch.tensor(sorted(rows))
+        width = max(lengths[i] for i in rows)
+        cut.append({k: (v[index, :width] if torch.is_tensor(v) and v.dim() == 2 and v.shape == mask.shape else v)
+                    for k, v in inputs.items()})
+    return cut
 
 
 def _answer_logits_apply(model: Any, inputs: dict[str, Any]) -> bool:
