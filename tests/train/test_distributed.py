@@ -70,3 +70,18 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_llama, 
     c = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
     for key in b:
         assert torch.allclose(b[key], c[key], atol=1e-6), key
+
+
+def test_two_processes_with_micro_batches_match_one_process(tiny_llama, toy_data, tmp_path):
+    """Each rank cuts its rows into micro-batches (one row each here), every piece normalised by the answer tokens
+    of all ranks' batches: the result is one process's with whole batches."""
+    common = ["--model", tiny_llama, "--data", toy_data, "--dtype", "fp32", "--max-steps", "3", "--lr", "0.03",
+              "--set", "lora.r=4", "--set", "lora.dropout=0", "--set", "train.save_steps=10"]
+    launched = launch([*common, "--batch-size", "2", "--set", "train.max_batch_tokens=8", "--output", str(tmp_path / "two")], tmp_path)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    run(tiny_run_config(tiny_llama, toy_data, tmp_path / "one", "train.max_steps=3", "train.lr=0.03", "lora.dropout=0",
+                        "train.save_steps=10", "train.batch_size=4", "train.max_batch_tokens=0"))
+    a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
