@@ -95,6 +95,36 @@ def lora_config(loaded):
     return LoraConfig(**LORA, target_modules=targets, task_type="SEQ_2_SEQ_LM" if loaded.is_seq2seq else "CAUSAL_LM")
 
 
+def clocked(trainer, collate, seq2seq: bool):
+    """Count each batch `collate` makes and time the first step apart (peftlab's StepClock, for the other recipes)."""
+    from peftlab.data.collator import TokenCount
+    from peftlab.data.tokenize import IGNORE
+    from peftlab.train.callbacks import StepClock
+
+    count = TokenCount()
+
+    def counting(features):
+        batch = collate(features)
+        real, total = int(batch["attention_mask"].sum()), batch["input_ids"].numel()
+        if seq2seq:
+            real, total = real + int((batch["labels"] != IGNORE).sum()), total + batch["labels"].numel()
+        count.add(real, total)
+        return batch
+
+    trainer.data_collator = counting
+    clock = StepClock(count, accumulation=1)
+    trainer.add_callback(clock)
+    return clock
+
+
+def warm_up_split(clock, seconds: float) -> dict:
+    """The first step (with everything before it) and the steady rate after it."""
+    if not clock.steady_seconds:
+        return {"first_step_seconds": None, "steady_tokens_per_second": None}
+    return {"first_step_seconds": seconds - clock.steady_seconds,
+            "steady_tokens_per_second": (clock.tokens()[0] - clock.first_step_tokens()) / clock.steady_seconds}
+
+
 def run_classic(rows: int | None, model_name: str | None) -> dict:
     import torch
     from peft import get_peft_model
@@ -121,12 +151,14 @@ def run_classic(rows: int | None, model_name: str | None) -> dict:
         args = TrainingArguments(output_dir=out, per_device_train_batch_size=BATCH, learning_rate=LR, num_train_epochs=1,
                                  logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True)
         trainer = Trainer(model=model, args=args, train_dataset=padded, data_collator=collate)
+        clock = clocked(trainer, collate, loaded.is_seq2seq)
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
     return {"recipe": "classic notebook (pad 512, fp32)", "dtype": "fp32", "rows": len(features), "seconds": seconds,
             "real_tokens": real_tokens, "real_tokens_per_second": real_tokens / seconds, "real_token_share": real_tokens / computed,
-            "peak_memory_bytes": peak_rss_bytes(), "final_loss": trainer.state.log_history[-2].get("loss")}
+            **warm_up_split(clock, seconds), "peak_memory_bytes": peak_rss_bytes(),
+            "final_loss": trainer.state.log_history[-2].get("loss")}
 
 
 def run_trl(rows: int | None, model_name: str | None) -> dict:
@@ -153,12 +185,14 @@ def run_trl(rows: int | None, model_name: str | None) -> dict:
         trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=datasets.Dataset.from_list(rows_),
                              processing_class=loaded.tokenizer, peft_config=lora_config(loaded))
         real_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+        clock = clocked(trainer, trainer.data_collator, False)
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
     return {"recipe": "TRL SFTTrainer (no packing, fp32)", "dtype": "fp32", "rows": len(rows_), "seconds": seconds,
             "real_tokens": real_tokens, "real_tokens_per_second": real_tokens / seconds, "real_token_share": None,
-            "peak_memory_bytes": peak_rss_bytes(), "final_loss": trainer.state.log_history[-2].get("loss")}
+            **warm_up_split(clock, seconds), "peak_memory_bytes": peak_rss_bytes(),
+            "final_loss": trainer.state.log_history[-2].get("loss")}
 
 
 def run_peftlab(rows: int | None, model_name: str | None, *settings: str) -> dict:
@@ -173,6 +207,7 @@ def run_peftlab(rows: int | None, model_name: str | None, *settings: str) -> dic
     return {"recipe": f"peftlab ({summary['dtype']}, {label})", "dtype": summary["dtype"], "rows": rows,
             "seconds": summary["train_seconds"], "real_tokens": summary["real_tokens"],
             "real_tokens_per_second": summary["real_tokens_per_second"], "real_token_share": summary["real_token_share"],
+            "first_step_seconds": summary["first_step_seconds"], "steady_tokens_per_second": summary["steady_tokens_per_second"],
             "peak_memory_bytes": peak_rss_bytes(), "final_loss": summary["train_loss"]}
 
 
@@ -217,20 +252,28 @@ def main() -> None:
     print(f"this machine: fp32 matmul {rates['fp32'] / 1e9:.0f} GFLOP/s, bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s; "
           f"{limit['flops_per_token'] / 1e9:.2f} GFLOP per real token -> limit "
           f"{limit['limit_tokens_per_second']['fp32']:.0f} tokens/s in fp32, {limit['limit_tokens_per_second']['bf16']:.0f} in bf16")
-    print(f"{'recipe':<52} {'rows':>5} {'seconds':>8} {'real tok/s':>11} {'of limit':>9} {'peak GiB':>9} {'loss':>7}")
+    print(f"{'recipe':<52} {'rows':>5} {'seconds':>8} {'real tok/s':>11} {'of limit':>9} {'1st step s':>11} "
+          f"{'steady tok/s':>13} {'of limit':>9} {'peak GiB':>9} {'loss':>7}")
     for role, r in results.items():
         if role == "limit":
             continue
-        r["share_of_limit"] = r["real_tokens_per_second"] / limit["limit_tokens_per_second"][r["dtype"]]
+        rate = limit["limit_tokens_per_second"][r["dtype"]]
+        r["share_of_limit"] = r["real_tokens_per_second"] / rate
+        r["steady_share_of_limit"] = r["steady_tokens_per_second"] / rate if r.get("steady_tokens_per_second") else None
         loss = f"{r['final_loss']:.3f}" if r.get("final_loss") is not None else "-"
+        first = f"{r['first_step_seconds']:.1f}" if r.get("first_step_seconds") else "-"
+        steady = (f"{r['steady_tokens_per_second']:>13.1f} {100 * r['steady_share_of_limit']:>8.1f}%" if r["steady_share_of_limit"]
+                  else f"{'-':>13} {'-':>9}")
         print(f"{r['recipe']:<52} {r['rows'] or 'all':>5} {r['seconds']:>8.1f} {r['real_tokens_per_second']:>11.1f} "
-              f"{100 * r['share_of_limit']:>8.1f}% {r['peak_memory_bytes'] / 2**30:>9.2f} {loss:>7}")
-    ours, classic = results.get("peftlab"), results.get("classic")
-    if ours and classic:
-        print(f"peftlab: {ours['real_tokens_per_second'] / classic['real_tokens_per_second']:.1f}x the classic recipe's real tokens/s "
-              f"at {ours['peak_memory_bytes'] / classic['peak_memory_bytes']:.2f}x its peak memory"
-              + (f"; {ours['real_tokens_per_second'] / results['trl']['real_tokens_per_second']:.1f}x TRL's at "
-                 f"{ours['peak_memory_bytes'] / results['trl']['peak_memory_bytes']:.2f}x its memory" if "trl" in results else ""))
+              f"{100 * r['share_of_limit']:>8.1f}% {first:>11} {steady} {r['peak_memory_bytes'] / 2**30:>9.2f} {loss:>7}")
+    ours = results.get("peftlab")
+    for other in ("classic", "trl"):
+        if ours and other in results:
+            theirs = results[other]
+            steady = (f" ({ours['steady_tokens_per_second'] / theirs['steady_tokens_per_second']:.1f}x after the first step)"
+                      if ours.get("steady_tokens_per_second") and theirs.get("steady_tokens_per_second") else "")
+            print(f"peftlab against {theirs['recipe']}: {ours['real_tokens_per_second'] / theirs['real_tokens_per_second']:.1f}x "
+                  f"the real tokens/s{steady} at {ours['peak_memory_bytes'] / theirs['peak_memory_bytes']:.2f}x the peak memory")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from peftlab.data.tokenize import IGNORE
@@ -12,6 +12,17 @@ from peftlab.data.tokenize import IGNORE
 class TokenCount:
     real: int = 0  # tokens that carry text (inputs and, for seq2seq, targets)
     total: int = 0  # tokens computed on, padding included
+    batches: list[tuple[int, int]] = field(default_factory=list)  # (real, total) of each batch, in the order made
+
+    def add(self, real: int, total: int) -> None:
+        self.real += real
+        self.total += total
+        self.batches.append((real, total))
+
+    def first(self, batches: int) -> tuple[int, int]:
+        """Real and total tokens of the first `batches` batches made."""
+        made = self.batches[:batches]
+        return sum(real for real, _ in made), sum(total for _, total in made)
 
     @property
     def real_share(self) -> float:
@@ -34,9 +45,9 @@ class CountingCollator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         features = [{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features]
         batch = self.inner(features)
-        self.count.real += sum(len(f["input_ids"]) for f in features)
-        self.count.total += batch["input_ids"].numel()
+        real, total = sum(len(f["input_ids"]) for f in features), batch["input_ids"].numel()
         if self.is_seq2seq:
-            self.count.real += sum(len(f["labels"]) for f in features)
-            self.count.total += batch["labels"].numel()
+            real += sum(len(f["labels"]) for f in features)
+            total += batch["labels"].numel()
+        self.count.add(real, total)
         return batch

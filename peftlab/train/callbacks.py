@@ -1,4 +1,4 @@
-"""Trainer callbacks: one progress bar with loss and tokens/s, and the per-step loss log."""
+"""Trainer callbacks: one progress bar with loss and tokens/s, the step clock, and the per-step loss log."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from transformers import TrainerCallback
 
@@ -51,6 +51,41 @@ class ProgressBar(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class StepClock(TrainerCallback):
+    """The optimizer steps this run took, their tokens, and the first step timed apart from the rest.
+
+    The first step pays one-off costs (thread pools, kernel choice, the allocator growing; compilation where
+    there is any), so a rate over a short run understates a long one's: both are reported. Tokens are those
+    of the batches the steps used: the DataLoader (accelerate's) makes one batch ahead, so the collator's
+    running count holds a batch no step used when a run stops at max_steps. Time spent evaluating
+    (`paused_seconds`, a running total) is not training time.
+    """
+
+    def __init__(self, count: TokenCount, accumulation: int, paused_seconds: Callable[[], float] = lambda: 0.0):
+        self.count, self.accumulation, self.paused_seconds = count, accumulation, paused_seconds
+        self.steps = 0
+        self.first_end: tuple[float, float] | None = None  # (time, paused seconds) when the first step ended
+        self.steady_seconds: float | None = None  # from the first step's end to the last's, pauses left out
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_step = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter(), self.paused_seconds()
+        self.steps = state.global_step - self.start_step
+        if self.first_end is None:
+            self.first_end = now
+        else:
+            self.steady_seconds = (now[0] - self.first_end[0]) - (now[1] - self.first_end[1])
+
+    def tokens(self) -> tuple[int, int]:
+        """Real and total tokens of all the steps taken (a step's last accumulation at an epoch's end may be short)."""
+        return self.count.first(self.steps * self.accumulation)
+
+    def first_step_tokens(self) -> int:
+        return self.count.first(min(self.steps, 1) * self.accumulation)[0]
 
 
 class LossLog(TrainerCallback):

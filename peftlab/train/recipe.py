@@ -20,7 +20,7 @@ from peftlab.methods import BuildContext, get_method
 from peftlab.models import load_model
 from peftlab.models.parameters import count_parameters
 from peftlab.train import checkpoints, trackers
-from peftlab.train.callbacks import LossLog, ProgressBar
+from peftlab.train.callbacks import LossLog, ProgressBar, StepClock
 
 
 def load_tokenized(spec: str, config: RunConfig, tokenizer: Any, is_seq2seq: bool, chat: bool) -> TokenizedSet:
@@ -117,20 +117,23 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
 
     checkpoint = _initialize(processes, folder, config, say)
     out = folder.work
-    trainer, collator = _trainer(config, out, model, loaded, train_set, eval_set, lr,
-                                 [*method.callbacks(model), *trackers.callbacks(cfg.trackers(config.train), out), *callbacks],
-                                 method.answer_only_logits)
+    trainer, clock = _trainer(config, out, model, loaded, train_set, eval_set, lr,
+                              [*method.callbacks(model), *trackers.callbacks(cfg.trackers(config.train), out), *callbacks],
+                              method.answer_only_logits)
     try:
         start = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=checkpoint)
         seconds = time.perf_counter() - start - trainer.eval_seconds
-        real_tokens, computed_tokens = _sum_over_processes(trainer, collator.count.real, collator.count.total)
+        real_tokens, computed_tokens, first_step_tokens = _sum_over_processes(trainer, *clock.tokens(), clock.first_step_tokens())
+        steady = clock.steady_seconds
         summary = {
             "model": loaded.spec, "model_path": loaded.path, "method": method.name, "dtype": loaded.dtype,
             "quantization": loaded.quantization, "trainable_parameters": trainable, "total_parameters": total,
             "trainable_percent": 100 * trainable / total, "learning_rate": lr, "steps": trainer.state.global_step,
             "train_seconds": seconds, "processes": processes.num_processes, "real_tokens": real_tokens,
             "real_tokens_per_second": real_tokens / seconds, "real_token_share": real_tokens / max(computed_tokens, 1),
+            "first_step_seconds": seconds - steady if steady else None,  # with everything before it: the warm-up
+            "steady_tokens_per_second": (real_tokens - first_step_tokens) / steady if steady else None,
             "peak_memory_bytes": peak_memory_bytes(), "train_loss": _last(trainer.state.log_history, "loss"),
             "train_loss_mean": result.training_loss, "eval_loss": _final_eval_loss(trainer) if eval_set else None,
             "rows_truncated": train_set.truncated, "rows_dropped_no_labels": train_set.no_labels,
@@ -161,7 +164,10 @@ def report(summary: dict[str, Any], out: Path) -> str:
     losses = f"final train loss {summary['train_loss']:.4f}"
     if summary["eval_loss"] is not None:
         losses += f", eval loss {summary['eval_loss']:.4f}"
-    return (f"done in {summary['train_seconds']:.1f} s: {summary['real_tokens_per_second']:.0f} real tokens/s, "
+    steady = ""
+    if summary.get("steady_tokens_per_second"):
+        steady = f" ({summary['steady_tokens_per_second']:.0f} after the first step, which took {summary['first_step_seconds']:.1f} s)"
+    return (f"done in {summary['train_seconds']:.1f} s: {summary['real_tokens_per_second']:.0f} real tokens/s{steady}, "
             f"{100 * summary['real_token_share']:.1f}% of batch tokens real, peak memory {summary['peak_memory_bytes'] / 2**30:.2f} GiB\n"
             f"{losses}; adapter: {out / artifacts.ADAPTER_DIR}")
 
@@ -210,7 +216,7 @@ def _load_data(config: RunConfig, loaded: Any, say: Callable[[str], None]) -> tu
 
 
 def _trainer(config: RunConfig, out: Path, model: Any, loaded: Any, train_set: TokenizedSet,
-             eval_set: TokenizedSet | None, lr: float, callbacks: list, answer_only_logits: bool) -> tuple[Any, CountingCollator]:
+             eval_set: TokenizedSet | None, lr: float, callbacks: list, answer_only_logits: bool) -> tuple[Any, StepClock]:
     from transformers import EarlyStoppingCallback, PrinterCallback
 
     from peftlab.train.trainer import PeftlabTrainer
@@ -232,7 +238,9 @@ def _trainer(config: RunConfig, out: Path, model: Any, loaded: Any, train_set: T
         max_batch_tokens=config.train.max_batch_tokens,
     )
     trainer.remove_callback(PrinterCallback)
-    return trainer, collator
+    clock = StepClock(collator.count, config.train.grad_accum, lambda: trainer.eval_seconds)
+    trainer.add_callback(clock)
+    return trainer, clock
 
 
 def _sum_over_processes(trainer: Any, *counts: int) -> list[int]:
