@@ -249,9 +249,9 @@ def main() -> None:
         results[role] = json.loads(done.stdout.split("RESULT ", 1)[1])
     limit = results["limit"]
     rates = limit["matmul_flops"]
-    print(f"this machine: fp32 matmul {rates['fp32'] / 1e9:.0f} GFLOP/s, bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s; "
+    print(f"this machine: fp32 matmul {rates['fp32'] / 1e9:.3g} GFLOP/s, bf16 {rates['bf16'] / 1e9:.3g} GFLOP/s; "
           f"{limit['flops_per_token'] / 1e9:.2f} GFLOP per real token -> limit "
-          f"{limit['limit_tokens_per_second']['fp32']:.0f} tokens/s in fp32, {limit['limit_tokens_per_second']['bf16']:.0f} in bf16")
+          f"{limit['limit_tokens_per_second']['fp32']:.3g} tokens/s in fp32, {limit['limit_tokens_per_second']['bf16']:.3g} in bf16")
     print(f"{'recipe':<52} {'rows':>5} {'seconds':>8} {'real tok/s':>11} {'of limit':>9} {'1st step s':>11} "
           f"{'steady tok/s':>13} {'of limit':>9} {'peak GiB':>9} {'loss':>7}")
     for role, r in results.items():
