@@ -121,7 +121,7 @@ def warm_up_split(clock, seconds: float) -> dict:
     """The first step (with everything before it) and the steady rate after it."""
     if not clock.steady_seconds:
         return {"first_step_seconds": None, "steady_tokens_per_second": None}
-    return {"first_step_seconds": seconds - clock.steady_seconds,
+    return {"first_step_seconds": clock.warm_up_seconds(seconds),
             "steady_tokens_per_second": (clock.tokens()[0] - clock.first_step_tokens()) / clock.steady_seconds}
 
 

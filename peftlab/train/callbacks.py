@@ -54,13 +54,13 @@ class ProgressBar(TrainerCallback):
 
 
 class StepClock(TrainerCallback):
-    """The optimizer steps this run took, their tokens, and the first step timed apart from the rest.
+    """The optimizer steps this run took, their tokens, and the steady time after the first step.
 
     The first step pays one-off costs (thread pools, kernel choice, the allocator growing; compilation where
-    there is any), so a rate over a short run understates a long one's: both are reported. Tokens are those
-    of the batches the steps used: the DataLoader (accelerate's) makes one batch ahead, so the collator's
-    running count holds a batch no step used when a run stops at max_steps. Time spent evaluating
-    (`paused_seconds`, a running total) is not training time.
+    there is any), so a rate over a short run understates a long one's: both are reported, the warm-up as the
+    run's seconds outside the steady steps. Tokens are those of the batches the steps used: the DataLoader
+    (accelerate's) makes one batch ahead, so the collator's running count holds a batch no step used when a
+    run stops at max_steps. Time spent evaluating (`paused_seconds`, a running total) is not training time.
     """
 
     def __init__(self, count: TokenCount, accumulation: int, paused_seconds: Callable[[], float] = lambda: 0.0):
@@ -79,6 +79,10 @@ class StepClock(TrainerCallback):
             self.first_end = now
         else:
             self.steady_seconds = (now[0] - self.first_end[0]) - (now[1] - self.first_end[1])
+
+    def warm_up_seconds(self, run_seconds: float) -> float | None:
+        """The run's training seconds outside the steady steps: the first step with everything before it."""
+        return run_seconds - self.steady_seconds if self.steady_seconds else None
 
     def tokens(self) -> tuple[int, int]:
         """Real and total tokens of all the steps taken (a step's last accumulation at an epoch's end may be short)."""

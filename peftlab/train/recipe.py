@@ -132,7 +132,7 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
             "trainable_percent": 100 * trainable / total, "learning_rate": lr, "steps": trainer.state.global_step,
             "train_seconds": seconds, "processes": processes.num_processes, "real_tokens": real_tokens,
             "real_tokens_per_second": real_tokens / seconds, "real_token_share": real_tokens / max(computed_tokens, 1),
-            "first_step_seconds": seconds - steady if steady else None,  # with everything before it: the warm-up
+            "first_step_seconds": clock.warm_up_seconds(seconds),
             "steady_tokens_per_second": (real_tokens - first_step_tokens) / steady if steady else None,
             "peak_memory_bytes": peak_memory_bytes(), "train_loss": _last(trainer.state.log_history, "loss"),
             "train_loss_mean": result.training_loss, "eval_loss": _final_eval_loss(trainer) if eval_set else None,
