@@ -117,14 +117,6 @@ def clocked(trainer, collate, seq2seq: bool):
     return clock
 
 
-def warm_up_split(clock, seconds: float) -> dict:
-    """The first step (with everything before it) and the steady rate after it."""
-    if not clock.steady_seconds:
-        return {"first_step_seconds": None, "steady_tokens_per_second": None}
-    return {"first_step_seconds": clock.warm_up_seconds(seconds),
-            "steady_tokens_per_second": (clock.tokens()[0] - clock.first_step_tokens()) / clock.steady_seconds}
-
-
 def run_classic(rows: int | None, model_name: str | None) -> dict:
     import torch
     from peft import get_peft_model
@@ -157,7 +149,7 @@ def run_classic(rows: int | None, model_name: str | None) -> dict:
         seconds = time.perf_counter() - start
     return {"recipe": "classic notebook (pad 512, fp32)", "dtype": "fp32", "rows": len(features), "seconds": seconds,
             "real_tokens": real_tokens, "real_tokens_per_second": real_tokens / seconds, "real_token_share": real_tokens / computed,
-            **warm_up_split(clock, seconds), "peak_memory_bytes": peak_rss_bytes(),
+            **clock.warm_up_split(seconds, clock.tokens()[0], clock.first_step_tokens()), "peak_memory_bytes": peak_rss_bytes(),
             "final_loss": trainer.state.log_history[-2].get("loss")}
 
 
@@ -191,7 +183,7 @@ def run_trl(rows: int | None, model_name: str | None) -> dict:
         seconds = time.perf_counter() - start
     return {"recipe": "TRL SFTTrainer (no packing, fp32)", "dtype": "fp32", "rows": len(rows_), "seconds": seconds,
             "real_tokens": real_tokens, "real_tokens_per_second": real_tokens / seconds, "real_token_share": None,
-            **warm_up_split(clock, seconds), "peak_memory_bytes": peak_rss_bytes(),
+            **clock.warm_up_split(seconds, clock.tokens()[0], clock.first_step_tokens()), "peak_memory_bytes": peak_rss_bytes(),
             "final_loss": trainer.state.log_history[-2].get("loss")}
 
 

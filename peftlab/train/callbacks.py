@@ -80,9 +80,14 @@ class StepClock(TrainerCallback):
         else:
             self.steady_seconds = (now[0] - self.first_end[0]) - (now[1] - self.first_end[1])
 
-    def warm_up_seconds(self, run_seconds: float) -> float | None:
-        """The run's training seconds outside the steady steps: the first step with everything before it."""
-        return run_seconds - self.steady_seconds if self.steady_seconds else None
+    def warm_up_split(self, run_seconds: float, real_tokens: int, first_step_tokens: int) -> dict[str, float | None]:
+        """`first_step_seconds`: the run's training seconds outside the steady steps (the first step with everything
+        before it); `steady_tokens_per_second`: the tokens after the first step over the steady time. None for a
+        one-step run. The token counts are passed in, so that a caller can sum them over processes first."""
+        if not self.steady_seconds:
+            return {"first_step_seconds": None, "steady_tokens_per_second": None}
+        return {"first_step_seconds": run_seconds - self.steady_seconds,
+                "steady_tokens_per_second": (real_tokens - first_step_tokens) / self.steady_seconds}
 
     def tokens(self) -> tuple[int, int]:
         """Real and total tokens of all the steps taken (a step's last accumulation at an epoch's end may be short)."""

@@ -125,15 +125,13 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
         result = trainer.train(resume_from_checkpoint=checkpoint)
         seconds = time.perf_counter() - start - trainer.eval_seconds
         real_tokens, computed_tokens, first_step_tokens = _sum_over_processes(trainer, *clock.tokens(), clock.first_step_tokens())
-        steady = clock.steady_seconds
         summary = {
             "model": loaded.spec, "model_path": loaded.path, "method": method.name, "dtype": loaded.dtype,
             "quantization": loaded.quantization, "trainable_parameters": trainable, "total_parameters": total,
             "trainable_percent": 100 * trainable / total, "learning_rate": lr, "steps": trainer.state.global_step,
             "train_seconds": seconds, "processes": processes.num_processes, "real_tokens": real_tokens,
             "real_tokens_per_second": real_tokens / seconds, "real_token_share": real_tokens / max(computed_tokens, 1),
-            "first_step_seconds": clock.warm_up_seconds(seconds),
-            "steady_tokens_per_second": (real_tokens - first_step_tokens) / steady if steady else None,
+            **clock.warm_up_split(seconds, real_tokens, first_step_tokens),
             "peak_memory_bytes": peak_memory_bytes(), "train_loss": _last(trainer.state.log_history, "loss"),
             "train_loss_mean": result.training_loss, "eval_loss": _final_eval_loss(trainer) if eval_set else None,
             "rows_truncated": train_set.truncated, "rows_dropped_no_labels": train_set.no_labels,

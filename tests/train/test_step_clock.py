@@ -9,8 +9,9 @@ from transformers import TrainerCallback
 from peftlab.data.collator import TokenCount
 from peftlab.train import callbacks
 from peftlab.train.callbacks import StepClock
+from peftlab.train.recipe import run
 from tests.conftest import write_jsonl
-from tests.tiny_models import train_tiny
+from tests.tiny_models import tiny_run_config, train_tiny
 
 
 def test_a_batch_made_ahead_is_not_counted_and_pauses_are_not_steady_time(monkeypatch):
@@ -52,9 +53,6 @@ def test_the_summary_counts_the_tokens_the_model_trained_on(tiny_llama, tmp_path
                 if module.training:
                     forwards.append(keyword["input_ids"].numel())
             model.register_forward_pre_hook(count, with_kwargs=True)
-
-    from peftlab.train.recipe import run
-    from tests.tiny_models import tiny_run_config
 
     summary = run(tiny_run_config(tiny_llama, data, tmp_path / "out", "train.max_steps=3"), callbacks=(CountForwards(),))
     assert len(forwards) == 3
