@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import yaml
 
-from peftlab import artifacts, atomic
+from peftlab import artifacts, atomic, outputs
 from peftlab import config as cfg
 from peftlab.compare.plan import PlannedRun, plan_runs
 from peftlab.compare.scoring import Scored, base_bytes, score, stored_bytes, test_examples
@@ -21,12 +21,21 @@ from peftlab.inference import GenerationSettings
 
 SETUP = "compare.yaml"  # what every run shares; a later call must match it to add runs
 RESULT = "result.json"
+REPORT_FILES = ("results.json", "verdict.json", "results.csv", "results.md", "plots", "report.html")
+COMPARISON = outputs.OutputKind("comparison", (SETUP,), (SETUP, "runs", "tuning", "split", "studies.db*", *REPORT_FILES))
+
+
+def check_comparison_output(out: Path, setup: CompareSetup, overwrite: bool, launcher_config: str | None) -> None:
+    """The comparison folder: continued in place, or replaced with --overwrite; never over an input (reads only)."""
+    shared = setup.shared_config()
+    sources = outputs.inputs(data=shared.data.train, test_data=setup.eval_data, model=shared.model.name, config=launcher_config)
+    outputs.check_folder(out, overwrite, COMPARISON, sources, continuable=True)
 
 
 def prepare_output(out: Path, setup: CompareSetup, overwrite: bool) -> Path:
     """The folder to build the comparison in: `out` (continued or extended with more methods, with the
     same setup only), or with --overwrite a staging folder beside it that replaces it when finished."""
-    work = artifacts.replacement_folder(out, keep=lambda staging: not _setup_differences(staging, setup)) if overwrite else out
+    work = outputs.replacement_folder(out, keep=lambda staging: not _setup_differences(staging, setup)) if overwrite else out
     changed = _setup_differences(work, setup)
     if changed:
         raise PeftlabError(f"output folder {out} holds a comparison with another setup (differs in {', '.join(changed[:5])}); "
@@ -138,7 +147,7 @@ def run_compare(setup: CompareSetup, methods: list[str], sweeps: list[str], outp
     final = Path(output)
     runs = plan_runs(methods, sweeps)  # checks method names and sweeps before anything slow
     shared = setup.shared_config()
-    artifacts.check_output(final, overwrite, "comparison", lambda folder: (folder / SETUP).is_file(), continuable=True)
+    check_comparison_output(final, setup, overwrite, launcher_config)
     examples = test_examples(shared, setup.eval_data, setup.eval_rows)
     out = prepare_output(final, setup, overwrite)
     say(f"compare: {len(runs)} trained run(s) + base on {len(examples)} test rows; output {final}"
@@ -172,7 +181,7 @@ def run_compare(setup: CompareSetup, methods: list[str], sweeps: list[str], outp
     if "base" not in methods:
         records.insert(0, base)  # the reference every gain is measured against
     table = write_report(out, records, examples_info(examples), setup.to_dict())
-    artifacts.publish_replacement(out, final)
+    outputs.publish_replacement(out, final, COMPARISON)
     say(table)
     say(f"report: {final / 'report.html'}")
     return records

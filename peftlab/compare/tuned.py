@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from peftlab import artifacts
+from peftlab import artifacts, outputs
 from peftlab import config as cfg
 from peftlab.compare import studies
-from peftlab.compare.comparison import SETUP, examples_info, prepare_output, result_record, train, validation_losses
+from peftlab.compare.comparison import (COMPARISON, check_comparison_output, examples_info, prepare_output, result_record, train,
+                                        validation_losses)
 from peftlab.compare.plan import plan_runs
 from peftlab.compare.scoring import base_bytes, score, stored_bytes, test_examples
 from peftlab.compare.search_space import SearchSpace, search_space
@@ -71,7 +72,7 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
             raise PeftlabError(f"{flag} must be at least 1, got {value}")
     if sharing.storage and overwrite:
         raise PeftlabError("--overwrite does not clear a shared --storage; pass another --study name to start over")
-    artifacts.check_output(final_out, overwrite and not sharing.worker, "comparison", lambda f: (f / SETUP).is_file(), continuable=True)
+    check_comparison_output(final_out, setup, overwrite and not sharing.worker, launcher_config)
     split = carve_validation(shared.data.train, setup.val_share, shared.train.seed)
     storage = studies.open_storage(sharing.storage, sharing.stale_after) if sharing.storage else None  # checked before writing
     out = prepare_output(final_out, setup, overwrite and not sharing.worker)
@@ -137,7 +138,7 @@ def run_tuned_compare(setup: CompareSetup, methods: list[str], output: str, sett
         return None
     results = tuned_results(tuned, examples)
     table = write_report(tuned.out, results["records"], examples_info(examples), setup.to_dict(), results)
-    artifacts.publish_replacement(tuned.out, final_out)
+    outputs.publish_replacement(tuned.out, final_out, COMPARISON)
     say(table)
     for line in results["verdict"]:
         say(line)
