@@ -54,6 +54,8 @@ def training_arguments(config: RunConfig, out: Path, has_eval: bool, lr: float) 
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
         lr_scheduler_type=t.scheduler,
+        # transformers 5 (checked in 5.24: TrainingArguments.get_warmup_steps) reads a warmup_steps below 1 as a share of
+        # the training steps, and dropped warmup_ratio; config keeps train.warmup_ratio in [0, 1)
         warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
