@@ -75,6 +75,7 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", help="adapter folder from `peftlab train` (DIR/adapter or DIR); prompt and columns come from its run")
     parser.add_argument("--data", required=True, help="test data: .jsonl, .csv, .parquet or hub:NAME[:SPLIT]")
     parser.add_argument("--output", help="folder for predictions.jsonl and metrics.json")
+    _shared(parser, "--overwrite")
     parser.add_argument("--every", type=int, default=1, help="use every K-th row")
     parser.add_argument("--skip-base", action="store_true", help="with --adapter: do not also evaluate the base model")
     _add_generation_options(parser)
@@ -148,6 +149,7 @@ def _add_use_commands(commands: Any) -> None:
     generate.add_argument("--adapter", help="adapter folder from `peftlab train` (DIR/adapter or DIR)")
     generate.add_argument("--data", help="rows to generate for: .jsonl, .csv, .parquet or hub:NAME[:SPLIT]")
     generate.add_argument("--output", help="write JSONL here (default: print)")
+    _shared(generate, "--overwrite", overwrite={"help": "replace the answers file an earlier `peftlab generate` wrote at --output"})
     generate.add_argument("--max-new-tokens", type=int, help="longest answer in tokens (default 128)")
     generate.add_argument("--num-beams", type=int, default=1, help="beam search width (default 1: greedy)")
     generate.add_argument("--batch-size", dest="gen_batch_size", type=int, default=16, help="prompts generated at once (default 16)")
@@ -288,7 +290,7 @@ def command_train(args: argparse.Namespace) -> int:
 
     config = run_config(args)
     api = _hub(args)
-    run(config, resume=args.resume, overwrite=args.overwrite, say=_say)
+    run(config, resume=args.resume, overwrite=args.overwrite, say=_say, config_file=args.config)
     _push(args, api, f"{config.output}/adapter")
     return 0
 
@@ -307,7 +309,8 @@ def command_eval(args: argparse.Namespace) -> int:
     from peftlab.report.tables import rouge_table, samples_text
 
     config = eval_config(args.adapter, overrides(args), config_flags(args, NOT_TRAINING), args.max_samples, args.every)
-    result = evaluate(config, args.data, args.output, args.adapter, generation_settings(args), not args.skip_base, say=_say)
+    result = evaluate(config, args.data, args.output, args.adapter, generation_settings(args), not args.skip_base, say=_say,
+                      overwrite=args.overwrite)
     _say("\n" + rouge_table(result["results"]))
     if args.samples:
         _say("\n" + samples_text(result["records"], args.samples))
@@ -323,7 +326,8 @@ def command_demo(args: argparse.Namespace) -> int:
     if args.data is None and args.epochs is None and args.max_steps is None:
         args.epochs = 2  # the demo set is small: two passes make the gain clear in a few minutes
     args.output = args.output or "runs/demo"
-    result = run_demo(run_config(args), args.test_data, generation_settings(args, default_max_new_tokens=48), args.overwrite, say=_say)
+    result = run_demo(run_config(args), args.test_data, generation_settings(args, default_max_new_tokens=48), args.overwrite, say=_say,
+                      config_file=args.config)
     _say("\n" + rouge_table(result["results"]))
     if args.samples:
         _say("\n" + samples_text(result["records"], args.samples))
@@ -386,7 +390,7 @@ def command_generate(args: argparse.Namespace) -> int:
 
     config = generate_config(args.adapter, overrides(args), config_flags(args, NOT_TRAINING), args.max_samples)
     records = run_generate(config, args.adapter, args.prompt, args.data, args.output, generation_settings(args),
-                           say=lambda text: print(text, file=sys.stderr, flush=True))
+                           say=lambda text: print(text, file=sys.stderr, flush=True), overwrite=args.overwrite)
     if args.output:
         _say(f"{len(records)} answers written to {args.output}")
     elif args.prompt is not None:

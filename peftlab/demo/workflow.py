@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from peftlab import atomic
-from peftlab.artifacts import ADAPTER_DIR, check_output, publish_replacement, replacement_folder
+from peftlab import atomic, outputs
+from peftlab.artifacts import ADAPTER_DIR
 from peftlab.config import RunConfig
 from peftlab.data.readers import read_rows
 from peftlab.errors import PeftlabError
@@ -23,13 +23,14 @@ DEMO_TRAIN = str(DATA / "train.jsonl")
 DEMO_TEST = str(DATA / "test.jsonl")
 MARKER = "demo.json"  # results; also marks the folder as a demo's, safe to replace with --overwrite
 PAGE = "report.html"
+DEMO = outputs.OutputKind("peftlab demo", (MARKER, "train"), (MARKER, PAGE, "base", "tuned", "train", "data"))
 
 
-def prepare_output(out: Path, overwrite: bool) -> Path:
+def prepare_output(out: Path, overwrite: bool, sources: list[outputs.Input]) -> Path:
     """The folder the demo is built in: `out` when it holds nothing, else (an earlier demo, --overwrite)
     a fresh staging folder beside it that replaces it when the demo has finished."""
-    check_output(out, overwrite, "peftlab demo", lambda folder: (folder / MARKER).is_file() or (folder / "train").is_dir())
-    work = replacement_folder(out)
+    outputs.check_folder(out, overwrite, DEMO, sources)
+    work = outputs.replacement_folder(out)
     work.mkdir(parents=True, exist_ok=True)
     return work
 
@@ -49,12 +50,13 @@ def split_rows(spec: str, out: Path) -> tuple[str, str]:
 
 
 def run_demo(config: RunConfig, test_data: str | None, settings: GenerationSettings, overwrite: bool = False,
-             say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+             say: Callable[[str], None] = lambda text: None, config_file: str | None = None) -> dict[str, Any]:
     """Base eval -> train -> tuned eval on the same test rows and prompt; writes demo.json and report.html."""
     from peftlab.train.recipe import run as train
 
     final = Path(config.output or "runs/demo")
-    out = prepare_output(final, overwrite)
+    out = prepare_output(final, overwrite, outputs.inputs(data=config.data.train, test_data=test_data, model=config.model.name,
+                                                          config=config_file))
     train_data = config.data.train or DEMO_TRAIN
     if test_data is None:
         train_data, test_data = (train_data, DEMO_TEST) if train_data == DEMO_TRAIN else split_rows(train_data, out)
@@ -86,5 +88,5 @@ def run_demo(config: RunConfig, test_data: str | None, settings: GenerationSetti
     page = evaluation_page("peftlab demo: base vs tuned", facts, results, records, note)
     atomic.write_text(out / PAGE, page)
     atomic.write_text(out / MARKER, json.dumps({"results": results, "facts": facts, "train": summary}, indent=2) + "\n")
-    publish_replacement(out, final)
+    outputs.publish_replacement(out, final, DEMO)
     return {"results": results, "records": records, "page": str(final / PAGE), "summary": summary}

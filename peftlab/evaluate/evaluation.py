@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from peftlab.artifacts import adapter_folder, check_output
+from peftlab import outputs
+from peftlab.artifacts import adapter_folder
 from peftlab.config import RunConfig
 from peftlab.data.readers import read_rows
-from peftlab.evaluate.predictions import METRICS, prediction_records, score_generations, write_outputs
+from peftlab.evaluate.predictions import EVALUATION, prediction_records, score_generations, write_outputs
 from peftlab.evaluate.references import eval_examples
 from peftlab.evaluate.rouge import MULTI_REFERENCE
 from peftlab.generation import GenerationSettings, encode_prompts, load_for_generation
@@ -16,12 +17,13 @@ from peftlab.generation import GenerationSettings, encode_prompts, load_for_gene
 
 def evaluate(config: RunConfig, data: str, output: str | None, adapter: str | None = None,
              settings: GenerationSettings | None = None, include_base: bool = True,
-             say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+             say: Callable[[str], None] = lambda text: None, overwrite: bool = False) -> dict[str, Any]:
     """Generate for every test row and score; with an adapter, also the base (adapter disabled) unless told not to."""
     settings = settings or GenerationSettings()
     settings.check()
-    if output:  # an earlier evaluation there is replaced; anything else is refused
-        check_output(output, True, "evaluation", lambda folder: (folder / METRICS).is_file())
+    if output:  # an earlier evaluation there is replaced with --overwrite; anything else is refused
+        sources = outputs.inputs(data=data, model=config.model.name, adapter=adapter_folder(adapter) if adapter else None)
+        outputs.check_folder(output, overwrite, EVALUATION, sources)
     examples = eval_examples(read_rows(data), config.data)  # names a row without its reference column
     model = config.model
     loaded = load_for_generation(model.name, model.dtype, adapter, model.attn_implementation)

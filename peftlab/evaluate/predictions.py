@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from peftlab import atomic
+from peftlab import outputs
 from peftlab.errors import PeftlabError
 from peftlab.evaluate.references import EvalExample
 from peftlab.evaluate.rouge import example_scores, mean_scores
@@ -15,6 +15,7 @@ from peftlab.generation import GenerationSettings, generate
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
+EVALUATION = outputs.OutputKind("evaluation", (METRICS,), (PREDICTIONS, METRICS))
 
 
 def score_generations(name: str, loaded: Any, prompts: list[list[int]], examples: list[EvalExample],
@@ -44,7 +45,7 @@ def prediction_records(examples: list[EvalExample], runs: dict[str, tuple[list[s
 def write_outputs(out: Path, metrics: dict[str, Any], records: list[dict[str, Any]]) -> None:
     """Replace the evaluation folder whole: predictions and metrics of one run, never a mix of two."""
     try:
-        with atomic.folder(out) as tmp:
+        with outputs.replaced_folder(out, EVALUATION) as tmp:
             (tmp / PREDICTIONS).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
             (tmp / METRICS).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     except OSError as error:
