@@ -11,6 +11,7 @@ DAMAGES = {
     "renamed": "lacks",  # every key renamed (a state dict saved from a DDP-wrapped model: "module." in front)
     "shape": "has shape",  # one tensor a row short
     "nan": "NaN or infinite",  # one value of one tensor NaN
+    "missing": "has no weights file",  # the weights file not copied
 }
 
 
@@ -26,6 +27,9 @@ def damage_weights(folder: Path, damage: str) -> None:
     from safetensors.torch import load_file, save_file
 
     path = weights_file(folder)
+    if damage == "missing":
+        path.unlink()
+        return
     tensors = load_file(str(path))
     first = sorted(tensors)[0]
     if damage == "empty":

@@ -8,7 +8,7 @@ from typing import Any
 from peftlab.artifacts import ADAPTER_CONFIG, MODEL_CONFIG, TRAINED_PARAMETERS, SavedResult, read_saved
 from peftlab.errors import PeftlabError
 from peftlab.methods.base import Method, get_method, load_peft, method_names
-from peftlab.methods.saved_tensors import check_saved_tensors
+from peftlab.methods.saved_tensors import check_saved_tensors, require_weights_file
 
 
 def method_for_adapter_config(config: dict[str, Any], folder: Path) -> Method:
@@ -59,6 +59,7 @@ def load_trained(base_model: Any, folder: str | Path, adapter_name: str | None =
     """
     saved = read_saved(folder)
     method = method_of(saved)
+    require_weights_file(saved.folder)
     if adapter_name is None:
         model, adapter_name = method.load(base_model, saved.folder), "default"
     else:

@@ -41,22 +41,32 @@ def _described(file: str, name: str, tensor: Any) -> SavedTensor:
     return SavedTensor(file, tuple(tensor.shape), nonfinite, tensor.numel())
 
 
+def weights_files(folder: Path) -> list[Path]:
+    files = sorted(Path(folder).glob("*.safetensors"))
+    return files or [path for path in (Path(folder) / name for name in BIN_WEIGHTS) if path.is_file()]
+
+
+def require_weights_file(folder: Path) -> None:
+    """Before peft or transformers look for it (and, not finding it, look it up on the Hub)."""
+    if not weights_files(folder):
+        raise PeftlabError(f"adapter {folder} has no weights file (*.safetensors): it was not copied whole or its training "
+                           "never finished; copy the whole folder, or train it again")
+
+
 def read_saved_tensors(folder: Path) -> dict[str, SavedTensor]:
     """Every tensor of a result folder's weights files (one tensor in memory at a time), by its saved name."""
     import torch
     from safetensors import safe_open
 
     found: dict[str, SavedTensor] = {}
-    files = sorted(Path(folder).glob("*.safetensors"))
-    for path in files:
-        with safe_open(str(path), framework="pt") as weights:
-            for name in weights.keys():
-                found[name] = _described(path.name, name, weights.get_tensor(name))
-    if not files:
-        for path in (Path(folder) / name for name in BIN_WEIGHTS):
-            if path.is_file():
-                tensors = torch.load(path, map_location="cpu", weights_only=True)  # weights_only: no code runs
-                found.update({name: _described(path.name, name, tensor) for name, tensor in tensors.items()})
+    for path in weights_files(folder):
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as weights:
+                for name in weights.keys():
+                    found[name] = _described(path.name, name, weights.get_tensor(name))
+        else:
+            tensors = torch.load(path, map_location="cpu", weights_only=True)  # weights_only: no code runs
+            found.update({name: _described(path.name, name, tensor) for name, tensor in tensors.items()})
     return found
 
 
@@ -70,7 +80,8 @@ def check_saved_tensors(folder: Path, expected: Expected, config_file: str) -> N
     found = read_saved_tensors(folder)
     fix = "the file is damaged or was not written for this config: train it again"
     if not found:
-        raise PeftlabError(f"adapter {folder}: its weights file holds no tensors, where its {config_file} implies "
+        names = ", ".join(path.name for path in weights_files(folder))
+        raise PeftlabError(f"adapter {folder}: its weights file {names} holds no tensors, where its {config_file} implies "
                            f"{len(expected.required)} on this base; {fix}")
     if not expected.required:
         raise PeftlabError(f"adapter {folder}: its {config_file} names no trained tensors on this base, so it would answer "

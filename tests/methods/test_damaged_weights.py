@@ -1,6 +1,6 @@
 """Damaged weights are never accepted: a weights file with no tensors, renamed tensors, a tensor of another shape or
 a NaN value is refused in one line naming the folder, for every method's saved format, and through every command
-that loads a trained result (generate, eval, merge, export; serve in tests/serve/test_damaged_adapters.py).
+that loads a trained result (generate, eval, merge, export, check; serve in tests/serve/test_damaged_adapters.py).
 
 Before this check, peft and transformers loaded an empty or renamed file without an error and the model answered
 as the base (exit 0); export wrote the base as "merged"."""
@@ -75,6 +75,7 @@ def commands(adapter: str, llama: str, work: Path) -> dict[str, list[str]]:
         "merge": ["merge", "--adapter", adapter, "--output", str(work / "merged"), "--dtype", "fp32"],
         "export": ["export", adapter, "--type", "f32", "--output", str(work / "model.gguf")],
         "export-lora": ["export", adapter, "--format", "gguf-lora", "--output", str(work / "lora.gguf")],
+        "check": ["check", adapter, "--data", rows, "--max-new-tokens", "2"],
     }
 
 
