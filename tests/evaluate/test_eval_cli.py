@@ -29,15 +29,15 @@ def test_writes_predictions_and_metrics(tiny_model, tmp_path, capsys):
     data = write_jsonl(tmp_path / "test.jsonl", rows)
     assert run_eval("--model", tiny_model, "--data", str(data), "--output", str(tmp_path / "out")) == 0
     out = capsys.readouterr().out
-    assert "rouge1" in out and "reference:" in out and "base:" in out
+    assert "ROUGE-1" in out and "reference:" in out and "base:" in out
     records = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert len(records) == len(rows)
     assert records[1]["references"] == [TOY_ROWS[1]["summary"], "Another summary."]
     assert TOY_ROWS[1]["dialogue"] in records[1]["input"]
-    assert set(records[0]["predictions"]) == {"base"} and set(records[0]["rouge"]["base"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    assert set(records[0]["predictions"]) == {"base"} and set(records[0]["scores"]["base"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["rows"] == len(rows) and metrics["adapter"] is None
-    mean = sum(r["rouge"]["base"]["rouge1"] for r in records) / len(records)
+    mean = sum(r["scores"]["base"]["rouge1"] for r in records) / len(records)
     assert metrics["results"]["base"]["rouge1"] == pytest.approx(mean)
     assert metrics["generation"] == {"max_new_tokens": 6, "num_beams": 1, "batch_size": 3}
 
