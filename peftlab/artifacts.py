@@ -115,6 +115,13 @@ class SavedResult:
     trained_parameters: dict[str, Any] | None  # the selective format's config
     whole_model: bool  # a complete transformers model (full fine-tuning)
 
+    @property
+    def config_file(self) -> str:
+        """The file that says what the weights file must hold, as a person finds it in the folder."""
+        if self.adapter_config is not None:
+            return ADAPTER_CONFIG
+        return TRAINED_PARAMETERS if self.trained_parameters is not None else MODEL_CONFIG
+
 
 def check_weight_files(folder: Path) -> None:
     """Every safetensors file of a result folder opens whole (its header covers the file): a truncated one is named before any model loads."""
@@ -127,9 +134,6 @@ def check_weight_files(folder: Path) -> None:
         except (SafetensorError, OSError) as error:
             detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise PeftlabError(f"{path} is damaged ({detail}); the adapter folder is incomplete, train it again") from None
-
-
-PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # the names peft saves an adapter's weights under
 
 
 def _fits(value: Any, hint: Any) -> bool:
@@ -154,9 +158,9 @@ def _fits(value: Any, hint: Any) -> bool:
 
 
 def check_adapter_config(config: dict[str, Any], folder: Path) -> None:
-    """adapter_config.json is a config peft can build, with its weights beside it: refused in one line otherwise,
-    before peft would fail deep inside a model (a wrong type) or look for the weights on the Hub. peft 0.21 checks
-    neither the field types of a config read from a file nor, offline, says which file is missing."""
+    """adapter_config.json is a config peft can build: refused in one line otherwise, naming the file, before peft
+    would fail deep inside a model (peft 0.21 does not check the field types of a config read from a file) or the
+    failure be reported as a base the adapter "does not fit"."""
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
     if config.get("library") == "peftlab":
@@ -175,9 +179,6 @@ def check_adapter_config(config: dict[str, Any], folder: Path) -> None:
         if field.name in config and field.name in hints and not _fits(config[field.name], hints[field.name]):
             raise PeftlabError(f"{where} is not a valid PEFT adapter config: {field.name} is {config[field.name]!r}, not "
                                f"{_hint_name(hints[field.name])}; the adapter folder is damaged, train it again")
-    if not any((folder / name).is_file() for name in PEFT_WEIGHTS):
-        raise PeftlabError(f"adapter folder {folder} has no weights ({' or '.join(PEFT_WEIGHTS)}); it is incomplete: "
-                           "copy the whole folder, or train it again")
 
 
 def _hint_name(hint: Any) -> str:

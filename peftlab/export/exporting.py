@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from pathlib import Path
 from typing import Any, Callable
 
 from peftlab import atomic, outputs
 from peftlab.errors import PeftlabError
 from peftlab.export.gguf import TENSOR_TYPES, check_exportable, llama_cpp_rows, lora_layers, write_gguf, write_gguf_lora
-from peftlab.export.merge import MERGE_INFO, PROBE_TEXT, merged_model, read_merge_info, relative_difference
+from peftlab.export.merge import MERGE_INFO, PROBE_TEXT, merged_model, read_merge_info, relative_difference, within
 
 # max |GGUF logit - merged logit| / (1 + max |logit|) after the reload: the rounding of each file type
 RELOAD_TOLERANCE = {"f32": 1e-4, "f16": 2e-2, "bf16": 5e-2}  # quantized types are reported, not judged here
@@ -104,10 +105,11 @@ def _write_checked(merged: Any, tokenizer: Any, info: dict[str, Any], out: Path,
         with atomic.file(out) as tmp:
             counts = write_gguf(merged, tokenizer, tmp, tensor_type, out.stem, base_gguf)
             difference = reload_difference(merged, tokenizer, tmp)
-            limit = RELOAD_TOLERANCE.get(tensor_type)
-            if limit is not None and difference > limit:
+            limit = RELOAD_TOLERANCE.get(tensor_type, math.inf)  # quantized types: reported, never NaN or infinite
+            if not within(difference, limit):
                 raise PeftlabError(f"the GGUF file reloaded through transformers differs from the merged model by {difference:.2e} "
-                                   f"(relative logits, limit {limit:.0e} for {tensor_type}); nothing was written")
+                                   f"(relative logits, limit {limit:.0e} for {tensor_type}; NaN or infinite logits never pass); "
+                                   "nothing was written")
     except OSError as error:
         raise PeftlabError(f"cannot write {out}: {error.strerror}; free space or choose another --output") from None
     result = {"file": str(out), "bytes": out.stat().st_size, "type": tensor_type, "tensor_types": counts,
@@ -187,7 +189,7 @@ def export_gguf_lora(source: str, output: str, tensor_type: str = "f32", model: 
                      say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
     """A LoRA adapter folder as a llama.cpp LoRA file, for the base's own GGUF file (`llama-cli -m BASE --lora FILE`)."""
     from peftlab.artifacts import adapter_folder, recorded_model_name
-    from peftlab.inference import load_for_generation
+    from peftlab.generation import load_for_generation
     from peftlab.methods import saved_method
 
     if tensor_type not in LORA_TOLERANCE:
@@ -205,7 +207,7 @@ def export_gguf_lora(source: str, output: str, tensor_type: str = "f32", model: 
         with atomic.file(out) as tmp:
             counts = write_gguf_lora(adapted, tmp, tensor_type, out.stem)
             difference = lora_file_difference(adapted, tmp)
-            if difference > LORA_TOLERANCE[tensor_type]:
+            if not within(difference, LORA_TOLERANCE[tensor_type]):
                 raise PeftlabError(f"the LoRA file's updates differ from the adapter's by {difference:.2e} (relative, limit "
                                    f"{LORA_TOLERANCE[tensor_type]:.0e}); nothing was written")
     except OSError as error:

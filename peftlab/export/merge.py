@@ -8,6 +8,7 @@ update back to the quantization grid loses most of it.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,8 +61,16 @@ def _probe(loaded: LoadedModel) -> dict[str, Any]:
 
 
 def relative_difference(got: Any, expected: Any) -> float:
-    """max |got - expected| / (1 + max |expected|): logits or weights, torch or numpy."""
-    return float(abs(got - expected).max() / (1 + abs(expected).max()))
+    """max |got - expected| / (1 + max |expected|): logits or weights, torch or numpy. Infinite when either side holds
+    a NaN or an infinity: a NaN difference would pass every `difference > limit` test, and `max()` would drop it."""
+    difference = float(abs(got - expected).max() / (1 + abs(expected).max()))
+    return difference if math.isfinite(difference) else math.inf
+
+
+def within(difference: float, limit: float = math.inf) -> bool:
+    """The one test of a difference against its limit: a NaN or infinite difference never passes (NaN compares False
+    with everything, so `difference > limit` would let it through)."""
+    return math.isfinite(difference) and difference <= limit
 
 
 def _logits(model: Any, inputs: dict[str, Any]) -> Any:
@@ -109,7 +118,10 @@ def merged_model(adapter: str, model: str | None = None, dtype: str | None = Non
     expected = _logits(adapted, inputs)
     merged = adapted.merge_and_unload()
     difference = relative_difference(_logits(merged, inputs), expected)
-    if difference > TOLERANCE[dtype]:
+    if not math.isfinite(difference):
+        raise PeftlabError(f"base + adapter {folder} or the merged model gives NaN or infinite logits on the probe prompt; "
+                           "nothing was written; the adapter's weights overflow: train it again (a lower train.lr)")
+    if not within(difference, TOLERANCE[dtype]):
         raise PeftlabError(f"the merged model differs from base + adapter by {difference:.2e} (relative logits, limit "
                            f"{TOLERANCE[dtype]:.0e} in {dtype}); nothing was written; try --dtype fp32")
     info = {"base": loaded.spec, "base_model": name, "base_path": loaded.path, "adapter": str(folder), "method": method.name,

@@ -21,6 +21,7 @@ from peftlab.models import load_model
 from peftlab.models.parameters import count_parameters
 from peftlab.train import checkpoints, trackers
 from peftlab.train.callbacks import LossLog, ProgressBar, StepClock
+from peftlab.train.finite import NonFiniteTraining, StopOnNonFinite, discard_run
 
 
 def load_tokenized(spec: str, config: RunConfig, tokenizer: Any, is_seq2seq: bool, chat: bool) -> TokenizedSet:
@@ -54,10 +55,13 @@ def training_arguments(config: RunConfig, out: Path, has_eval: bool, lr: float) 
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
         lr_scheduler_type=t.scheduler,
+        # transformers 5 (checked in 5.24: TrainingArguments.get_warmup_steps) reads a warmup_steps below 1 as a share of
+        # the training steps, and dropped warmup_ratio; config keeps train.warmup_ratio in [0, 1)
         warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         logging_steps=1,
+        logging_nan_inf_filter=False,  # the Trainer's default logs a NaN step as the mean of the others: StopOnNonFinite sees it
         eval_strategy="steps" if has_eval else "no",
         eval_steps=t.eval_steps,
         save_strategy="steps",
@@ -116,10 +120,12 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False, callba
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f}%)")
     lr = config.train.lr if config.train.lr is not None else method.lr
 
+    existed = folder.work.exists()
     checkpoint = _initialize(processes, folder, config, say)
     out = folder.work
     trainer, clock = _trainer(config, out, model, loaded, train_set, eval_set, lr,
-                              [*method.callbacks(model), *trackers.callbacks(cfg.trackers(config.train), out), *callbacks],
+                              [StopOnNonFinite(), *method.callbacks(model), *trackers.callbacks(cfg.trackers(config.train), out),
+                               *callbacks],
                               method.answer_only_logits)
     try:
         start = time.perf_counter()
@@ -147,6 +153,10 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False, callba
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, ProgressBar):
                 callback.close()  # end the bar's line, so the error is a line of its own
+        if isinstance(error, NonFiniteTraining):
+            if processes.is_main_process:
+                discard_run(folder, existed)
+            raise
         reason = atomic.write_failure(error, out)
         if reason is None:
             raise
