@@ -74,15 +74,19 @@ def _first(names: list[str]) -> str:
     return names[0] + (f" and {len(names) - 1} more" if len(names) > 1 else "")
 
 
-def check_saved_tensors(folder: Path, expected: Expected, config_file: str) -> None:
+def check_saved_tensors(folder: Path, expected: Expected | None, config_file: str) -> None:
     """Refuse, in one line naming the folder and the fault, a weights file other than `expected`: missing or extra
-    tensors, another shape, a NaN or infinite value."""
+    tensors, another shape, a NaN or infinite value (`expected` None: a method that does not say; then the file must
+    hold some tensors, all finite)."""
     found = read_saved_tensors(folder)
     fix = "the file is damaged or was not written for this config: train it again"
     if not found:
         names = ", ".join(path.name for path in weights_files(folder))
-        raise PeftlabError(f"adapter {folder}: its weights file {names} holds no tensors, where its {config_file} implies "
-                           f"{len(expected.required)} on this base; {fix}")
+        implied = f", where its {config_file} implies {len(expected.required)} on this base" if expected else ""
+        raise PeftlabError(f"adapter {folder}: its weights file {names} holds no tensors{implied}; {fix}")
+    if expected is None:
+        _check_finite(found, folder)
+        return
     if not expected.required:
         raise PeftlabError(f"adapter {folder}: its {config_file} names no trained tensors on this base, so it would answer "
                            f"as the base; {fix}")
@@ -97,6 +101,10 @@ def check_saved_tensors(folder: Path, expected: Expected, config_file: str) -> N
         if saved.shape != wanted:
             raise PeftlabError(f"adapter {folder}: tensor {name} in {saved.file} has shape {saved.shape}, where its "
                                f"{config_file} on this base gives {wanted}; {fix}")
+    _check_finite(found, folder)
+
+
+def _check_finite(found: dict[str, SavedTensor], folder: Path) -> None:
     for name, saved in found.items():
         if saved.nonfinite:
             raise PeftlabError(f"adapter {folder}: tensor {name} in {saved.file} holds {saved.nonfinite} NaN or infinite "
@@ -104,11 +112,15 @@ def check_saved_tensors(folder: Path, expected: Expected, config_file: str) -> N
                                "(a lower train.lr)")
 
 
-def peft_saved_tensors(model: Any, folder: Path, adapter_name: str) -> Expected:
+def peft_saved_tensors(model: Any, folder: Path, adapter_name: str) -> Expected | None:
     """What peft saves of adapter `adapter_name` of a loaded PeftModel (`get_peft_model_state_dict`, the function its
     save_pretrained calls): shapes from the layers its config built on this base. Embedding layers, which peft saves
-    besides when the vocabulary was resized or an embedding is targeted, may be present."""
+    besides when the vocabulary was resized or an embedding is targeted, may be present. None for a model peft did not
+    build: a method of its own that does not declare `saved_tensors`."""
     from peft import get_peft_model_state_dict
+
+    if not hasattr(model, "peft_config"):
+        return None
 
     def shapes(embeddings: bool) -> dict[str, tuple[int, ...]]:
         state = get_peft_model_state_dict(model, adapter_name=adapter_name, save_embedding_layers=embeddings)
