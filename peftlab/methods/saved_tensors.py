@@ -113,10 +113,10 @@ def check_saved_tensors(folder: Path, expected: Expected | None, config_file: st
 def _check_finite(tensors: dict[str, Any], found: dict[str, SavedTensor], folder: Path) -> None:
     import torch
 
-    floating = [(name, tensor) for name, tensor in tensors.items() if tensor.is_floating_point()]
-    if not floating or bool(torch.stack([torch.isfinite(tensor).all() for _, tensor in floating]).all()):
-        return  # one device sync for them all; the culprit is looked for only once one is there
-    name, tensor = next((name, tensor) for name, tensor in floating if not bool(torch.isfinite(tensor).all()))
+    floating = ((name, tensor) for name, tensor in tensors.items() if tensor.is_floating_point())
+    name, tensor = next(((name, tensor) for name, tensor in floating if not bool(torch.isfinite(tensor).all())), (None, None))
+    if name is None:
+        return
     raise PeftlabError(f"adapter {folder}: tensor {name} in {found[name].file} holds {int((~torch.isfinite(tensor)).sum())} "
                        f"NaN or infinite values (of {tensor.numel()}); its training diverged or the file is damaged: train "
                        "it again (a lower train.lr)")
