@@ -13,8 +13,8 @@ from typing import Any, Callable
 from peftlab import artifacts
 from peftlab import config as cfg
 from peftlab.compare import studies
-from peftlab.compare.runs import (base_result, base_size, examples_info, prepare_output, read_result, result_record, train,
-                                  validation_losses, write_result)
+from peftlab.compare.runs import (SETUP, base_result, base_size, examples_info, prepare_output, read_result, result_record,
+                                  train, validation_losses, write_result)
 from peftlab.compare.plan import plan_runs
 from peftlab.compare.scoring import score, stored_bytes, test_examples
 from peftlab.compare.search_space import SearchSpace, search_space
