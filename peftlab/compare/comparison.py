@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from peftlab import artifacts
+from peftlab import artifacts, outputs
 from peftlab import config as cfg
 from peftlab.compare.plan import plan_runs
-from peftlab.compare.runs import (SETUP, base_result, examples_info, prepare_output, read_result, result_record, train,
-                                  write_result)
+from peftlab.compare.runs import (COMPARISON, base_result, check_comparison_output, examples_info, prepare_output, read_result,
+                                  result_record, train, write_result)
 from peftlab.compare.scoring import score, stored_bytes, test_examples
 from peftlab.config import CompareSetup
-from peftlab.inference import GenerationSettings
+from peftlab.generation import GenerationSettings
 
 
 def run_compare(setup: CompareSetup, methods: list[str], sweeps: list[str], output: str, settings: GenerationSettings,
@@ -24,7 +24,7 @@ def run_compare(setup: CompareSetup, methods: list[str], sweeps: list[str], outp
     final = Path(output)
     runs = plan_runs(methods, sweeps)  # checks method names and sweeps before anything slow
     shared = setup.shared_config()
-    artifacts.check_output(final, overwrite, "comparison", lambda folder: (folder / SETUP).is_file(), continuable=True)
+    check_comparison_output(final, setup, overwrite, launcher_config)
     examples = test_examples(shared, setup.eval_data, setup.eval_rows)
     out = prepare_output(final, setup, overwrite)
     say(f"compare: {len(runs)} trained run(s) + base on {len(examples)} test rows; output {final}"
@@ -49,7 +49,7 @@ def run_compare(setup: CompareSetup, methods: list[str], sweeps: list[str], outp
     if "base" not in methods:
         records.insert(0, base)  # the reference every gain is measured against
     table = write_report(out, records, examples_info(examples), setup.to_dict())
-    artifacts.publish_replacement(out, final)
+    outputs.publish_replacement(out, final, COMPARISON)
     say(table)
     say(f"report: {final / 'report.html'}")
     return records

@@ -11,7 +11,7 @@ import numpy as np
 from peftlab.compare import studies
 from peftlab.compare.search_space import DEFAULT, START_STEP
 from peftlab.compare.statistics import interval, paired_difference
-from peftlab.evaluate.rouge import ROUGE_TYPES
+from peftlab.evaluate.metrics.rouge import ROUGE_TYPES
 from peftlab.report.verdict import verdict
 
 MEANS = ("train_seconds", "real_tokens_per_second", "general_text_loss", "train_loss", "eval_seconds", "train_tokens", "steps")

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import yaml
 
-from peftlab import artifacts, atomic
+from peftlab import artifacts, atomic, outputs
 from peftlab import config as cfg
 from peftlab.compare.scoring import Scored, base_bytes, score
 from peftlab.config import CompareSetup
@@ -22,10 +22,21 @@ SETUP = "compare.yaml"  # what every run shares; a later call must match it to a
 RESULT = "result.json"  # one per finished run, in its folder
 
 
+REPORT_FILES = ("results.json", "verdict.json", "results.csv", "results.md", "plots", "report.html")
+COMPARISON = outputs.OutputKind("comparison", (SETUP,), (SETUP, "runs", "tuning", "split", "studies.db*", *REPORT_FILES))
+
+
+def check_comparison_output(out: Path, setup: CompareSetup, overwrite: bool, launcher_config: str | None) -> None:
+    """The comparison folder: continued in place, or replaced with --overwrite; never over an input (reads only)."""
+    shared = setup.shared_config()
+    sources = outputs.inputs(data=shared.data.train, test_data=setup.eval_data, model=shared.model.name, config=launcher_config)
+    outputs.check_folder(out, overwrite, COMPARISON, sources, continuable=True)
+
+
 def prepare_output(out: Path, setup: CompareSetup, overwrite: bool) -> Path:
     """The folder to build the comparison in: `out` (continued or extended with more methods, with the
     same setup only), or with --overwrite a staging folder beside it that replaces it when finished."""
-    work = artifacts.replacement_folder(out, keep=lambda staging: not _setup_differences(staging, setup)) if overwrite else out
+    work = outputs.replacement_folder(out, keep=lambda staging: not _setup_differences(staging, setup)) if overwrite else out
     changed = _setup_differences(work, setup)
     if changed:
         raise PeftlabError(f"output folder {out} holds a comparison with another setup (differs in {', '.join(changed[:5])}); "

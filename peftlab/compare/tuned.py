@@ -10,18 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from peftlab import artifacts
+from peftlab import artifacts, outputs
 from peftlab import config as cfg
 from peftlab.compare import studies
-from peftlab.compare.runs import (SETUP, base_result, base_size, examples_info, prepare_output, read_result, result_record,
-                                  train, validation_losses, write_result)
+from peftlab.compare.runs import (COMPARISON, base_result, base_size, check_comparison_output, examples_info, prepare_output,
+                                  read_result, result_record, train, validation_losses, write_result)
 from peftlab.compare.plan import plan_runs
 from peftlab.compare.scoring import score, stored_bytes, test_examples
 from peftlab.compare.search_space import SearchSpace, search_space
 from peftlab.compare.split import carve_validation, write_split
 from peftlab.config import CompareSetup
 from peftlab.errors import PeftlabError
-from peftlab.inference import GenerationSettings
+from peftlab.generation import GenerationSettings
 
 STALE_AFTER_SECONDS = 120  # a trial whose worker has been silent this long is taken over by another
 
@@ -72,7 +72,7 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
             raise PeftlabError(f"{flag} must be at least 1, got {value}")
     if sharing.storage and overwrite:
         raise PeftlabError("--overwrite does not clear a shared --storage; pass another --study name to start over")
-    artifacts.check_output(final_out, overwrite and not sharing.worker, "comparison", lambda f: (f / SETUP).is_file(), continuable=True)
+    check_comparison_output(final_out, setup, overwrite and not sharing.worker, launcher_config)
     split = carve_validation(shared.data.train, setup.val_share, shared.train.seed)
     storage = studies.open_storage(sharing.storage, sharing.stale_after) if sharing.storage else None  # checked before writing
     out = prepare_output(final_out, setup, overwrite and not sharing.worker)
@@ -138,7 +138,7 @@ def run_tuned_compare(setup: CompareSetup, methods: list[str], output: str, sett
         return None
     results = tuned_results(tuned, examples)
     table = write_report(tuned.out, results["records"], examples_info(examples), setup.to_dict(), results)
-    artifacts.publish_replacement(tuned.out, final_out)
+    outputs.publish_replacement(tuned.out, final_out, COMPARISON)
     say(table)
     for line in results["verdict"]:
         say(line)

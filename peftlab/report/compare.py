@@ -63,11 +63,11 @@ def _csv(records: list[dict[str, Any]]) -> str:
 
 
 def sample_records(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per test row: input, human references, and every run's prediction with its ROUGE."""
+    """Per test row: input, human references, and every run's prediction with its scores."""
     samples = []
     for i, row in enumerate(rows):
         samples.append({**row, "predictions": {r["name"]: r["predictions"][i] for r in records},
-                        "rouge": {r["name"]: r["example_rouge"][i] for r in records}})
+                        "scores": {r["name"]: r["example_rouge"][i] for r in records}})
     return samples
 
 
