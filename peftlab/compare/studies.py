@@ -24,7 +24,8 @@ from peftlab.errors import PeftlabError
 # trial user attributes: RECORD a scored run as JSON; START which enqueued starting point a trial is (retries keep it)
 INDEX, SURPLUS, RECORD, START = "index", "surplus", "record", "start"
 # a finished tuning trial's validation figures (its value is one of them, signed so that lower is better)
-VALIDATION_LOSS, VALIDATION_ROUGE = "validation_loss", "validation_rouge"
+VALIDATION_LOSS, VALIDATION_SCORE = "validation_loss", "validation_score"
+VALIDATION_ROUGE = "validation_rouge"  # what studies begun before --metric recorded as VALIDATION_SCORE
 POLL_SECONDS = 2.0
 SET_UP, SET_UP_SECONDS = "set_up", 60  # a study's creator marks it set up; others wait this long for that
 # what a worker sees when another creates the same new database at the same moment (tables, alembic's version row)
