@@ -33,6 +33,11 @@ class SavedTensor:
     shape: tuple[int, ...]
 
 
+class ShapeMismatch(ValueError):
+    """A saved tensor whose shape is not the one the config gives on this base: the loaders (generation, serve, merge)
+    turn it into one line naming the base the adapter was trained on."""
+
+
 def weights_files(folder: Path) -> list[Path]:
     files = sorted(Path(folder).glob("*.safetensors"))
     return files or [path for path in (Path(folder) / name for name in BIN_WEIGHTS) if path.is_file()]
@@ -104,9 +109,9 @@ def check_saved_tensors(folder: Path, expected: Expected | None, config_file: st
         raise PeftlabError(f"adapter {folder}: its weights file {' and '.join(parts)}; {fix}")
     for name, saved in found.items():
         wanted = tuple(expected.required[name].shape if name in expected.required else optional[name].shape)
-        if saved.shape != wanted:
-            raise PeftlabError(f"adapter {folder}: tensor {name} in {saved.file} has shape {saved.shape}, where its "
-                               f"{config_file} on this base gives {wanted}; {fix}")
+        if saved.shape != wanted:  # most often an adapter of another base: its loaders say so (artifacts.misfit_error)
+            raise ShapeMismatch(f"tensor {name} in {saved.file} has shape {saved.shape}, where its {config_file} on this "
+                                f"base gives {wanted}")
     _check_finite(expected.required, found, folder)  # as loaded: the file's values, names and shapes matching
 
 
