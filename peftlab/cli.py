@@ -163,7 +163,8 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     tuning.add_argument("--val-share", type=float, default=0.1, help="share of the training rows kept for validation (default 0.1, at least 16 rows)")
     tuning.add_argument("--select-by", choices=SELECT_BY, default="loss",
                         help="what chooses each method's configuration on the validation rows: its final loss (default), or the "
-                        "ROUGE-L of answers generated for them (slower; better for soft prompts, whose loss can mislead)")
+                        "primary --metric of answers generated for them (`metric`; `rouge` is its older name; slower; better "
+                        "for soft prompts, whose loss can mislead)")
     tuning.add_argument("--storage", help="Optuna storage URL shared by every worker (default: studies.db in the output folder)")
     tuning.add_argument("--study", help="study name shared by every worker (default: the output folder's name)")
     tuning.add_argument("--worker", action="store_true", help="only work on the shared studies (same options and --storage); "
@@ -171,6 +172,9 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     tuning.add_argument("--stale-after", type=int, default=120, metavar="SECONDS",
                         help="a trial whose worker has been silent this long is taken over by another (default 120)")
     _add_generation_options(parser, batch_flag="--gen-batch-size")
+    _add_metric_options(parser)
+    parser.add_argument("--general-tasks", action="store_true", help="also score every run on general multiple-choice items "
+                        "(log-likelihood accuracy, as lm-evaluation-harness does) and report its change against the base")
 
 
 def _add_use_commands(commands: Any) -> None:
@@ -372,13 +376,16 @@ def command_demo(args: argparse.Namespace) -> int:
 def command_compare(args: argparse.Namespace) -> int:
     from peftlab.compare.comparison import run_compare
     from peftlab.config import CompareSetup
+    from peftlab.evaluate.metrics import split_names
 
     flags = config_flags(args, skip=("output",))
     settings = generation_settings(args, default_max_new_tokens=64)
     setup = CompareSetup([f"{key}={value}" for key, value in flags.items() if value is not None] + overrides(args),
                          args.test_data, args.eval_samples, {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams},
                          trials=args.trials, seeds=args.seeds, val_share=args.val_share,
-                         select_by=args.select_by)
+                         select_by=args.select_by, metrics=split_names(args.metric), general_tasks=args.general_tasks,
+                         judge={k: v for k, v in (("url", args.judge_url), ("model", args.judge_model),
+                                                  ("prompt_file", args.judge_prompt)) if v})
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     tuning_only = [flag for flag, value in (("--seeds", args.seeds != 1), ("--storage", args.storage), ("--study", args.study),
                                             ("--worker", args.worker), ("--val-share", args.val_share != 0.1),

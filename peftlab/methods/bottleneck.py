@@ -143,7 +143,7 @@ def load_adapter(base_model: Any, folder: Path) -> Any:
 
 def adapter_tensors(model: Any, folder: Path, adapter_name: str) -> Expected:
     """What `save_adapter` writes: every tensor of the inserted adapters."""
-    return Expected({name: tuple(tensor.shape) for name, tensor in model.state_dict().items() if f".{CHILD}." in name})
+    return Expected({name: tensor for name, tensor in model.state_dict().items() if f".{CHILD}." in name})
 
 
 register(Method("adapter", "Bottleneck adapters after attention and/or feed-forward outputs (Houlsby 2019, Pfeiffer 2021)",
