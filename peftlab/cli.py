@@ -366,7 +366,9 @@ def command_methods(args: argparse.Namespace) -> int:
     if args.model:
         from peftlab.methods.shares import trainable_shares
 
-        shares = {share.method: share for share in trainable_shares(args.model)}
+        roles, listed = trainable_shares(args.model)
+        shares = {share.method: share for share in listed}
+        _say(f"{args.model}: {roles}")
     for name in method_names():
         method = get_method(name)
         defaults = ", ".join(f"{k}={v}" for k, v in method.defaults().items())
