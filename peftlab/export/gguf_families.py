@@ -28,7 +28,8 @@ class GgufFamily:
     conv1d: bool = False  # weights stored inputs x outputs (transformers' Conv1D)
     qkv_per_head: bool = False  # the fused qkv rows interleave q, k, v per head
     output_optional: bool = True  # without an output weight llama.cpp uses the token embedding (tied embeddings)
-    checks: Callable[[Any], list[str]] = lambda config: []  # what this writer cannot describe (refused) or llama.cpp ignores (said)
+    # (kind, text) for what this writer cannot describe ("refuse") or llama.cpp will ignore ("say")
+    checks: Callable[[Any], list[tuple[str, str]]] = lambda config: []
 
 
 def head_dim(config: Any) -> int:
@@ -43,32 +44,37 @@ def rope(config: Any, layer_type: str = "full_attention") -> dict[str, Any]:
     return parameters
 
 
-def rope_problems(config: Any) -> list[str]:
+def rope_problems(config: Any) -> list[tuple[str, str]]:
     kind = rope(config).get("rope_type", "default")
-    return [] if kind in ("default", "linear") else [f"refuse:{kind} rotary scaling is not written by this export"]
+    return [] if kind in ("default", "linear") else [("refuse", f"{kind} rotary scaling is not written by this export")]
 
 
-def sliding_ignored(config: Any) -> list[str]:
+def sliding_ignored(config: Any) -> list[tuple[str, str]]:
     """A window llama.cpp's architecture does not implement for this family (it attends to the whole context)."""
     window = getattr(config, "sliding_window", None)
     used = getattr(config, "use_sliding_window", True)
     if window and used and window < config.max_position_embeddings:
-        return [f"say:llama.cpp runs this architecture without the sliding window of {window} tokens: answers to prompts "
-                f"longer than {window} tokens differ from transformers'"]
+        return [("say", f"llama.cpp runs this architecture without the sliding window of {window} tokens: answers to "
+                        f"prompts longer than {window} tokens differ from transformers'")]
     return []
+
+
+def shape_metadata(writer: Any, config: Any, feed_forward: int) -> None:
+    """The sizes every family records (transformers' configs alias GPT-2's own field names to these)."""
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(feed_forward)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_vocab_size(config.vocab_size)
 
 
 def common_metadata(writer: Any, config: Any) -> None:
     """The keys every decoder with rotary attention shares (llama.cpp's convert script writes the same for each)."""
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
+    shape_metadata(writer, config, config.intermediate_size)
     writer.add_head_count_kv(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_freq_base(float(rope(config)["rope_theta"]))
-    writer.add_vocab_size(config.vocab_size)
     if rope(config).get("rope_type") == "linear":
         import gguf
 
@@ -112,20 +118,20 @@ def gemma3_metadata(writer: Any, config: Any) -> None:
     writer.add_rope_freq_base_swa(float(rope(config, "sliding_attention")["rope_theta"]))
 
 
-def gemma_scale_problems(config: Any) -> list[str]:
+def gemma_scale_problems(config: Any) -> list[tuple[str, str]]:
     """llama.cpp scales Gemma's attention by 1/sqrt(head_dim) (hidden / heads for the 27B shapes): a
     query_pre_attn_scalar that says otherwise would give other answers."""
     expected = {head_dim(config), config.hidden_size // config.num_attention_heads}
     if config.query_pre_attn_scalar not in expected:
-        return [f"refuse:query_pre_attn_scalar {config.query_pre_attn_scalar} differs from the head width {head_dim(config)}, "
-                "and llama.cpp scales attention by the head width"]
+        return [("refuse", f"query_pre_attn_scalar {config.query_pre_attn_scalar} differs from the head width "
+                           f"{head_dim(config)}, and llama.cpp scales attention by the head width")]
     return []
 
 
-def gemma3_problems(config: Any) -> list[str]:
+def gemma3_problems(config: Any) -> list[tuple[str, str]]:
     problems = rope_problems(config) + gemma_scale_problems(config)
     if rope(config, "sliding_attention").get("rope_type", "default") != "default":
-        problems.append("refuse:rotary scaling on sliding layers is not written by this export")
+        problems.append(("refuse", "rotary scaling on sliding layers is not written by this export"))
     return problems
 
 
@@ -137,35 +143,25 @@ def phi3_metadata(writer: Any, config: Any) -> None:
 
 
 def gpt2_metadata(writer: Any, config: Any) -> None:
-    writer.add_context_length(config.n_positions)
-    writer.add_embedding_length(config.n_embd)
-    writer.add_block_count(config.n_layer)
-    writer.add_feed_forward_length(config.n_inner or 4 * config.n_embd)
-    writer.add_head_count(config.n_head)
+    shape_metadata(writer, config, config.n_inner or 4 * config.n_embd)
     writer.add_layer_norm_eps(config.layer_norm_epsilon)
-    writer.add_vocab_size(config.vocab_size)
 
 
-def gpt2_problems(config: Any) -> list[str]:
+def gpt2_problems(config: Any) -> list[tuple[str, str]]:
     problems = []
     if config.activation_function != "gelu_new":
-        problems.append(f"say:llama.cpp's GPT-2 uses the tanh GELU, this model {config.activation_function}: logits differ slightly")
+        problems.append(("say", f"llama.cpp's GPT-2 uses the tanh GELU, this model {config.activation_function}: logits differ slightly"))
     if config.scale_attn_by_inverse_layer_idx or not config.scale_attn_weights:
-        problems.append("refuse:attention scaled otherwise than by 1/sqrt(head width), which llama.cpp's GPT-2 does not do")
+        problems.append(("refuse", "attention scaled otherwise than by 1/sqrt(head width), which llama.cpp's GPT-2 does not do"))
     return problems
 
 
 def neox_metadata(writer: Any, config: Any) -> None:
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
+    shape_metadata(writer, config, config.intermediate_size)
     writer.add_rope_dimension_count(int(rope(config).get("partial_rotary_factor", 1.0) * head_dim(config)))
     writer.add_rope_freq_base(float(rope(config)["rope_theta"]))
     writer.add_parallel_residual(config.use_parallel_residual)
     writer.add_layer_norm_eps(config.layer_norm_eps)
-    writer.add_vocab_size(config.vocab_size)
 
 
 # transformers model_type -> what llama.cpp needs; the families llama.cpp and the gguf package both know
@@ -175,7 +171,7 @@ FAMILIES = {
     "qwen2": GgufFamily("QWEN2", common_metadata, checks=lambda c: rope_problems(c) + sliding_ignored(c)),
     "qwen3": GgufFamily("QWEN3", head_length_metadata, checks=lambda c: rope_problems(c) + sliding_ignored(c)),
     "gemma2": GgufFamily("GEMMA2", gemma2_metadata, norm_offset=1.0, checks=lambda c: rope_problems(c) + gemma_scale_problems(c)
-                         + ([] if c.tie_word_embeddings else ["refuse:llama.cpp's Gemma 2 reads no output weight of its own"])),
+                         + ([] if c.tie_word_embeddings else [("refuse", "llama.cpp's Gemma 2 reads no output weight of its own")])),
     "gemma3_text": GgufFamily("GEMMA3", gemma3_metadata, norm_offset=1.0, checks=gemma3_problems),
     "phi3": GgufFamily("PHI3", phi3_metadata, checks=lambda c: rope_problems(c) + sliding_ignored(c)),
     "gpt2": GgufFamily("GPT2", gpt2_metadata, conv1d=True, checks=gpt2_problems),
@@ -196,8 +192,7 @@ def gguf_family(config: Any, say: Callable[[str], None] = lambda text: None) -> 
         why = REFUSED.get(model_type, "llama.cpp or this export does not know this architecture")
         raise PeftlabError(f"GGUF export supports {', '.join(FAMILIES)}, not {model_type} ({why}); {ELSEWHERE}")
     family = FAMILIES[model_type]
-    for problem in family.checks(config):
-        kind, text = problem.split(":", 1)
+    for kind, text in family.checks(config):
         if kind == "refuse":
             raise PeftlabError(f"GGUF export of this {model_type} model: {text}; {ELSEWHERE}")
         say(f"export: {text}")

@@ -124,16 +124,16 @@ def test_transformers_reads_the_file_back_where_its_reader_recovers_the_model(ex
         assert reload_difference(exported.merged, exported.tokenizer, exported.folder / "merged.gguf") < 1e-4
 
 
-@pytest.mark.parametrize("model_type", ["gpt2", "phi3", "gpt_neox"])
-def test_peftlab_export_writes_a_trained_adapter_merged_and_as_a_lora_file(model_type, tmp_path, capsys):
-    """The command itself, from a `peftlab train` run: Conv1D (GPT-2), fused q/k/v and gate/up (Phi-3, all-linear),
-    per-head fused q/k/v (GPT-NeoX, which transformers cannot read back)."""
+@pytest.mark.parametrize("model_type, target", [("gpt2", "c_attn"), ("phi3", "all-linear"), ("gpt_neox", "all-linear")])
+def test_peftlab_export_writes_a_trained_adapter_merged_and_as_a_lora_file(model_type, target, tmp_path, capsys):
+    """The command itself, from a `peftlab train` run: GPT-2's Conv1D c_attn named as a target, fused q/k/v and
+    gate/up (Phi-3), per-head fused q/k/v (GPT-NeoX, which transformers cannot read back)."""
     from tests.conftest import write_jsonl
     from tests.tiny_models import save_tiny_family, train_tiny
 
     model = save_tiny_family(model_type, tmp_path / "model")
     data = write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS)
-    train_tiny(str(model), data, tmp_path / "run", "train.max_steps=2", "train.lr=0.05", "lora.target=all-linear")
+    train_tiny(str(model), data, tmp_path / "run", "train.max_steps=2", "train.lr=0.05", f"lora.target={target}")
     assert main(["export", str(tmp_path / "run" / "adapter"), "--type", "f32", "--output", str(tmp_path / "merged.gguf")]) == 0
     assert main(["export", str(tmp_path / "run" / "adapter"), "--format", "gguf-lora", "--output", str(tmp_path / "lora.gguf")]) == 0
     assert (tmp_path / "merged.gguf").is_file() and (tmp_path / "lora.gguf").is_file()
@@ -164,3 +164,21 @@ def test_what_llama_cpp_would_run_otherwise_is_refused_or_said():
     said = []
     check_exportable(AutoConfig.for_model("mistral", sliding_window=64, max_position_embeddings=512), said.append)
     assert said and "without the sliding window of 64 tokens" in said[0]
+
+
+def test_a_sentencepiece_style_tokenizer_is_refused_rather_than_written_as_byte_level(tmp_path):
+    """A BPE with a Metaspace pre-tokenizer (Llama 2, Mistral v0.1, Gemma) written as llama.cpp's 'gpt2' tokenizer would
+    tokenize every text differently in llama.cpp: refused, with what to do instead."""
+    import gguf
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from peftlab.export.gguf_tokenizer import tokenizer_fields
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    backend.train_from_iterator([row["dialogue"] for row in TOY_ROWS], trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    with pytest.raises(PeftlabError, match="byte-level BPE .*peftlab serve"):
+        tokenizer_fields(gguf.GGUFWriter(tmp_path / "never.gguf", "llama"), tokenizer)
