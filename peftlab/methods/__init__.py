@@ -16,7 +16,7 @@ from peftlab.methods.base import BuildContext, Method, capabilities, get_method,
 from peftlab.methods.saved import load_trained, saved_method  # noqa: E402
 from peftlab.models.parameters import count_parameters  # noqa: E402
 
-LIBRARY_MODULES = {"base", "saved", "shares", "targets"}  # helpers, not method families
+LIBRARY_MODULES = {"base", "saved", "saved_tensors", "shares", "targets"}  # helpers, not method families
 LISTED_FIRST = ("lora", "lycoris", "quantized", "ia3", "prompts", "bottleneck", "selective")  # `peftlab methods` order
 
 

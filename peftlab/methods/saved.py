@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peftlab.artifacts import SavedResult, read_saved
+from peftlab.artifacts import ADAPTER_CONFIG, MODEL_CONFIG, TRAINED_PARAMETERS, SavedResult, read_saved
 from peftlab.errors import PeftlabError
-from peftlab.methods.base import Method, get_method, method_names
+from peftlab.methods.base import Method, get_method, load_peft, method_names
+from peftlab.methods.saved_tensors import check_saved_tensors, require_weights_file
 
 
 def method_for_adapter_config(config: dict[str, Any], folder: Path) -> Method:
@@ -40,11 +41,28 @@ def saved_method(folder: str | Path) -> Method:
     return method_of(read_saved(folder))
 
 
-def load_trained(base_model: Any, folder: str | Path) -> Any:
+def _config_file(saved: SavedResult) -> str:
+    """The file that says what the weights file must hold, as a person finds it in the folder."""
+    if saved.adapter_config is not None:
+        return ADAPTER_CONFIG
+    return TRAINED_PARAMETERS if saved.trained_parameters is not None else MODEL_CONFIG
+
+
+def load_trained(base_model: Any, folder: str | Path, adapter_name: str | None = None) -> Any:
     """Apply the result saved in `folder` (a run's DIR or DIR/adapter) to `base_model`; returns the trained model.
 
+    Every command that loads a trained result comes here, and so every load is checked: the weights file holds
+    exactly the tensors the config implies on this base, in shape, all finite (else a PeftlabError naming the
+    folder). `adapter_name`: load a PEFT adapter under that name (serve keeps several LoRA adapters in one model).
     The base model must be loaded as for training: qlora / lora-8bit results want the base loaded
     with `load_model(..., quantization=saved_method(folder).quantization)`.
     """
     saved = read_saved(folder)
-    return method_of(saved).load(base_model, saved.folder)
+    method = method_of(saved)
+    require_weights_file(saved.folder)
+    if adapter_name is None:
+        model, adapter_name = method.load(base_model, saved.folder), "default"
+    else:
+        model = load_peft(base_model, saved.folder, adapter_name)
+    check_saved_tensors(saved.folder, method.saved_tensors(model, saved.folder, adapter_name), _config_file(saved))
+    return model
