@@ -25,8 +25,8 @@ COMMANDS = [*(f"train {method}" for method in METHODS), "eval", "merge", "export
 # (family, command) -> why a library cannot do it; the README's matrix lists each such cell with its reason
 LIBRARY_LIMITS = {
     ("opt", "export"): "GGUF: neither the gguf package nor llama.cpp has an OPT architecture",
-    ("t5", "export"): "GGUF: peftlab writes decoder-only models; llama.cpp runs T5 only through its encoder API, "
-                      "which llama-cpp-python's generate does not call",
+    ("t5", "export"): "GGUF: llama.cpp runs T5 through llama_encode, which llama-cpp-python 0.3.36's Llama.generate "
+                      "never calls, so no file of ours could be checked",
 }
 _outcomes: dict[str, dict[str, str]] = {}  # family -> command -> "ok" | "refused: ..." | "failed: ..."
 _adapters: dict[str, str] = {}  # family -> its LoRA adapter folder, trained by the "train lora" cell
