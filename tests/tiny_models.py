@@ -75,8 +75,15 @@ def save_tiny_family(model_type: str, folder: Path, seed: int = 0, **config: obj
         max_position_embeddings=512, initializer_range=0.3, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=model_type != "gpt_neox",
     )
+    if model_type in ("gpt2", "opt"):
+        del settings["intermediate_size"]  # they size the MLP by their own fields (n_inner, ffn_dim)
     family_config = AutoConfig.for_model(model_type, **{**settings, **FAMILY_CONFIGS[model_type], **config})
-    AutoModelForCausalLM.from_config(family_config).save_pretrained(folder)
+    model = AutoModelForCausalLM.from_config(family_config)
+    with torch.no_grad():  # norm weights around 2, not all equal: a norm stored wrongly shows, and Gemma's scaled
+        for name, parameter in model.named_parameters():  # embedding does not drown every layer's output
+            if name.endswith(("norm.weight", "ln_1.weight", "ln_2.weight", "ln_f.weight")):
+                parameter.normal_(2.0, 0.5)
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
