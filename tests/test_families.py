@@ -32,13 +32,6 @@ _outcomes: dict[str, dict[str, str]] = {}  # family -> command -> "ok" | "refuse
 _adapters: dict[str, str] = {}  # family -> its LoRA adapter folder, trained by the "train lora" cell
 
 
-def _gguf_export_of_every_family() -> bool:
-    """Whether this checkout's exporter has the per-family table (GGUF for every family llama.cpp knows)."""
-    from peftlab.export import gguf
-
-    return hasattr(gguf, "gguf_family")
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("families")
@@ -135,6 +128,4 @@ def test_family_command(family, command, workspace, capsys, monkeypatch):
     _outcomes.setdefault(family, {})[command] = outcome
     if outcome.startswith("refused") and (family, command) in LIBRARY_LIMITS:
         return
-    if command == "export" and outcome.startswith("refused") and not _gguf_export_of_every_family():
-        pytest.xfail("GGUF for every family comes with the export work (peftlab.export.gguf.gguf_family)")
     assert outcome == "ok", f"{family} {command}: {outcome}"
