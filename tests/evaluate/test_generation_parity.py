@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftlab.generation import GenerationSettings, generate_ids, source_ids
+from peftlab.generation import GenerationSettings, generate_ids, selfcheck, source_ids
 from tests.reference_decoding import reference_greedy
 from tests.tiny_models import FAMILIES, save_tiny_any
 from peftlab.methods import BuildContext, get_method, method_names
@@ -129,3 +129,17 @@ def test_a_cache_with_recurrent_state_generates_in_static_batches(tmp_path, capl
     want = [reference_greedy(model, ids, NEW_TOKENS, False) for ids in prompts]
     eos = tokenizer.eos_token_id
     assert [until_eos(row, eos) for row in got] == [until_eos(row, eos) for row in want]
+
+
+@pytest.mark.parametrize("method_name", ["prefix-tuning", "prompt-tuning"])
+def test_soft_prompts_longer_than_the_window_generate_as_uncached(method_name, tmp_path):
+    """Gemma 3 (one sliding, one full layer, window 8) with 20 virtual tokens: peft builds prefix tuning's prefix in a
+    windowed cache, which keeps only the window; continuous batching widens it and still equals full forward passes."""
+    loaded, model = perturbed_model(method_name, str(save_tiny_any("gemma3_text", tmp_path)))
+    assert model.active_peft_config.num_virtual_tokens > model.get_base_model().config.sliding_window
+    tokenizer, eos = loaded.tokenizer, loaded.tokenizer.eos_token_id
+    prompts = [source_ids(tokenizer, text, chat=False, is_seq2seq=False) for text in [LONG_PROMPT, *PROMPTS]]
+    want = [until_eos(reference_greedy(model, ids, NEW_TOKENS, False), eos) for ids in prompts]
+    got = generate_ids(model, tokenizer, prompts, False, GenerationSettings(NEW_TOKENS, 1, len(prompts)))
+    assert [until_eos(row, eos) for row in got] == want
+    assert list(selfcheck._verdicts[model].values()) == [True]  # decoded by continuous batching, not a fallback
