@@ -1,6 +1,6 @@
 """`peftlab check`: does the deployed model answer as the trained one? The adapter on its base, the merged model,
-an exported GGUF file in llama.cpp (a runtime we did not write) and a running OpenAI-compatible server answer the
-same prompts greedily; the table shows each answer, where the first differing token is, and whether the chat
+an exported GGUF file in llama.cpp (a runtime we did not write; decoder-only models) and a running OpenAI-compatible
+server answer the same prompts greedily; the table shows each answer, where the first differing token is, and whether the chat
 template and stop tokens agree."""
 
 from __future__ import annotations
@@ -62,16 +62,18 @@ def check_parity(config: RunConfig, adapter: str, texts: list[str], settings: Ge
     from peftlab.generation import encode_prompts, eos_ids, generate_ids, load_for_generation
 
     loaded = load_for_generation(config.model.name, "fp32", adapter, config.model.attn_implementation)
-    if loaded.is_seq2seq:
-        raise PeftlabError("peftlab check compares decoder-only deployments (merged, GGUF); this adapter's base is seq2seq")
+    seq2seq = loaded.is_seq2seq
+    if seq2seq and gguf:
+        raise PeftlabError("--gguf: this adapter's base is an encoder-decoder (T5), which peftlab does not export to GGUF; "
+                           "drop --gguf to check the merged model (and --server) against the adapter")
     prompts, chat = encode_prompts(loaded, texts, config.data.chat_template)
     if server:
         model = served_model(server)  # an unreachable server or unknown name fails before minutes of generation
     ends = eos_ids(loaded.model, loaded.tokenizer)
-    answers = {REFERENCE: [until_end(t, ends) for t in generate_ids(loaded.model, loaded.tokenizer, prompts, False, settings)]}
+    answers = {REFERENCE: [until_end(t, ends) for t in generate_ids(loaded.model, loaded.tokenizer, prompts, seq2seq, settings)]}
     say(f"check: {len(prompts)} prompts, greedy, up to {settings.max_new_tokens} new tokens; {REFERENCE} on its base done")
     merged, _, _ = merged_model(adapter, config.model.name, "fp32")
-    answers["merged"] = [until_end(t, ends) for t in generate_ids(merged, loaded.tokenizer, prompts, False, settings)]
+    answers["merged"] = [until_end(t, ends) for t in generate_ids(merged, loaded.tokenizer, prompts, seq2seq, settings)]
     say("check: merged model done")
     problems = template_problems(adapter, loaded.tokenizer, gguf)
     if gguf:

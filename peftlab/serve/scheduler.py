@@ -26,7 +26,7 @@ from typing import Any
 
 from peftlab.errors import PeftlabError
 from peftlab.serve.adapters import BackgroundLoader
-from peftlab.generation.continuous import Prefill, RunningBatch, empty_cache
+from peftlab.generation.continuous import Prefill, RunningBatch, batches_continuously, empty_cache
 from peftlab.generation.sampler import choose
 from peftlab.serve.jobs import Busy, Job, fail
 from peftlab.serve.static import run_static
@@ -175,7 +175,9 @@ class Scheduler:
             else:
                 job.fail(f"model {job.model} was unloaded")
         jobs = servable
-        if self.engine.loaded.is_seq2seq:  # generation/continuous.py batches decoder-only caches: encoder-decoders generate statically
+        # generation/continuous.py batches decoder-only caches of keys and values: encoder-decoders and caches with
+        # recurrent state generate statically
+        if self.engine.loaded.is_seq2seq or not batches_continuously(self.engine.loaded.model):
             run_static(self.engine, jobs)
             return
         for job in jobs:
