@@ -195,6 +195,7 @@ class AdapterPool:
         self.adapter_dir = Path(adapter_dir) if adapter_dir else None
         self.max_adapters = max_adapters
         self.pinned = frozenset(engine.models)
+        reserved_adapter_names()  # built now (a second of imports), not under the lock at the first load
         self.loader = BackgroundLoader()
         self.loading: dict[str, Future] = {}
         self.unloading: dict[str, Future] = {}
