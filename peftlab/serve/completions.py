@@ -124,7 +124,7 @@ def make_jobs(request: Request, tokenizer: Any, events: LoopEvents, device: Any 
         import torch
 
         for job in jobs:
-            job.generator = torch.Generator(device=device).manual_seed(request.seed + job.index)
+            job.generator = torch.Generator(device=device).manual_seed((request.seed + job.index) % (1 << 64))
     return jobs
 
 

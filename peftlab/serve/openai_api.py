@@ -112,7 +112,7 @@ class GenerationBody(Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: Annotated[int, AfterValidator(_one_choice)] = 1
-    seed: int | None = None  # honoured: each prompt samples from its own generator, seeded seed + its index
+    seed: int | None = Field(None, ge=-(1 << 63), le=(1 << 64) - 1)  # honoured: one generator per prompt; torch's seed range
     logprobs: RefusedIfSent = None
     top_logprobs: Refused = None
     response_format: RefusedIfSent = None
