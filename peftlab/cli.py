@@ -231,9 +231,10 @@ def _add_use_commands(commands: Any) -> None:
     serve.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto", help="weights dtype (fp32: answers never depend on batching)")
     serve.add_argument("--max-batch-size", type=int, default=32, help="rows decoding at once, all adapters together (default 32)")
     serve.add_argument("--prefill-chunk-tokens", type=int, default=256,
-                       help="prompt tokens prefilled between two decoding steps while others stream (default 128)")
+                       help="prompt tokens prefilled between two decoding steps while others stream (default %(default)s)")
     serve.add_argument("--adapter-dir", metavar="DIR", help="load an adapter on demand when a request names a folder in DIR")
-    serve.add_argument("--max-adapters", type=int, help="adapters held at once when loading on demand")
+    serve.add_argument("--max-adapters", type=int, help="adapters loaded while serving (on demand or by the load route) held at "
+                       "once; the --adapter ones are pinned and not counted")
     _add_serve_limits(serve)
 
 
