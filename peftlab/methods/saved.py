@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peftlab.artifacts import ADAPTER_CONFIG, MODEL_CONFIG, TRAINED_PARAMETERS, SavedResult, read_saved
+from peftlab.artifacts import ADAPTER_CONFIG, MODEL_CONFIG, TRAINED_PARAMETERS, SavedResult, read_saved, recorded_base
 from peftlab.errors import PeftlabError
 from peftlab.methods.base import Method, get_method, load_peft, method_names
 from peftlab.methods.saved_tensors import check_saved_tensors, require_weights_file
@@ -64,5 +64,8 @@ def load_trained(base_model: Any, folder: str | Path, adapter_name: str | None =
         model, adapter_name = method.load(base_model, saved.folder), "default"
     else:
         model = load_peft(base_model, saved.folder, adapter_name)
-    check_saved_tensors(saved.folder, method.saved_tensors(model, saved.folder, adapter_name), _config_file(saved))
+    base = getattr(getattr(base_model, "config", None), "name_or_path", None) or "this base"
+    label, path = recorded_base(saved.folder)
+    check_saved_tensors(saved.folder, method.saved_tensors(model, saved.folder, adapter_name), _config_file(saved),
+                        base, label or path)
     return model
