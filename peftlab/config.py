@@ -77,7 +77,9 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-SELECT_BY = ("loss", "rouge")  # what a tuned comparison may choose each method's configuration by
+# what a tuned comparison may choose each method's configuration by: validation loss, or the primary metric of answers
+# generated for the validation rows ("rouge": the name before --metric existed, the same choice)
+SELECT_BY = ("loss", "metric", "rouge")
 
 
 @dataclass
@@ -91,12 +93,17 @@ class CompareSetup:
     trials: int = 0  # > 0: tune each method with this many trials on validation rows before scoring
     seeds: int = 1  # seeds the chosen configuration of each method is trained with (tuned comparisons)
     val_share: float = 0.1  # share of the training rows kept for validation (tuned comparisons; at least 16 rows)
-    select_by: str = "loss"  # what chooses each method's configuration: final validation "loss", or "rouge" of generated answers
+    select_by: str = "loss"  # what chooses each method's configuration: final validation "loss", or the primary "metric"
+    metrics: list[str] = field(default_factory=lambda: ["rouge"])  # what every run is scored by; the first one decides
+    judge: dict[str, str | None] = field(default_factory=dict)  # the judge metrics' endpoint: url, model, prompt_file
+    general_tasks: bool = False  # also score general multiple-choice accuracy (forgetting as users know it)
 
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
-        if record["select_by"] == "loss":  # added later: recorded only when set, so comparisons begun before it still resume
-            del record["select_by"]
+        # added later: recorded only when set, so comparisons begun before them still resume
+        for name, default in (("select_by", "loss"), ("metrics", ["rouge"]), ("judge", {}), ("general_tasks", False)):
+            if record[name] == default:
+                del record[name]
         return record
 
     def shared_config(self) -> RunConfig:
@@ -148,6 +155,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             value = parse_mapping(value, key)
         if not isinstance(value, dict):
             raise PeftlabError(f"config: '{key}' must be a mapping, got {value!r}")
+        if args and args[1] is str:  # a mapping of names (data.columns): each value one name, never a section
+            for name, item in value.items():
+                if isinstance(item, (dict, list)) or item is None:
+                    raise PeftlabError(f"config: '{key}.{name}' must be a column name, got {item!r}; "
+                                       f"e.g. --set {key}.{name}=dialogue")
+            return {str(name): str(item) for name, item in value.items()}
         return dict(value)
     try:
         if hint is bool:
@@ -244,6 +257,13 @@ def trackers(train: TrainConfig) -> list[str]:
     return [name.strip() for name in train.report_to.split(",") if name.strip() and name.strip() != "none"]
 
 
+def schedulers() -> list[str]:
+    """The learning-rate schedules `train.scheduler` may name: transformers' own (its SchedulerType)."""
+    from transformers.trainer_utils import SchedulerType
+
+    return [schedule.value for schedule in SchedulerType]
+
+
 def validate(config: RunConfig) -> None:
     """Reject impossible settings with the setting's name and a fix."""
     t, d = config.train, config.data
@@ -256,6 +276,8 @@ def validate(config: RunConfig) -> None:
         (t.epochs > 0 or t.max_steps > 0, "train needs epochs > 0 or max_steps > 0"),
         (0 <= t.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}"),
         (t.batching in ("length", "packed"), f"train.batching '{t.batching}' is not one of length, packed"),
+        (t.scheduler in schedulers(), f"train.scheduler '{t.scheduler}' is not a schedule transformers knows; choose one of "
+                                      f"{', '.join(schedulers())}"),
         (t.eval_steps >= 1 and t.save_steps >= 1, "train.eval_steps and train.save_steps must be at least 1"),
         (t.patience is None or t.patience >= 1, f"train.patience must be at least 1, got {t.patience}"),
         (set(trackers(t)) <= set(TRACKERS), f"train.report_to '{t.report_to}': choose from none, {', '.join(TRACKERS)} (comma-separated)"),

@@ -12,6 +12,15 @@ from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, l
 from peftlab.methods.saved_tensors import check_saved_tensors, peft_saved_tensors
 
 
+EMBEDDED = ("PROMPT_TUNING", "P_TUNING")  # virtual tokens are input embeddings in front of the prompt
+PREFIXED = ("PREFIX_TUNING",)  # virtual tokens are key/value pairs in front of every layer's cache
+
+
+def virtual_token_kind(peft_type: str) -> str | None:
+    """The peft type when its virtual tokens must be placed by hand for cached generation (peftlab.generation.soft_prompts), else None."""
+    return peft_type if peft_type in EMBEDDED + PREFIXED else None
+
+
 def _check_tokens(count: int) -> None:
     if count < 1:
         raise PeftlabError(f"num_virtual_tokens must be at least 1, got {count}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peftlab.artifacts import ADAPTER_CONFIG, MODEL_CONFIG, TRAINED_PARAMETERS, SavedResult, read_saved, recorded_base
+from peftlab.artifacts import SavedResult, read_saved
 from peftlab.errors import PeftlabError
 from peftlab.methods.base import Method, get_method, load_peft, method_names
 from peftlab.methods.saved_tensors import check_saved_tensors, require_weights_file
@@ -41,13 +41,6 @@ def saved_method(folder: str | Path) -> Method:
     return method_of(read_saved(folder))
 
 
-def _config_file(saved: SavedResult) -> str:
-    """The file that says what the weights file must hold, as a person finds it in the folder."""
-    if saved.adapter_config is not None:
-        return ADAPTER_CONFIG
-    return TRAINED_PARAMETERS if saved.trained_parameters is not None else MODEL_CONFIG
-
-
 def load_trained(base_model: Any, folder: str | Path, adapter_name: str | None = None) -> Any:
     """Apply the result saved in `folder` (a run's DIR or DIR/adapter) to `base_model`; returns the trained model.
 
@@ -64,8 +57,5 @@ def load_trained(base_model: Any, folder: str | Path, adapter_name: str | None =
         model, adapter_name = method.load(base_model, saved.folder), "default"
     else:
         model = load_peft(base_model, saved.folder, adapter_name)
-    base = getattr(getattr(base_model, "config", None), "name_or_path", None) or "this base"
-    label, path = recorded_base(saved.folder)
-    check_saved_tensors(saved.folder, method.saved_tensors(model, saved.folder, adapter_name), _config_file(saved),
-                        base, label or path)
+    check_saved_tensors(saved.folder, method.saved_tensors(model, saved.folder, adapter_name), saved.config_file)
     return model

@@ -33,6 +33,11 @@ class SavedTensor:
     shape: tuple[int, ...]
 
 
+class ShapeMismatch(ValueError):
+    """A saved tensor whose shape is not the one the config gives on this base: the loaders (generation, serve, merge)
+    turn it into one line naming the base the adapter was trained on."""
+
+
 def weights_files(folder: Path) -> list[Path]:
     files = sorted(Path(folder).glob("*.safetensors"))
     return files or [path for path in (Path(folder) / name for name in BIN_WEIGHTS) if path.is_file()]
@@ -78,16 +83,12 @@ def _first(names: list[str]) -> str:
     return names[0] + (f" and {len(names) - 1} more" if len(names) > 1 else "")
 
 
-def check_saved_tensors(folder: Path, expected: Expected | None, config_file: str, base: str = "this base",
-                        trained_on: str | None = None) -> None:
+def check_saved_tensors(folder: Path, expected: Expected | None, config_file: str) -> None:
     """Refuse, in one line naming the folder and the fault, a weights file other than `expected`: missing or extra
     tensors, another shape, a NaN or infinite value (`expected` None: a method that does not say; then the file must
-    hold some tensors, all finite). `base`, `trained_on`: the base loaded and the one the folder records, named when
-    the tensors do not fit (another base, or a damaged file)."""
+    hold some tensors, all finite)."""
     found = read_saved_shapes(folder)
     fix = "the file is damaged or was not written for this config: train it again"
-    misfit = (f"it was trained on {trained_on or 'an unrecorded base'}: if that is not {base}, pass it with --model; "
-              "else the file is damaged: train it again")
     if not found:
         names = ", ".join(path.name for path in weights_files(folder))
         implied = f", where its {config_file} implies {len(expected.required)} on this base" if expected else ""
@@ -105,12 +106,12 @@ def check_saved_tensors(folder: Path, expected: Expected | None, config_file: st
     if missing or extra:
         parts = ([f"lacks {len(missing)} of the {len(expected.required)} tensors its {config_file} implies on this base "
                   f"({_first(missing)})"] if missing else []) + ([f"holds {len(extra)} it does not ({_first(extra)})"] if extra else [])
-        raise PeftlabError(f"adapter {folder} does not fit base {base}: its weights file {' and '.join(parts)}; {misfit}")
+        raise PeftlabError(f"adapter {folder}: its weights file {' and '.join(parts)}; {fix}")
     for name, saved in found.items():
         wanted = tuple(expected.required[name].shape if name in expected.required else optional[name].shape)
-        if saved.shape != wanted:
-            raise PeftlabError(f"adapter {folder} does not fit base {base}: tensor {name} in {saved.file} has shape "
-                               f"{saved.shape}, where its {config_file} on this base gives {wanted}; {misfit}")
+        if saved.shape != wanted:  # most often an adapter of another base: its loaders say so (artifacts.misfit_error)
+            raise ShapeMismatch(f"tensor {name} in {saved.file} has shape {saved.shape}, where its {config_file} on this "
+                                f"base gives {wanted}")
     _check_finite(expected.required, found, folder)  # as loaded: the file's values, names and shapes matching
 
 

@@ -55,6 +55,8 @@ def training_arguments(config: RunConfig, out: Path, has_eval: bool, lr: float) 
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
         lr_scheduler_type=t.scheduler,
+        # transformers 5 (checked in 5.24: TrainingArguments.get_warmup_steps) reads a warmup_steps below 1 as a share of
+        # the training steps, and dropped warmup_ratio; config keeps train.warmup_ratio in [0, 1)
         warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
@@ -87,16 +89,17 @@ def check_schedule(config: RunConfig, has_eval: bool) -> None:
             raise PeftlabError(f"early stopping needs train.save_steps ({t.save_steps}) to be a multiple of train.eval_steps ({t.eval_steps})")
 
 
-def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
-        callbacks: tuple = (), say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
-    """Nothing is written until the model, data and method are loaded: bad input leaves the folder as it was."""
+def run(config: RunConfig, resume: bool = False, overwrite: bool = False, callbacks: tuple = (),
+        say: Callable[[str], None] = lambda text: None, config_file: str | None = None) -> dict[str, Any]:
+    """Nothing is written until the model, data and method are loaded: bad input leaves the folder as it was.
+    `config_file`: the --config file the run was read from (an input, never written over)."""
     if not config.data.train:
         raise PeftlabError("no training data; pass --data FILE (JSONL, CSV, Parquet or hub:NAME)")
     method = get_method(config.method)
     settings = method.parse_settings(config.methods.get(config.method))
     check_schedule(config, bool(config.data.eval))
     trackers.check_installed(cfg.trackers(config.train))
-    processes, folder = _check_output(config, resume, overwrite)
+    processes, folder = _check_output(config, resume, overwrite, config_file)
     if not processes.is_main_process:
         say = lambda text: None  # noqa: E731 - one voice on the terminal
 
@@ -178,7 +181,7 @@ def report(summary: dict[str, Any], out: Path) -> str:
             f"{losses}; adapter: {out / artifacts.ADAPTER_DIR}")
 
 
-def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> tuple[Any, artifacts.RunFolder]:
+def _check_output(config: RunConfig, resume: bool, overwrite: bool, config_file: str | None) -> tuple[Any, artifacts.RunFolder]:
     """Check the output folder in every process (reads only).
 
     Under `accelerate launch` every process runs this recipe; without a GPU the processes join
@@ -188,7 +191,7 @@ def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> tuple[Any
     from accelerate import PartialState
 
     processes = PartialState(cpu=not torch.cuda.is_available())
-    folder = artifacts.check_run_output(config, resume, overwrite)
+    folder = artifacts.check_run_output(config, resume, overwrite, config_file)
     processes.wait_for_everyone()
     return processes, folder
 
