@@ -22,7 +22,7 @@ def evaluate(config: RunConfig, data: str, output: str | None, adapter: str | No
     settings.check()
     if output:  # an earlier evaluation there is replaced; anything else is refused
         check_output(output, True, "evaluation", lambda folder: (folder / METRICS).is_file())
-    examples = eval_examples(read_rows(data), config.data)  # names a row without its reference column
+    examples = eval_examples(read_rows(data, config.data.max_row_bytes), config.data)  # names a row without its reference column
     model = config.model
     loaded = load_for_generation(model.name, model.dtype, adapter, model.attn_implementation)
     prompts, chat = encode_prompts(loaded, [e.prompt for e in examples], config.data.chat_template)

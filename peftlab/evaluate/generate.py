@@ -9,7 +9,7 @@ from typing import Any, Callable
 from peftlab import atomic
 from peftlab.artifacts import check_output_file
 from peftlab.config import RunConfig
-from peftlab.data.examples import fill_template, subsample
+from peftlab.data.examples import generation_prompts, subsample
 from peftlab.data.readers import Row, read_rows
 from peftlab.errors import PeftlabError
 from peftlab.inference import GenerationSettings, encode_prompts, generate, load_for_generation
@@ -23,10 +23,10 @@ def run_generate(config: RunConfig, adapter: str | None, prompt: str | None, dat
     if output:
         check_output_file(output)
     rows = [Row({config.data.columns.get("prompt", "prompt"): prompt}, "PROMPT")] if prompt is not None else \
-        subsample(read_rows(data), config.data.every, config.data.max_samples)
+        subsample(read_rows(data, config.data.max_row_bytes), config.data.every, config.data.max_samples)
     if not rows:
         raise PeftlabError(f"{data} has no rows; add some or point --data at another file")
-    texts = [fill_template(row, config.data) for row in rows]
+    texts = generation_prompts(rows, config.data)
     model = config.model
     loaded = load_for_generation(model.name, model.dtype, adapter, model.attn_implementation)
     ids, _ = encode_prompts(loaded, texts, config.data.chat_template)

@@ -25,8 +25,8 @@ from peftlab.train.callbacks import LossLog, ProgressBar, StepClock
 
 def load_tokenized(spec: str, config: RunConfig, tokenizer: Any, is_seq2seq: bool, chat: bool) -> TokenizedSet:
     data = config.data
-    examples = build_examples(read_rows(spec), data)
-    tokenized = tokenize(examples, tokenizer, data.max_length, is_seq2seq, chat, data.answer_only)
+    examples = build_examples(read_rows(spec, data.max_row_bytes), data)
+    tokenized = tokenize(examples, tokenizer, data.max_length, is_seq2seq, chat, data.answer_only, data.train_on, data.chat_template)
     check_trainable(tokenized, spec, data.max_length)
     return tokenized
 
