@@ -44,7 +44,7 @@ def main() -> int:
     from peftlab.export.gguf import write_gguf
     from peftlab.export.merge import merged_model
     from peftlab.export.parity import first_difference, llama_cpp_answers, until_end
-    from peftlab.inference import GenerationSettings, encode_prompts, eos_ids, generate_ids
+    from peftlab.generation import GenerationSettings, encode_prompts, eos_ids, generate_ids
     from peftlab.models import load_model
 
     config = generate_config(args.adapter, [], {}, args.rows)

@@ -294,7 +294,7 @@ def command_train(args: argparse.Namespace) -> int:
 
 
 def generation_settings(args: argparse.Namespace, default_max_new_tokens: int = 128) -> Any:
-    from peftlab.inference import GenerationSettings
+    from peftlab.generation import GenerationSettings
 
     settings = GenerationSettings(args.max_new_tokens or default_max_new_tokens, args.num_beams, args.gen_batch_size)
     settings.check()
@@ -422,7 +422,7 @@ def command_check(args: argparse.Namespace) -> int:
     from peftlab.data.readers import read_rows
     from peftlab.evaluate.settings import generate_config
     from peftlab.export.parity import Server, check_parity, table
-    from peftlab.inference import GenerationSettings
+    from peftlab.generation import GenerationSettings
 
     if not 0 <= args.min_agreement <= 1:
         raise PeftlabError(f"--min-agreement is a share between 0 and 1, got {args.min_agreement}")

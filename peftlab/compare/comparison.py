@@ -17,7 +17,7 @@ from peftlab.compare.plan import PlannedRun, plan_runs
 from peftlab.compare.scoring import Scored, base_bytes, score, stored_bytes, test_examples
 from peftlab.errors import PeftlabError
 from peftlab.config import CompareSetup
-from peftlab.inference import GenerationSettings
+from peftlab.generation import GenerationSettings
 
 SETUP = "compare.yaml"  # what every run shares; a later call must match it to add runs
 RESULT = "result.json"

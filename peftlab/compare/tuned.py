@@ -20,7 +20,7 @@ from peftlab.compare.search_space import SearchSpace, search_space
 from peftlab.compare.split import carve_validation, write_split
 from peftlab.config import CompareSetup
 from peftlab.errors import PeftlabError
-from peftlab.inference import GenerationSettings
+from peftlab.generation import GenerationSettings
 
 STALE_AFTER_SECONDS = 120  # a trial whose worker has been silent this long is taken over by another
 

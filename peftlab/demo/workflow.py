@@ -12,7 +12,7 @@ from peftlab.artifacts import ADAPTER_DIR, check_output, publish_replacement, re
 from peftlab.config import RunConfig
 from peftlab.data.readers import read_rows
 from peftlab.errors import PeftlabError
-from peftlab.inference import GenerationSettings
+from peftlab.generation import GenerationSettings
 from peftlab.evaluate.evaluation import evaluate
 from peftlab.evaluate.rouge import MULTI_REFERENCE
 from peftlab.report.html import evaluation_page

@@ -11,7 +11,7 @@ from peftlab.data.readers import read_rows
 from peftlab.evaluate.predictions import METRICS, prediction_records, score_generations, write_outputs
 from peftlab.evaluate.references import eval_examples
 from peftlab.evaluate.rouge import MULTI_REFERENCE
-from peftlab.inference import GenerationSettings, encode_prompts, load_for_generation
+from peftlab.generation import GenerationSettings, encode_prompts, load_for_generation
 
 
 def evaluate(config: RunConfig, data: str, output: str | None, adapter: str | None = None,

@@ -12,7 +12,7 @@ from peftlab.config import RunConfig
 from peftlab.data.examples import generation_prompts, subsample
 from peftlab.data.readers import Row, read_rows
 from peftlab.errors import PeftlabError
-from peftlab.inference import GenerationSettings, encode_prompts, generate, load_for_generation
+from peftlab.generation import GenerationSettings, encode_prompts, generate, load_for_generation
 
 
 def run_generate(config: RunConfig, adapter: str | None, prompt: str | None, data: str | None, output: str | None,

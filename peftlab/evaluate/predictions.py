@@ -11,7 +11,7 @@ from peftlab import atomic
 from peftlab.errors import PeftlabError
 from peftlab.evaluate.references import EvalExample
 from peftlab.evaluate.rouge import example_scores, mean_scores
-from peftlab.inference import GenerationSettings, generate
+from peftlab.generation import GenerationSettings, generate
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"

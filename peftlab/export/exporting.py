@@ -170,7 +170,7 @@ def export_gguf_lora(source: str, output: str, tensor_type: str = "f32", model: 
                      say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
     """A LoRA adapter folder as a llama.cpp LoRA file, for the base's own GGUF file (`llama-cli -m BASE --lora FILE`)."""
     from peftlab.artifacts import adapter_folder, recorded_model_name
-    from peftlab.inference import load_for_generation
+    from peftlab.generation import load_for_generation
     from peftlab.methods import saved_method
 
     if tensor_type not in LORA_TOLERANCE:

@@ -9,6 +9,15 @@ from peftlab.errors import PeftlabError
 from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, peft_task_type, register
 
 
+EMBEDDED = ("PROMPT_TUNING", "P_TUNING")  # virtual tokens are input embeddings in front of the prompt
+PREFIXED = ("PREFIX_TUNING",)  # virtual tokens are key/value pairs in front of every layer's cache
+
+
+def virtual_token_kind(peft_type: str) -> str | None:
+    """The peft type when its virtual tokens must be placed by hand for cached generation (peftlab.generation.soft_prompts), else None."""
+    return peft_type if peft_type in EMBEDDED + PREFIXED else None
+
+
 def _check_tokens(count: int) -> None:
     if count < 1:
         raise PeftlabError(f"num_virtual_tokens must be at least 1, got {count}")

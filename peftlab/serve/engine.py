@@ -8,9 +8,9 @@ from typing import Any
 from peftlab.artifacts import adapter_folder, check_base, misfit_error
 from peftlab.data.chat import chat_prompt_ids, has_chat_template
 from peftlab.errors import PeftlabError
-from peftlab.inference import eos_ids, source_ids
+from peftlab.generation import eos_ids, source_ids
 from peftlab.models.loading import LoadedModel
-from peftlab.methods.virtual_tokens import virtual_token_type
+from peftlab.generation.soft_prompts import virtual_token_type
 from peftlab.serve.adapters import Prepared, shared_weights_copy, transplant_lora
 
 BASE_ROW = "__base__"  # peft's adapter name for "no adapter" in a mixed batch
