@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from peftlab.config import DataConfig
 from peftlab.data.formats import (CONVERSATIONAL, check_columns, check_messages, describe, row_format, sharegpt_messages,
@@ -62,18 +62,30 @@ def template_columns(data: DataConfig) -> list[str]:
 
 def file_format(rows: list[Row], data: DataConfig) -> str:
     """data.format, or the format of the first row's columns; every row must be of it (one format per file)."""
-    columns = template_columns(data)
-    if data.format != "auto":
-        for row in rows:
-            check_columns(row, data.format)
-        return data.format
-    first = row_format(rows[0], columns) if rows else "template"
-    for row in rows[1:]:
-        found = row_format(row, columns)
-        if found != first:
-            raise PeftlabError(f"{row.where}: a {describe(found)} row, but the file's first row is {describe(first)}; "
+    check = FormatCheck(data)
+    for row in rows:
+        check(row)
+    return check.name or (data.format if data.format != "auto" else "template")
+
+
+class FormatCheck:
+    """Rows seen one at a time: the first decides the file's format (unless data.format does), the rest must match it."""
+
+    def __init__(self, data: DataConfig):
+        self.data, self.columns = data, template_columns(data)
+        self.name = data.format if data.format != "auto" else None
+
+    def __call__(self, row: Row) -> str:
+        if self.data.format != "auto":
+            check_columns(row, self.data.format)
+            return self.data.format
+        found = row_format(row, self.columns)
+        if self.name is None:
+            self.name = found
+        elif found != self.name:
+            raise PeftlabError(f"{row.where}: a {describe(found)} row, but the file's first row is {describe(self.name)}; "
                                "keep one format per file (or set data.format and fix the rows that differ)")
-    return first
+        return found
 
 
 def conversation(row: Row, name: str, train_on: str) -> tuple[list[dict[str, Any]], tuple[int, ...]]:
@@ -112,10 +124,16 @@ def row_example(row: Row, name: str, data: DataConfig) -> Example:
 
 
 def build_examples(rows: list[Row], data: DataConfig) -> list[Example]:
-    template_fields(data.template)  # a broken template fails before any row does
     kept = subsample(rows, data.every, data.max_samples)
-    name = file_format(kept, data)
-    return [row_example(row, name, data) for row in kept]
+    return list(iter_examples(kept, data))
+
+
+def iter_examples(rows: Iterable[Row], data: DataConfig, check: FormatCheck | None = None) -> Iterator[Example]:
+    """Examples as the rows arrive, each row checked against the file's format (`check` keeps what the first row said)."""
+    template_fields(data.template)  # a broken template fails before any row does
+    check = check or FormatCheck(data)
+    for row in rows:
+        yield row_example(row, check(row), data)
 
 
 def generation_prompts(rows: list[Row], data: DataConfig) -> list[str | list[dict[str, Any]]]:
@@ -135,3 +153,12 @@ def generation_prompts(rows: list[Row], data: DataConfig) -> list[str | list[dic
         else:
             prompts.append(row_example(row, name, data).prompt if name != "template" else fill_template(row, data))
     return prompts
+
+
+def bare_prompt(prompt: str, data: DataConfig) -> str | list[dict[str, Any]]:
+    """A prompt typed on the command line, built as the rows of data.format were (an adapter records the format it learned)."""
+    if data.format in CONVERSATIONAL:
+        return [{"role": "user", "content": prompt}]
+    if data.format in ("text", "prompt-completion", "alpaca"):
+        return prompt
+    return fill_template(Row({data.columns.get("prompt", "prompt"): prompt}, "PROMPT"), data)

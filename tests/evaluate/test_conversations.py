@@ -75,3 +75,14 @@ def test_generate_answers_a_conversation_file(chat_adapter, tmp_path):
     records = run_generate(config, adapter, None, str(data), None, GenerationSettings(max_new_tokens=8))
     assert [r["input"] for r in records] == [HELD_OUT["messages"][:4]] * 2
     assert records[0]["output"] == records[1]["output"]
+
+
+def test_the_adapter_records_its_format_and_a_typed_prompt_is_a_user_turn(chat_adapter):
+    from peftlab.evaluate.settings import generate_config
+
+    model, adapter = chat_adapter
+    config = generate_config(adapter, ["model.dtype=fp32"], {})
+    assert config.data.format == "messages"
+    [record] = run_generate(config, adapter, "And the colours?", None, None, GenerationSettings(max_new_tokens=8))
+    assert record["input"] == [{"role": "user", "content": "And the colours?"}]
+    assert record["output"] == served_answer(model, adapter, record["input"], 8)
