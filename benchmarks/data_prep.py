@@ -8,7 +8,7 @@ training rows (the index makes every row distinct). For each size, in fresh proc
   one optimizer step, the adapter saved): its seconds are an upper bound on the time to the first step;
 - **second run**: the same command again, the data cache now warm.
 
-    python benchmarks/data_prep.py [--rows 10000 100000 1000000] [--json benchmarks/results/data_prep.json]
+    python benchmarks/data_prep.py [--rows 10000 100000 1000000] [--json benchmarks/results/data_prep.json] [--dialogsum PATH]
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ DIALOGSUM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dialogsum
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_rows(path: Path, count: int) -> None:
-    source = [json.loads(line) for line in DIALOGSUM.read_text().splitlines() if line.strip()]
+def write_rows(path: Path, count: int, dialogsum: Path) -> None:
+    source = [json.loads(line) for line in dialogsum.read_text().splitlines() if line.strip()]
     with path.open("w", encoding="utf-8") as out:
         for i in range(count):
             row = source[i % len(source)]
@@ -72,16 +72,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--json", default=None)
+    parser.add_argument("--dialogsum", type=Path, default=DIALOGSUM, help="DialogSum's train.jsonl")
     args = parser.parse_args()
-    if not DIALOGSUM.is_file():
-        raise SystemExit(f"DialogSum not found at {DIALOGSUM}")
+    if not args.dialogsum.is_file():
+        raise SystemExit(f"DialogSum not found at {args.dialogsum}; pass --dialogsum PATH")
     results = []
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         models = Path(os.environ.get("PEFTLAB_CACHE", Path.home() / ".cache" / "peftlab"))
         for count in args.rows:
             data = work / f"rows-{count}.jsonl"
-            write_rows(data, count)
+            write_rows(data, count, args.dialogsum)
             cache = work / f"cache-{count}"
             cache.mkdir()
             (cache / "models").symlink_to(models / "models", target_is_directory=True)  # the converted model, not the data

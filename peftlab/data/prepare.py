@@ -63,7 +63,7 @@ def _tokenize_stream(spec: str, data: DataConfig, tokenizer: Any, is_seq2seq: bo
     check = FormatCheck(data)
     rows = _subsampled(iter_rows(spec, data.max_row_bytes), data)
     result, start = TokenizedSet(features=[]), time.perf_counter()
-    with pa.OSFile(str(sink_path), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA()) as writer:  # the layout datasets reads
+    with pa.OSFile(str(sink_path), "wb") as sink, pa.ipc.new_stream(sink, _schema()) as writer:  # the layout datasets reads
         for chunk in _chunks(iter_examples(rows, data, check), BATCH_ROWS):
             part = tokenize(chunk, tokenizer, data.max_length, is_seq2seq, chat, data.answer_only, data.train_on, data.chat_template)
             result.rows += part.rows
@@ -77,7 +77,7 @@ def _tokenize_stream(spec: str, data: DataConfig, tokenizer: Any, is_seq2seq: bo
     return result
 
 
-def SCHEMA() -> Any:  # noqa: N802 - a constant that needs pyarrow, imported late
+def _schema() -> Any:
     import pyarrow as pa
 
     return pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("length", pa.int32())])
@@ -88,7 +88,7 @@ def _record_batch(features: list[dict[str, list[int]]]) -> Any:
 
     return pa.RecordBatch.from_pydict({
         "input_ids": [f["input_ids"] for f in features], "labels": [f["labels"] for f in features],
-        "length": [len(f["input_ids"]) for f in features]}, schema=SCHEMA())
+        "length": [len(f["input_ids"]) for f in features]}, schema=_schema())
 
 
 def _subsampled(rows: Iterator[Row], data: DataConfig) -> Iterator[Row]:
