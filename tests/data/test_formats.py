@@ -109,3 +109,18 @@ def test_parquet_conversations(chat_llama, tmp_path):
 def test_a_jsonl_file_of_conversations(tmp_path):
     path = write_jsonl(tmp_path / "chat.jsonl", [CHAT_ROW, CHAT_ROW])
     assert [e.kind for e in build_examples(read_rows(str(path)), DataConfig())] == [CHAT, CHAT]
+
+
+def test_a_long_conversation_keeps_its_first_tokens_and_is_counted(chat_llama):
+    from peftlab.models import load_tokenizer
+
+    tokenizer = load_tokenizer(chat_llama)
+    examples = build_examples(rows_of("messages"), DataConfig())
+    whole = tokenize(examples, tokenizer, 4096, False, chat=True).features[0]
+    answers = [i for i, label in enumerate(whole["labels"]) if label != -100]
+    cut_at = answers[0] + 3  # inside the first answer: the second is cut away
+    short = tokenize(examples, tokenizer, cut_at, False, chat=True)
+    assert short.truncated == 1 and short.features[0]["input_ids"] == whole["input_ids"][:cut_at]
+    assert short.features[0]["labels"] == whole["labels"][:cut_at]
+    gone = tokenize(examples, tokenizer, answers[0], False, chat=True)  # no answer token left: dropped, counted
+    assert (gone.features, gone.no_labels, gone.first_dropped) == ([], 1, "d.jsonl line 1")
