@@ -468,7 +468,7 @@ def command_check(args: argparse.Namespace) -> int:
     if not 0 <= args.min_agreement <= 1:
         raise PeftlabError(f"--min-agreement is a share between 0 and 1, got {args.min_agreement}")
     config = generate_config(args.adapter, [], config_flags(args, NOT_TRAINING), args.max_samples or 24)
-    rows = subsample(read_rows(args.data), 1, config.data.max_samples)
+    rows = subsample(read_rows(args.data, config.data.max_row_bytes), 1, config.data.max_samples)
     settings = GenerationSettings(args.max_new_tokens, 1, 16)
     settings.check()
     if args.server_model and not args.server:

@@ -32,11 +32,15 @@ class DataConfig:
     # template field -> column of the file; `response` is the target the model learns to write
     columns: dict[str, str] = field(default_factory=lambda: {"prompt": "dialogue", "response": "summary"})
     template: str = DEFAULT_TEMPLATE
+    # auto (detected from the first row's columns) | template | text | prompt-completion | messages | sharegpt | alpaca
+    format: str = "auto"
+    train_on: str = "assistant"  # conversations: the loss on every assistant turn | the last one | all tokens
     chat_template: str = "auto"  # auto (use the tokenizer's when it has one) | on | off
     answer_only: bool = True  # loss on the response tokens only
     max_length: int = 1024  # tokens per example (seq2seq: per source and per target)
     max_samples: int | None = None
     every: int = 1  # keep every K-th row
+    max_row_bytes: int = 1_048_576  # a row (one line, one Parquet row) over this is refused before it is parsed or tokenized
 
 
 @dataclass
@@ -252,6 +256,7 @@ def read_config_file(path: str) -> dict[str, Any]:
     return raw
 
 
+DATA_FORMATS = ("auto", "template", "text", "prompt-completion", "messages", "sharegpt", "alpaca")
 TRACKERS = ("tensorboard", "mlflow", "trackio", "wandb")  # transformers' report_to names that peftlab passes on
 
 
@@ -286,6 +291,9 @@ def validate(config: RunConfig) -> None:
         (d.max_length >= 8, f"data.max_length must be at least 8 tokens, got {d.max_length}"),
         (d.every >= 1, f"data.every must be at least 1, got {d.every}"),
         (d.max_samples is None or d.max_samples >= 1, f"data.max_samples must be at least 1, got {d.max_samples}"),
+        (d.format in DATA_FORMATS, f"data.format '{d.format}' is not one of {', '.join(DATA_FORMATS)}"),
+        (d.train_on in ("assistant", "last", "all"), f"data.train_on '{d.train_on}' is not one of assistant, last, all"),
+        (d.max_row_bytes >= 1024, f"data.max_row_bytes must be at least 1024, got {d.max_row_bytes}"),
         (d.chat_template in ("auto", "on", "off"), f"data.chat_template '{d.chat_template}' is not one of auto, on, off"),
         ("response" in d.columns, "data.columns needs a 'response' entry: the column the model learns to write, e.g. --columns response=summary"),
     ]

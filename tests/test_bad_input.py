@@ -180,6 +180,23 @@ def corrupt_adapter_config(b: Bench) -> str:
     return str(adapter)
 
 
+USER = {"role": "user", "content": "#Person1#: Hello, how are you?"}
+ANSWER = {"role": "assistant", "content": "They greet."}
+
+
+def chat(b: Bench, messages: list[dict]) -> str:
+    """A conversations file whose second row is `messages` (the first is a good one)."""
+    return b.rows("chat.jsonl", [{"messages": [USER, ANSWER]}, {"messages": messages}])
+
+
+def parquet(b: Bench, columns: dict[str, list]) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), b.inputs / "v.parquet")
+    return str(b.inputs / "v.parquet")
+
+
 def yaml_file(b: Bench, text: str) -> str:
     return b.file("run.yaml", text)
 
@@ -267,6 +284,52 @@ CASES = [
          ("toy.jsonl line 1", "no column 'dialog'", "dialogue", "--columns prompt=")),
     Case("train-template-unknown-field", lambda b: train(b, "--template", "Summarize: {conversation}"),
          ("toy.jsonl line 1", "no column 'conversation'", "--template")),
+    # train: conversations (issue 28)
+    Case("train-chat-unknown-role", lambda b: train(b, data=chat(b, [USER, {"role": "bot", "content": "Hi."}])),
+         ("chat.jsonl line 2, messages message 2", "unknown role 'bot'", "system, user, assistant, tool")),
+    Case("train-chat-empty-content", lambda b: train(b, data=chat(b, [USER, {"role": "assistant", "content": "  "}])),
+         ("chat.jsonl line 2, messages message 2", "empty content", "write its text")),
+    Case("train-chat-no-assistant-turn", lambda b: train(b, data=chat(b, [{"role": "system", "content": "Be brief."}, USER])),
+         ("chat.jsonl line 2", "no assistant turn", "add the assistant's answer")),
+    Case("train-chat-tool-without-call", lambda b: train(b, data=chat(b, [USER, {"role": "tool", "content": "21 C"}, ANSWER])),
+         ("chat.jsonl line 2, messages message 2", "tool message without a call", "tool_calls")),
+    Case("train-chat-row-of-another-format", lambda b: train(b, data=b.rows("chat.jsonl", [{"messages": [USER, ANSWER]}, TOY_ROWS[0]])),
+         ("chat.jsonl line 2", "template (columns filled into data.template) row", "first row is messages", "one format per file")),
+    Case("train-chat-model-without-template", lambda b: train(b, data=chat(b, [USER, ANSWER])),
+         ("chat.jsonl line 1", "model's chat template", "has none", "prompt/completion")),
+    Case("train-sharegpt-unknown-speaker", lambda b: train(b, data=b.rows("sg.jsonl", [{"conversations": [{"from": "bob", "value": "x"}]}])),
+         ("sg.jsonl line 1", "unknown speaker", "human, user, gpt")),
+    # train: values that are not text, rows too large to read (issue 25)
+    Case("train-json-list-value", lambda b: train(b, data=b.rows("v.jsonl", [{"dialogue": ["a", "b"], "summary": "x"}])),
+         ("v.jsonl line 1", "column 'dialogue' holds a list, not text", "write it as a string")),
+    Case("train-json-object-value", lambda b: train(b, data=b.rows("v.jsonl", [{"dialogue": "d", "summary": {"x": 1}}])),
+         ("v.jsonl line 1", "column 'summary' holds an object, not text")),
+    Case("train-json-boolean-value", lambda b: train(b, data=b.rows("v.jsonl", [{"dialogue": True, "summary": "x"}])),
+         ("v.jsonl line 1", "column 'dialogue' holds a boolean (true), not text")),
+    Case("train-json-nan-value", lambda b: train(b, data=b.file("v.jsonl", '{"dialogue": "d", "summary": NaN}\n')),
+         ("v.jsonl line 1", "column 'summary' holds a number that is not finite (nan)")),
+    Case("train-parquet-binary-column", lambda b: train(b, data=parquet(b, {"dialogue": [b"\xff\xfe"], "summary": ["x"]})),
+         ("v.parquet row 1", "column 'dialogue' holds binary data, not text")),
+    Case("train-parquet-list-column", lambda b: train(b, data=parquet(b, {"dialogue": [["a"]], "summary": ["x"]})),
+         ("v.parquet row 1", "column 'dialogue' holds a list")),
+    Case("train-parquet-struct-column", lambda b: train(b, data=parquet(b, {"dialogue": ["d"], "summary": [{"x": 1}]})),
+         ("v.parquet row 1", "column 'summary' holds an object")),
+    Case("train-parquet-date-column", lambda b: train(b, data=parquet(b, {"dialogue": [__import__("datetime").date(2026, 1, 2)], "summary": ["x"]})),
+         ("v.parquet row 1", "column 'dialogue' holds a date value, not text")),
+    Case("train-json-5000-digit-integer", lambda b: train(b, data=b.file("v.jsonl", '{"dialogue": ' + "7" * 5000 + ', "summary": "x"}\n')),
+         ("v.jsonl line 1", "thousands of digits", "as a string")),
+    Case("train-json-deep-nesting", lambda b: train(b, data=b.file("v.jsonl", '{"dialogue": ' + "[" * 100_000 + "]" * 100_000 + "}\n")),
+         ("v.jsonl line 1", "nested too deeply", "flatten")),
+    Case("train-csv-field-over-the-row-limit", lambda b: train(b, data=b.file("v.csv", "dialogue,summary\nhi,x\n" + "a" * 1_100_000 + ",x\n")),
+         ("v.csv line 3", "over the 1,048,576-byte limit", "data.max_row_bytes")),
+    Case("train-jsonl-row-over-the-limit", lambda b: train(b, data=b.rows("v.jsonl", [TOY_ROWS[0], {"dialogue": "a" * 10_000_000, "summary": "x"}])),
+         ("v.jsonl line 2", "10,000,032 bytes", "over the 1,048,576-byte limit", "--set data.max_row_bytes")),
+    Case("eval-jsonl-row-over-the-limit", lambda b: evaluate(b, data=b.rows("v.jsonl", [{"dialogue": "a" * 10_000_000, "summary": "x"}])),
+         ("v.jsonl line 1", "over the 1,048,576-byte limit")),
+    Case("generate-jsonl-row-over-the-limit", lambda b: generate(b, "--data", b.rows("v.jsonl", [{"dialogue": "a" * 10_000_000}])),
+         ("v.jsonl line 1", "over the 1,048,576-byte limit")),
+    Case("eval-text-rows-have-no-reference", lambda b: evaluate(b, data=b.rows("t.jsonl", [{"text": "Hello there."}])),
+         ("t.jsonl line 1", "text row has no prompt and reference", "prompt/completion")),
     Case("train-model-folder-missing", lambda b: train(b, "--model", f"{b.inputs}/no-such-model"),
          ("{inputs}/no-such-model", "does not exist")),
     # train: settings, flags and the config file

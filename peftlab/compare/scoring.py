@@ -65,7 +65,7 @@ class Scored:
 
 def test_examples(config: RunConfig, data: str, max_rows: int | None) -> list[EvalExample]:
     """The test rows every run is scored on (the first `max_rows`; the training sub-sampling does not apply)."""
-    return eval_examples(read_rows(data), dataclasses.replace(config.data, max_samples=max_rows, every=1))
+    return eval_examples(read_rows(data, config.data.max_row_bytes), dataclasses.replace(config.data, max_samples=max_rows, every=1))
 
 
 def score(config: RunConfig, examples: list[EvalExample], settings: GenerationSettings, trained: str | None = None,

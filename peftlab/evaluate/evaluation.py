@@ -31,7 +31,7 @@ def evaluate(config: RunConfig, data: str, output: str | None, adapter: str | No
     if output:  # an earlier evaluation there is replaced with --overwrite; anything else is refused
         sources = outputs.inputs(data=data, model=config.model.name, adapter=adapter_folder(adapter) if adapter else None)
         outputs.check_folder(output, overwrite, EVALUATION, sources)
-    examples = eval_examples(read_rows(data), config.data)  # names a row without its reference column
+    examples = eval_examples(read_rows(data, config.data.max_row_bytes), config.data)  # names a row without its reference column
     check_references(metrics, [e.references for e in examples])
     model = config.model
     loaded = load_for_generation(model.name, model.dtype, adapter, model.attn_implementation)

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from peftlab import atomic, outputs
 from peftlab.artifacts import adapter_folder
 from peftlab.config import RunConfig
-from peftlab.data.examples import fill_template, subsample
+from peftlab.data.examples import bare_prompt, generation_prompts, subsample
 from peftlab.data.readers import Row, read_rows
 from peftlab.errors import PeftlabError
 from peftlab.generation import GenerationSettings, encode_prompts, generate, load_for_generation
@@ -40,14 +40,17 @@ def run_generate(config: RunConfig, adapter: str | None, prompt: str | None, dat
         raise PeftlabError("give either a PROMPT or --data FILE (not both, not neither)")
     if output:
         check_answers_output(output, overwrite, config, adapter, data)
-    rows = [Row({config.data.columns.get("prompt", "prompt"): prompt}, "PROMPT")] if prompt is not None else \
-        subsample(read_rows(data), config.data.every, config.data.max_samples)
-    if not rows:
-        raise PeftlabError(f"{data} has no rows; add some or point --data at another file")
-    texts = [fill_template(row, config.data) for row in rows]
+    if prompt is not None:
+        rows, texts = [Row({}, "PROMPT")], [bare_prompt(prompt, config.data)]
+    else:
+        rows = subsample(read_rows(data, config.data.max_row_bytes), config.data.every, config.data.max_samples)
+        if not rows:
+            raise PeftlabError(f"{data} has no rows; add some or point --data at another file")
+        texts = generation_prompts(rows, config.data)
     model = config.model
     loaded = load_for_generation(model.name, model.dtype, adapter, model.attn_implementation)
-    ids, _ = encode_prompts(loaded, texts, config.data.chat_template)
+    # a model tuned on plain text never saw the chat template: its prompts go in as written
+    ids, _ = encode_prompts(loaded, texts, "off" if config.data.format == "text" else config.data.chat_template)
     say(f"generate: {len(ids)} prompt(s) on {loaded.spec} ({loaded.dtype})" + (f" + adapter {adapter}" if adapter else ""))
     outputs = generate(loaded.model, loaded.tokenizer, ids, loaded.is_seq2seq, settings,
                        progress=lambda done: say(f"  {done}/{len(ids)} generated") if len(ids) > settings.batch_size else None)

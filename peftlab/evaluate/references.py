@@ -1,18 +1,22 @@
-"""Test rows -> prompts (the training template) and every human reference of each row."""
+"""Test rows -> prompts (as training built them) and every human reference of each row."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 from peftlab.config import DataConfig
-from peftlab.data.examples import build_examples, subsample
+from peftlab.data.examples import CHAT, PAIR, TEXT, build_examples, subsample
+from peftlab.data.formats import text_value
 from peftlab.data.readers import Row
+from peftlab.errors import PeftlabError
 
 
 @dataclass
 class EvalExample:
-    prompt: str  # the filled template, before any chat template
+    prompt: str | list[dict[str, Any]]  # the filled template (before any chat template), or the conversation before the scored turn
     references: list[str]
     where: str
 
@@ -20,14 +24,27 @@ class EvalExample:
 def row_references(row: Row, column: str) -> list[str]:
     """The response column, or all of COLUMN1, COLUMN2, ... (DialogSum's test split has summary1..3)."""
     if row.values.get(column) is not None:
-        return [str(row.values[column])]
+        return [text_value(row.values[column], row.where, column)]
     numbered = itertools.takewhile(lambda name: name in row.values, (f"{column}{i}" for i in itertools.count(1)))
-    return [str(row.values[name]) for name in numbered if row.values[name] is not None]
+    return [text_value(row.values[name], row.where, name) for name in numbered if row.values[name] is not None]
 
 
 def eval_examples(rows: list[Row], data: DataConfig) -> list[EvalExample]:
-    # build_examples fills the template exactly as training did and names any missing column
-    examples = build_examples(rows, data)
+    """A conversation is scored on its last assistant turn: the prompt is every message before it, the reference its text."""
+    # build_examples reads the rows exactly as training did and names any missing column
+    examples = build_examples(rows, dataclasses.replace(data, train_on="last"))
     kept = subsample(rows, data.every, data.max_samples)
     column = data.columns["response"]
-    return [EvalExample(example.prompt, row_references(row, column), example.where) for example, row in zip(examples, kept, strict=True)]
+    result = []
+    for example, row in zip(examples, kept, strict=True):
+        if example.kind == TEXT:
+            raise PeftlabError(f"{example.where}: a text row has no prompt and reference to score; evaluate on prompt/completion "
+                               "or messages rows (a held-out set of the task)")
+        if example.kind == CHAT:
+            turn = example.trained[-1]
+            result.append(EvalExample(example.messages[:turn], [example.messages[turn]["content"]], example.where))
+        elif example.kind == PAIR and (column in row.values or f"{column}1" in row.values):
+            result.append(EvalExample(example.prompt, row_references(row, column), example.where))
+        else:
+            result.append(EvalExample(example.prompt, [example.response], example.where))
+    return result

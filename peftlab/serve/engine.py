@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from peftlab.artifacts import adapter_folder, check_base, misfit_error
+from peftlab.data.chat import chat_prompt_ids, has_chat_template
 from peftlab.errors import PeftlabError
 from peftlab.generation import eos_ids, source_ids
 from peftlab.models.loading import LoadedModel
@@ -123,12 +124,11 @@ class Engine:
         from jinja2 import TemplateError
 
         tokenizer = self.loaded.tokenizer
-        if chat_messages is not None and getattr(tokenizer, "chat_template", None) and not self.loaded.is_seq2seq:
+        if chat_messages is not None and has_chat_template(tokenizer) and not self.loaded.is_seq2seq:
             try:
-                rendered = tokenizer.apply_chat_template(chat_messages, tokenize=False, add_generation_prompt=True)
+                return chat_prompt_ids(tokenizer, chat_messages)  # the renderer training and eval use
             except TemplateError as refused:  # the template's raise_exception(): roles out of order, no system message, ...
                 raise PeftlabError(f"the model's chat template refuses these messages: {refused}") from None
-            return tokenizer(rendered, add_special_tokens=False)["input_ids"]
         if chat_messages is not None:
             text = "\n\n".join(message["content"] for message in chat_messages)
         return source_ids(tokenizer, text, False, self.loaded.is_seq2seq)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import resource
 import time
@@ -12,8 +13,8 @@ from peftlab import artifacts, atomic
 from peftlab import config as cfg
 from peftlab.config import RunConfig
 from peftlab.data.collator import CountingCollator
-from peftlab.data.examples import build_examples
-from peftlab.data.readers import read_rows
+from peftlab.data.prepare import prepared_set
+from peftlab.data.formats import describe
 from peftlab.data.tokenize import TokenizedSet, check_trainable, tokenize, uses_chat_template
 from peftlab.errors import PeftlabError
 from peftlab.methods import BuildContext, get_method
@@ -24,11 +25,10 @@ from peftlab.train.callbacks import LossLog, ProgressBar, StepClock
 from peftlab.train.finite import NonFiniteTraining, StopOnNonFinite, discard_run
 
 
-def load_tokenized(spec: str, config: RunConfig, tokenizer: Any, is_seq2seq: bool, chat: bool) -> TokenizedSet:
-    data = config.data
-    examples = build_examples(read_rows(spec), data)
-    tokenized = tokenize(examples, tokenizer, data.max_length, is_seq2seq, chat, data.answer_only)
-    check_trainable(tokenized, spec, data.max_length)
+def load_tokenized(spec: str, config: RunConfig, tokenizer: Any, is_seq2seq: bool, chat: bool,
+                   say: Callable[[str], None] = lambda text: None) -> TokenizedSet:
+    tokenized = prepared_set(spec, config.data, tokenizer, is_seq2seq, chat, say)
+    check_trainable(tokenized, spec, config.data.max_length)
     return tokenized
 
 
@@ -146,7 +146,9 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False, callba
         }
         if processes.is_main_process:
             info = {k: summary[k] for k in ("model", "model_path", "method", "trainable_parameters", "total_parameters")}
-            artifacts.save_result(out, lambda result_folder: method.save(model, result_folder), loaded.tokenizer, config, info)
+            # the adapter records the format its rows had, so generate and eval build a bare prompt the same way
+            trained = dataclasses.replace(config, data=dataclasses.replace(config.data, format=train_set.format))
+            artifacts.save_result(out, lambda result_folder: method.save(model, result_folder), loaded.tokenizer, trained, info)
             artifacts.write_summary(out, summary)
             artifacts.finish_run(folder)
     except Exception as error:
@@ -215,11 +217,11 @@ def _initialize(processes: Any, folder: artifacts.RunFolder, config: RunConfig, 
 
 def _load_data(config: RunConfig, loaded: Any, say: Callable[[str], None]) -> tuple[TokenizedSet, TokenizedSet | None]:
     chat = uses_chat_template(loaded.tokenizer, config.data.chat_template, loaded.is_seq2seq)
-    train_set = load_tokenized(config.data.train, config, loaded.tokenizer, loaded.is_seq2seq, chat)
-    say(f"data: {config.data.train}: {train_set.summary()}" + (" (chat template)" if chat else ""))
+    train_set = load_tokenized(config.data.train, config, loaded.tokenizer, loaded.is_seq2seq, chat, say)
+    say(f"data: {config.data.train} ({describe(train_set.format)}): {train_set.summary()}" + (" (chat template)" if chat else ""))
     if not config.data.eval:
         return train_set, None
-    eval_set = load_tokenized(config.data.eval, config, loaded.tokenizer, loaded.is_seq2seq, chat)
+    eval_set = load_tokenized(config.data.eval, config, loaded.tokenizer, loaded.is_seq2seq, chat, say)
     say(f"eval data: {config.data.eval}: {eval_set.summary()}")
     return train_set, eval_set
 
@@ -286,6 +288,8 @@ def _with_lengths(tokenized: TokenizedSet) -> Any:
     import datasets
 
     rows = tokenized.features
+    if isinstance(rows, datasets.Dataset):  # prepared: Arrow, memory-mapped, with its lengths
+        return rows
     return datasets.Dataset.from_dict({
         "input_ids": [f["input_ids"] for f in rows],
         "labels": [f["labels"] for f in rows],
