@@ -215,6 +215,12 @@ def recorded_model_name(folder: Path) -> str | None:
     return recorded.model.name if recorded else recorded_base(folder)[1]
 
 
+def recorded_attn_implementation(folder: Path) -> str:
+    """The attention implementation the adapter's training run loaded its base with ("auto" when none is recorded)."""
+    recorded = read_run_config(folder)
+    return recorded.model.attn_implementation if recorded else "auto"
+
+
 CONVERTED = re.compile(r".+-[0-9a-f]{16}")  # a converted GGUF's cache folder: its name hashes the file and the converting code
 
 

@@ -197,18 +197,13 @@ def _add_use_commands(commands: Any) -> None:
     merge.add_argument("--output", required=True, help="folder for the merged model")
     merge.add_argument("--dtype", choices=["auto", "fp32", "bf16"], help="dtype to merge and save in (default: the training run's)")
 
-    from peftlab.export.gguf import TENSOR_TYPES
+    from peftlab.export.formats import DEFAULT_FORMAT, FORMATS, formats_help, tensor_type_choices, types_help
 
     export = commands.add_parser("export", help="an adapter (merged) or a merged model as one GGUF file for llama.cpp and Ollama")
     _shared(export, "--model", "--overwrite", "--push-to-hub", "--public")
     export.add_argument("source", help="adapter folder from `peftlab train`, or a folder from `peftlab merge`")
-    export.add_argument("--format", default="gguf", choices=["gguf", "gguf-lora", "ollama", "ollama-lora"],
-                        help="gguf: the merged model as one file (default); gguf-lora: a LoRA adapter as a llama.cpp --lora file; "
-                        "ollama: a folder with the merged GGUF file and a Modelfile; ollama-lora: the LoRA file and a Modelfile "
-                        "on the base's own GGUF file (FROM base, ADAPTER)")
-    export.add_argument("--type", dest="tensor_type", choices=list(TENSOR_TYPES),
-                        help="weights in the file (gguf: default f16, ollama: default q8_0, about half of f16's size; norms stay f32; "
-                        "gguf-lora: f32 (default) or f16)")
+    export.add_argument("--format", default=DEFAULT_FORMAT, choices=list(FORMATS), help=formats_help())
+    export.add_argument("--type", dest="tensor_type", choices=tensor_type_choices(), help=types_help())
     export.add_argument("--output", required=True, help="the .gguf file to write (ollama: the folder)")
 
     check = commands.add_parser("check", help="parity: the adapter on its base, the merged model, a GGUF file in llama.cpp and a running server answer alike")
@@ -236,9 +231,10 @@ def _add_use_commands(commands: Any) -> None:
     serve.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto", help="weights dtype (fp32: answers never depend on batching)")
     serve.add_argument("--max-batch-size", type=int, default=32, help="rows decoding at once, all adapters together (default 32)")
     serve.add_argument("--prefill-chunk-tokens", type=int, default=256,
-                       help="prompt tokens prefilled between two decoding steps while others stream (default 128)")
+                       help="prompt tokens prefilled between two decoding steps while others stream (default %(default)s)")
     serve.add_argument("--adapter-dir", metavar="DIR", help="load an adapter on demand when a request names a folder in DIR")
-    serve.add_argument("--max-adapters", type=int, help="adapters held at once when loading on demand")
+    serve.add_argument("--max-adapters", type=int, help="adapters loaded while serving (on demand or by the load route) held at "
+                       "once; the --adapter ones are pinned and not counted")
     _add_serve_limits(serve)
 
 
@@ -411,7 +407,9 @@ def command_methods(args: argparse.Namespace) -> int:
     if args.model:
         from peftlab.methods.shares import trainable_shares
 
-        shares = {share.method: share for share in trainable_shares(args.model)}
+        roles, listed = trainable_shares(args.model)
+        shares = {share.method: share for share in listed}
+        _say(f"{args.model}: {roles}")
     for name in method_names():
         method = get_method(name)
         defaults = ", ".join(f"{k}={v}" for k, v in method.defaults().items())
@@ -452,12 +450,10 @@ def command_merge(args: argparse.Namespace) -> int:
 
 
 def command_export(args: argparse.Namespace) -> int:
-    from peftlab.export.exporting import export_gguf, export_gguf_lora, export_ollama, export_ollama_lora
+    from peftlab.export.formats import FORMATS
 
-    exporter, default_type = {"gguf": (export_gguf, "f16"), "gguf-lora": (export_gguf_lora, "f32"), "ollama": (export_ollama, "q8_0"),
-                              "ollama-lora": (export_ollama_lora, "f32")}[args.format]
     api = _hub(args)
-    exporter(args.source, args.output, args.tensor_type or default_type, args.model, args.overwrite, say=_say)
+    FORMATS[args.format].write(args.source, args.output, args.tensor_type, args.model, args.overwrite, say=_say)
     _push(args, api, args.output)
     return 0
 

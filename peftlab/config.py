@@ -20,7 +20,9 @@ DEFAULT_TEMPLATE = "Summarize the following conversation.\n\n{prompt}\n\nSummary
 class ModelConfig:
     name: str | None = None  # hub id, local folder or .gguf file; None = the embedded default
     dtype: str = "auto"  # auto | fp32 | bf16
-    attn_implementation: str = "sdpa"
+    # auto: what transformers picks for the model (sdpa where the model has it, else eager: Gemma 2 has no sdpa in
+    # transformers 5.24); or a name it knows (eager, sdpa, flash_attention_2, flex_attention...)
+    attn_implementation: str = "auto"
 
 
 @dataclass
