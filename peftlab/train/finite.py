@@ -15,7 +15,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from peftlab.artifacts import RunFolder
+from peftlab import outputs
+from peftlab.artifacts import RUN_OUTPUT, RunFolder
 from peftlab.errors import PeftlabError
 
 FIX = "lower train.lr (or keep train.max_grad_norm on), then train again"
@@ -54,16 +55,19 @@ class StopOnNonFinite(TrainerCallback):
 
 
 def discard_run(folder: RunFolder, existed: bool) -> None:
-    """Leave the output as it was before a diverged run: its replacement (a staging folder) or its new folder goes, a
-    folder that was there empty is left empty. A resumed run keeps the checkpoints it resumed from (and any this run
-    saved, all finite)."""
+    """Leave the output as it was before a diverged run: its replacement (a staging folder) goes, or what it wrote in
+    its folder (peftlab's own names only), the folder too when this run made it. A resumed run keeps the checkpoints
+    it resumed from (and any this run saved, all finite)."""
     if folder.continue_work:
         return
-    if folder.replaces or not existed:
-        shutil.rmtree(folder.work, ignore_errors=True)
+    if folder.replaces:
+        outputs.remove_ours(folder.work)
         return
-    for entry in folder.work.iterdir():  # empty before this run: everything in it is this run's
-        if entry.is_dir():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+    for entry in folder.work.iterdir():
+        if RUN_OUTPUT.owns(folder.work, entry.name):
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    if not existed and not any(folder.work.iterdir()):
+        folder.work.rmdir()
