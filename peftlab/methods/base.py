@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from peftlab.config import from_dict
 from peftlab.errors import PeftlabError
@@ -22,6 +22,11 @@ class BuildContext:
 
     is_seq2seq: bool
     total_steps: int | None = None  # optimizer steps of the run (AdaLoRA's rank schedule); None = unknown
+    # collated batches of the first `rows` rows of the run's training data, for methods initialised from data
+    # (EVA, CorDA, LoRA-GA); None outside a training run
+    training_batches: Callable[[int], Iterator[dict]] | None = None
+    tokenizer: Any = None  # the run's tokenizer (trainable-tokens names tokens by text); None = unknown
+    say: Callable[[str], None] = lambda text: None  # a progress line for the person running it
 
 
 def save_peft(model: Any, folder: Path) -> None:
@@ -34,6 +39,15 @@ def load_peft(base_model: Any, folder: Path) -> Any:
     return PeftModel.from_pretrained(base_model, str(folder))
 
 
+def in_fp32(model: Any) -> Any:
+    """The model in fp32 when any weight is bf16 or fp16: small updates to such weights round away."""
+    import torch
+
+    if any(p.dtype in (torch.bfloat16, torch.float16) for p in model.parameters()):
+        model = model.float()
+    return model
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -44,6 +58,8 @@ class Method:
     load: Callable[[Any, Path], Any] = load_peft  # (base model, folder) -> trained model
     quantization: str | None = None  # how the base model must be loaded: None | "4bit" | "8bit"
     callbacks: Callable[[Any], list] = lambda model: []  # Trainer callbacks the method needs (AdaLoRA)
+    # (model, lr, weight_decay) -> the optimizer the Trainer uses (LoRA+'s per-matrix rates); None = the Trainer's AdamW
+    optimizer: Callable[[Any, float, float], Any] | None = None
     lr: float = 1e-3  # the learning rate used when train.lr is not set (the classic LoRA recipe's)
     # how a foreign adapter folder is recognised: adapter_config.json's peft_type, and the flags
     # that tell a variant apart (DoRA: use_dora); None = only peftlab.json names it
@@ -56,7 +72,7 @@ class Method:
     prompt_learning: bool = False  # virtual tokens in front of the input: no packed batches
     answer_only_logits: bool = True  # training may compute logits only where the loss needs them
     trains_in_fp32: bool = False  # trainable weights are fp32 even on a bf16 base (small updates round away in bf16)
-    vllm: bool = False  # vLLM can serve the saved result (FACTS.md: plain LoRA / rsLoRA only)
+    vllm: bool = False  # vLLM can serve the saved result: plain LoRA / rsLoRA only (vLLM's peft_helper.py refuses DoRA, biases, modules_to_save)
     servable: bool = True  # `peftlab serve` can load it beside the base
 
     def parse_settings(self, raw: dict[str, Any] | None) -> Any:
@@ -75,6 +91,9 @@ _REGISTRY: dict[str, Method] = {}
 
 def register(method: Method) -> Method:
     """Add a method (a family module at import, or a test); the order of registration is the order listed."""
+    if method.name in _REGISTRY:  # two families claiming one name: the later would silently win
+        raise ValueError(f"a method named '{method.name}' is already registered (by {_REGISTRY[method.name].build.__module__}); "
+                         "choose another name, or unregister the old one first")
     _REGISTRY[method.name] = method
     return method
 
@@ -104,6 +123,20 @@ def peft_task_type(is_seq2seq: bool) -> Any:
     from peft import TaskType
 
     return TaskType.SEQ_2_SEQ_LM if is_seq2seq else TaskType.CAUSAL_LM
+
+
+def build_peft_tuner(model: Any, context: BuildContext, method: str, config_class: str, target: str, **fields: Any) -> Any:
+    """One of peft's tuners (by its config class name) on the `target` modules, with its ValueErrors as PeftlabErrors."""
+    import peft
+
+    from peftlab.methods.targets import target_modules
+
+    targets = target_modules(model, target, f"{method}.target")
+    try:
+        config = getattr(peft, config_class)(task_type=peft_task_type(context.is_seq2seq), target_modules=targets, **fields)
+    except ValueError as error:
+        raise PeftlabError(f"{method}: {str(error).strip().splitlines()[0]}; choose other {method}.* settings") from None
+    return get_peft_model_checked(model, config, method)
 
 
 def get_peft_model_checked(model: Any, config: Any, method: str) -> Any:

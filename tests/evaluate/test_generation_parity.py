@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from peftlab.inference import GenerationSettings, generate_ids, reference_greedy, source_ids
-from peftlab.methods import BuildContext, get_method, method_names
+from peftlab.methods import get_method
 from peftlab.models import load_model
+from tests.methods import catalog_methods
+from tests.tiny_models import toy_context
 
 NEW_TOKENS = 10
 SETTINGS = {"bitfit": {"add_missing_biases": True}}  # Llama and T5 have no biases of their own
@@ -24,7 +26,7 @@ def perturbed_model(method_name: str, path: str):
     loaded = load_model(path, "fp32", quantization=method.quantization)
     torch.manual_seed(0)
     settings = method.parse_settings(SETTINGS.get(method_name, {}))
-    model = method.build(loaded.model, settings, BuildContext(loaded.is_seq2seq, total_steps=10))
+    model = method.build(loaded.model, settings, toy_context(loaded, total_steps=10))
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.requires_grad:
@@ -53,7 +55,7 @@ def int8_without_outliers(monkeypatch):
         load_in_8bit=True, llm_int8_threshold=0.0) if kind == "8bit" else plain(kind, dtype))
 
 
-@pytest.mark.parametrize("method_name", method_names())
+@pytest.mark.parametrize("method_name", catalog_methods())
 def test_generation_equals_uncached_forward_passes(tiny_model, method_name, int8_without_outliers):
     loaded, model = perturbed_model(method_name, tiny_model)
     tokenizer, is_seq2seq = loaded.tokenizer, loaded.is_seq2seq

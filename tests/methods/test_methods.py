@@ -16,9 +16,11 @@ import pytest
 import torch
 
 from peftlab.errors import PeftlabError
-from peftlab.methods import BuildContext, count_parameters, get_method, load_trained, method_names, saved_method
+from peftlab.methods import BuildContext, count_parameters, get_method, load_trained, saved_method
+from peftlab.methods.lora import save_as_plain_lora
 from peftlab.models import load_model
-from tests.tiny_models import logits, toy_batch
+from tests.methods import catalog_methods
+from tests.tiny_models import logits, toy_batch, toy_context
 
 QV = r"\.(q_proj|v_proj|q|v)"  # the query/value projections of Llama and T5
 ALL_LINEAR = r"\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|q|k|v|o|wi|wo)"  # every linear layer but the head
@@ -50,6 +52,8 @@ CASES = [
     ("freeze", {"blocks": 1}, r"^(model\.layers\.1|decoder\.block\.1)\."),  # the last block (the decoder's, for T5)
     ("full", {}, r""),
 ]
+# PiSSA, OLoRA, CorDA and LoRA-GA train on W_res = W - B0 A0 and save a plain LoRA on W (B A - B0 A0): the same
+# model up to fp32 rounding, which on the tiny models' large random weights (std 0.3) reaches about 4e-5 in a logit
 CASE_IDS = [f"{name}-{settings['placement']}" if "placement" in settings else name for name, settings, _ in CASES]
 
 
@@ -57,7 +61,7 @@ def build(method_name: str, settings: dict, path: str, total_steps: int = 20):
     method = get_method(method_name)
     loaded = load_model(path, "fp32", quantization=method.quantization)
     torch.manual_seed(0)
-    model = method.build(loaded.model, method.parse_settings(settings), BuildContext(loaded.is_seq2seq, total_steps))
+    model = method.build(loaded.model, method.parse_settings(settings), toy_context(loaded, total_steps))
     return method, loaded, model
 
 
@@ -128,14 +132,15 @@ def test_method_wiring(method_name, settings, expected, method_model, tmp_path):
     assert saved_method(tmp_path).load is method.load
     fresh_base = lambda: load_model(method_model, "fp32", quantization=method.quantization).model  # noqa: E731
     reloaded = load_trained(fresh_base(), tmp_path)
-    torch.testing.assert_close(logits(reloaded, batch), logits(model, batch), atol=1e-5, rtol=1e-4)
+    atol = 1e-4 if method.save is save_as_plain_lora else 1e-5
+    torch.testing.assert_close(logits(reloaded, batch), logits(model, batch), atol=atol, rtol=1e-4)
     base_logits = logits(fresh_base(), batch)
     trained_logits = logits(model, batch)[:, -base_logits.shape[1]:]  # soft prompts add virtual positions in front
     assert not torch.allclose(base_logits, trained_logits, atol=1e-3)
 
 
 def test_every_registered_method_has_a_wiring_case():
-    assert set(method_names()) == {case[0] for case in CASES}
+    assert set(catalog_methods()) == {case[0] for case in CASES}
 
 
 @pytest.mark.parametrize("arch", ["llama", "t5"])
