@@ -10,6 +10,12 @@ offline_bitsandbytes()  # before anything imports peft, which imports bitsandbyt
 
 # the families, in `peftlab methods` order: adding a method is one file and one line here
 from peftlab.methods import lora  # noqa: E402,F401  lora, dora, rslora, adalora
+from peftlab.methods import pissa  # noqa: E402,F401
+from peftlab.methods import olora  # noqa: E402,F401
+from peftlab.methods import eva  # noqa: E402,F401
+from peftlab.methods import corda  # noqa: E402,F401
+from peftlab.methods import lora_ga  # noqa: E402,F401  lora-ga
+from peftlab.methods import loraplus  # noqa: E402,F401
 from peftlab.methods import lycoris  # noqa: E402,F401  loha, lokr
 from peftlab.methods import quantized  # noqa: E402,F401  qlora, lora-8bit
 from peftlab.methods import ia3  # noqa: E402,F401

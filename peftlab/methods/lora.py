@@ -59,6 +59,25 @@ def initialisation_batches(model: Any, context: BuildContext, method: str, rows:
     return batches
 
 
+def preprocessing_config(model: Any, config: Any, method: str, r_times: int = 1) -> Any:
+    """The config for peft's preprocessing before the adapter exists (CorDA, LoRA-GA): target names spelled out, rank checked.
+
+    peft 0.21 expands `all-linear` only inside get_peft_model, which runs after the preprocessing; and a rank above
+    the narrowest weight fails deep inside it. Decomposition inits need r_times * r singular vectors of every weight.
+    """
+    import torch
+    from peft.tuners.lora.model import LoraModel
+    from peft.tuners.tuners_utils import _maybe_include_all_linear_layers
+
+    config = _maybe_include_all_linear_layers(config, model)
+    widths = [min(module.in_features, module.out_features) for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear) and LoraModel._check_target_module_exists(config, name)]
+    if widths and r_times * config.r > min(widths):
+        raise PeftlabError(f"{method}.r={config.r} needs {r_times * config.r} singular vectors, and the narrowest adapted layer "
+                           f"has {min(widths)}; set {method}.r to at most {min(widths) // r_times}")
+    return config
+
+
 # --- initialisations that move the base weights (PiSSA, OLoRA, CorDA, LoRA-GA) ----------------------
 # They start A and B from a decomposition of the base weight W and train on W_res = W - scale * B0 A0. Saved as
 # they are, the adapter would need W_res, not the base model users have; peft converts it to a plain LoRA of

@@ -12,7 +12,13 @@ from tests.methods import catalog_methods
 from tests.tiny_models import toy_context
 
 NEW_TOKENS = 10
-SETTINGS = {"bitfit": {"add_missing_biases": True}}  # Llama and T5 have no biases of their own
+# Llama and T5 have no biases of their own; the tiny models' layers (32 wide) are narrower than some defaults allow
+SETTINGS = {
+    "bitfit": {"add_missing_biases": True},
+    "eva": {"r": 4, "init_rows": 4},
+    "corda": {"r": 4},
+    "lora-ga": {"r": 4},
+}
 PROMPTS = [  # different lengths, so a batch is padded
     "#Person1#: Can I book a table for two at seven? #Person2#: Sure, under what name?",
     "Hello, how are you today?",

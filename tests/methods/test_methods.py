@@ -34,6 +34,12 @@ CASES = [
     ("lora", {"r": 4, "dropout": 0}, QV + r"\.lora_[AB]\.default\.weight$"),
     ("dora", {"r": 4, "dropout": 0}, QV + r"\.(lora_[AB]|lora_magnitude_vector)\.default\.weight$"),
     ("rslora", {"r": 4, "dropout": 0}, QV + r"\.lora_[AB]\.default\.weight$"),
+    ("pissa", {"r": 4}, QV + r"\.lora_[AB]\.default\.weight$"),
+    ("olora", {"r": 4, "dropout": 0}, QV + r"\.lora_[AB]\.default\.weight$"),
+    ("eva", {"r": 4, "dropout": 0, "init_rows": 4}, QV + r"\.lora_[AB]\.default\.weight$"),
+    ("corda", {"r": 4, "init_rows": 4}, QV + r"\.lora_[AB]\.default\.weight$"),
+    ("lora-ga", {"r": 4, "dropout": 0, "init_rows": 4}, QV + r"\.lora_[AB]\.default\.weight$"),
+    ("loraplus", {"r": 4, "dropout": 0}, QV + r"\.lora_[AB]\.default\.weight$"),
     ("adalora", {"init_r": 6, "target_r": 4, "dropout": 0}, QV + r"\.lora_[ABE]\.default$"),
     ("loha", {"r": 4}, QV + r"\.hada_w[12]_[ab]\.default$"),
     ("lokr", {"r": 4}, QV + r"\.lokr_w[12](_[ab])?\.default$"),
@@ -50,6 +56,7 @@ CASES = [
     ("bitfit", {"add_missing_biases": True}, r"\.bias$"),
     ("ln-tuning", {}, r"(norm|layer_norm)\.ln_tuning_layers\.default\.weight$"),
     ("freeze", {"blocks": 1}, r"^(model\.layers\.1|decoder\.block\.1)\."),  # the last block (the decoder's, for T5)
+    # the added tokens (the default) only reach the loss of T5 (the tiny Llama sees its eos last): the first 200 ids here
     ("full", {}, r""),
 ]
 # PiSSA, OLoRA, CorDA and LoRA-GA train on W_res = W - B0 A0 and save a plain LoRA on W (B A - B0 A0): the same

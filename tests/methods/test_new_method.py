@@ -4,7 +4,6 @@ reloads, evaluates, and `serve` / `merge` treat it by the capabilities it declar
 from __future__ import annotations
 
 import dataclasses
-import queue
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from peftlab.errors import PeftlabError
 from peftlab.methods import get_method, load_trained, register, saved_method, unregister
 from peftlab.models import load_model
 from tests.conftest import TOY_ROWS, write_jsonl
+from tests.methods import alone, answer
 from tests.methods.final_norm import FINAL_NORM, WEIGHTS  # the one line that adds the method "final-norm"
 from tests.tiny_models import train_tiny
 
@@ -52,32 +52,6 @@ def test_trains_saves_reloads_and_evaluates(trained, tiny_llama, tmp_path):
     config = eval_config(str(trained), [], {"model.name": tiny_llama})
     result = evaluate(config, str(data), str(tmp_path / "eval"), adapter=str(trained))
     assert set(result["results"]) == {"base", "tuned"} and (tmp_path / "eval" / "metrics.json").is_file()
-
-
-def answer(engine, model: str, ids: list[int]) -> str:
-    from peftlab.serve.jobs import Job, TextStream
-
-    from peftlab.serve.scheduler import Scheduler
-
-    scheduler = Scheduler(engine)
-    try:
-        job = Job(model, ids, 6, TextStream(engine.loaded.tokenizer, []), queue.Queue())
-        scheduler.submit([job])
-        while job.events.get(timeout=60)[0] == "delta":
-            pass
-    finally:
-        scheduler.close()
-    assert job.done
-    return "".join(job.output)
-
-
-def alone(model: str, adapter: str | None, ids: list[int]) -> str:
-    """A fresh base (+ adapter), greedy, one prompt, no server."""
-    from peftlab.inference import load_for_generation
-
-    loaded = load_for_generation(model, "fp32", adapter)
-    out = loaded.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
-    return loaded.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
 
 
 def test_serve_follows_the_declared_capabilities(trained, tiny_llama, capsys):
