@@ -19,6 +19,10 @@ from peftlab.methods import loraplus  # noqa: E402,F401
 from peftlab.methods import lycoris  # noqa: E402,F401  loha, lokr
 from peftlab.methods import quantized  # noqa: E402,F401  qlora, lora-8bit
 from peftlab.methods import ia3  # noqa: E402,F401
+from peftlab.methods import oft  # noqa: E402,F401
+from peftlab.methods import vera  # noqa: E402,F401
+from peftlab.methods import miss  # noqa: E402,F401
+from peftlab.methods import shira  # noqa: E402,F401
 from peftlab.methods import prompts  # noqa: E402,F401  prompt-tuning, prefix-tuning, p-tuning
 from peftlab.methods import bottleneck  # noqa: E402,F401  adapter
 from peftlab.methods import selective  # noqa: E402,F401  bitfit, ln-tuning, freeze

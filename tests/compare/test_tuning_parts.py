@@ -82,6 +82,10 @@ def test_each_method_searches_its_learning_rate_and_its_own_knobs(method, knobs)
     ("corda", "r"),
     ("lora-ga", "r"),
     ("loraplus", "r"),
+    ("oft", "block_size"),
+    ("vera", "r"),
+    ("miss", "r"),
+    ("shira", "r"),
 ])
 def test_the_newer_methods_search_their_rate_and_main_capacity_setting(method, knob):
     from peftlab.methods import get_method

@@ -18,6 +18,8 @@ SETTINGS = {
     "eva": {"r": 4, "init_rows": 4},
     "corda": {"r": 4},
     "lora-ga": {"r": 4},
+    "miss": {"r": 4},
+    "shira": {"r": 2},
 }
 PROMPTS = [  # different lengths, so a batch is padded
     "#Person1#: Can I book a table for two at seven? #Person2#: Sure, under what name?",

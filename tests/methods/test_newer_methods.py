@@ -21,6 +21,10 @@ NEWER = {
     "corda": ["corda.r=4"],
     "lora-ga": ["lora-ga.r=4"],
     "loraplus": ["loraplus.r=4"],
+    "oft": ["oft.block_size=8"],
+    "vera": ["vera.r=8"],
+    "miss": ["miss.r=4"],
+    "shira": ["shira.r=2"],
 }
 PROMPT = "Hello, how are you?"
 

@@ -1,0 +1,32 @@
+"""MiSS (formerly Bone): one trained shard shared across each weight's blocks, added to the weight, via peft."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from peftlab.errors import PeftlabError
+from peftlab.methods.base import BuildContext, Method, build_peft_tuner, register
+
+
+@dataclass
+class MissSettings:
+    """Kang and Yin 2024 (MiSS: Matrix Shard Sharing); peft 0.21's MissConfig defaults (r 64, the balanced form)."""
+
+    r: int = 64  # the shard's size along in_features (peft advises an even number)
+    dropout: float = 0.0
+    target: str = "qv"  # qv | all-linear | comma-separated module names
+
+    def check(self) -> None:
+        if self.r < 1:
+            raise PeftlabError(f"miss.r must be at least 1, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise PeftlabError(f"miss.dropout must be in [0, 1), got {self.dropout}")
+
+
+def build_miss(model: Any, settings: MissSettings, context: BuildContext) -> Any:
+    return build_peft_tuner(model, context, "miss", "MissConfig", settings.target, r=settings.r, miss_dropout=settings.dropout)
+
+
+register(Method("miss", "One trained shard shared across the blocks of each weight (Kang and Yin 2024)", MissSettings, build_miss,
+                peft_type="MISS", mergeable=True))
