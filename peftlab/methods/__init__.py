@@ -23,9 +23,14 @@ from peftlab.methods import oft  # noqa: E402,F401
 from peftlab.methods import vera  # noqa: E402,F401
 from peftlab.methods import miss  # noqa: E402,F401
 from peftlab.methods import shira  # noqa: E402,F401
+from peftlab.methods import hira  # noqa: E402,F401
+from peftlab.methods import lily  # noqa: E402,F401
+from peftlab.methods import fourierft  # noqa: E402,F401
+from peftlab.methods import randlora  # noqa: E402,F401
 from peftlab.methods import prompts  # noqa: E402,F401  prompt-tuning, prefix-tuning, p-tuning
 from peftlab.methods import bottleneck  # noqa: E402,F401  adapter
 from peftlab.methods import selective  # noqa: E402,F401  bitfit, ln-tuning, freeze
+from peftlab.methods import trainable_tokens  # noqa: E402,F401  trainable-tokens
 from peftlab.methods import full  # noqa: E402,F401
 
 from peftlab.methods.base import BuildContext, Method, capabilities, get_method, method_names, register, unregister  # noqa: E402

@@ -86,6 +86,10 @@ def test_each_method_searches_its_learning_rate_and_its_own_knobs(method, knobs)
     ("vera", "r"),
     ("miss", "r"),
     ("shira", "r"),
+    ("hira", "r"),
+    ("lily", "r"),
+    ("fourierft", "n_frequency"),
+    ("randlora", "r"),
 ])
 def test_the_newer_methods_search_their_rate_and_main_capacity_setting(method, knob):
     from peftlab.methods import get_method

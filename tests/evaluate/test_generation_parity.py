@@ -20,6 +20,8 @@ SETTINGS = {
     "lora-ga": {"r": 4},
     "miss": {"r": 4},
     "shira": {"r": 2},
+    "fourierft": {"n_frequency": 16},
+    "trainable-tokens": {"tokens": ",".join(map(str, range(200)))},  # the tiny Llama sees its added tokens only last
 }
 PROMPTS = [  # different lengths, so a batch is padded
     "#Person1#: Can I book a table for two at seven? #Person2#: Sure, under what name?",

@@ -50,6 +50,10 @@ CASES = [
     ("vera", {"r": 8}, QV + r"\.vera_lambda_[bd]\.default$"),
     ("miss", {"r": 4}, QV + r"\.miss_block\.default$"),
     ("shira", {"r": 2}, QV + r"\.shira_weight\.default$"),
+    ("hira", {"r": 4}, QV + r"\.hira_[AB]\.default$"),
+    ("lily", {"r": 4}, QV + r"\.lily_(A|B|router)\.default\.weight$"),
+    ("fourierft", {"n_frequency": 16}, QV + r"\.fourierft_spectrum\.default$"),
+    ("randlora", {"r": 4}, QV + r"\.randlora_(lambda|gamma)\.default$"),
     ("prompt-tuning", {"num_virtual_tokens": 4}, r"^prompt_encoder\.default\.embedding\.weight$"),
     ("prefix-tuning", {"num_virtual_tokens": 4}, r"^prompt_encoder\.default\.embedding\.weight$"),
     ("p-tuning", {"num_virtual_tokens": 4, "encoder_hidden_size": 16},
@@ -61,6 +65,7 @@ CASES = [
     ("ln-tuning", {}, r"(norm|layer_norm)\.ln_tuning_layers\.default\.weight$"),
     ("freeze", {"blocks": 1}, r"^(model\.layers\.1|decoder\.block\.1)\."),  # the last block (the decoder's, for T5)
     # the added tokens (the default) only reach the loss of T5 (the tiny Llama sees its eos last): the first 200 ids here
+    ("trainable-tokens", {"tokens": ",".join(map(str, range(200)))}, r"(embed_tokens|shared)\.trainable_tokens_delta\.default$"),
     ("full", {}, r""),
 ]
 # PiSSA, OLoRA, CorDA and LoRA-GA train on W_res = W - B0 A0 and save a plain LoRA on W (B A - B0 A0): the same

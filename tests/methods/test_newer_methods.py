@@ -25,6 +25,11 @@ NEWER = {
     "vera": ["vera.r=8"],
     "miss": ["miss.r=4"],
     "shira": ["shira.r=2"],
+    "hira": ["hira.r=4"],
+    "lily": ["lily.r=4"],
+    "fourierft": ["fourierft.n_frequency=16"],
+    "randlora": ["randlora.r=4"],
+    "trainable-tokens": [],
 }
 PROMPT = "Hello, how are you?"
 

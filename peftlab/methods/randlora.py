@@ -1,0 +1,35 @@
+"""RandLoRA: full-rank updates as a learned mix of frozen random low-rank bases shared by all layers, via peft."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from peftlab.errors import PeftlabError
+from peftlab.methods.base import BuildContext, Method, build_peft_tuner, register
+
+
+@dataclass
+class RandloraSettings:
+    """Albert et al. 2025; peft 0.21's RandLoraConfig defaults (r 32, alpha 20 r = 640)."""
+
+    r: int = 32  # rank of each random basis; fewer trained parameters as r grows (min(in, out) / r bases)
+    alpha: float = 640.0  # peft: typically 20 times r; lower it (or the rate) if training is unstable
+    dropout: float = 0.0
+    target: str = "qv"  # qv | all-linear | comma-separated module names
+
+    def check(self) -> None:
+        if self.r < 1:
+            raise PeftlabError(f"randlora.r must be at least 1, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise PeftlabError(f"randlora.dropout must be in [0, 1), got {self.dropout}")
+
+
+def build_randlora(model: Any, settings: RandloraSettings, context: BuildContext) -> Any:
+    # save_projection: the random bases go into the adapter file, so it reloads the same on any machine
+    return build_peft_tuner(model, context, "randlora", "RandLoraConfig", settings.target, r=settings.r,
+                            randlora_alpha=settings.alpha, randlora_dropout=settings.dropout, save_projection=True)
+
+
+register(Method("randlora", "A learned mix of frozen random low-rank bases shared by all layers: full-rank updates (Albert et al. 2025)",
+                RandloraSettings, build_randlora, peft_type="RANDLORA", mergeable=True))
