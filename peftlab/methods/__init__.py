@@ -18,6 +18,7 @@ from peftlab.methods import lora_ga  # noqa: E402,F401  lora-ga
 from peftlab.methods import loraplus  # noqa: E402,F401
 from peftlab.methods import lycoris  # noqa: E402,F401  loha, lokr
 from peftlab.methods import quantized  # noqa: E402,F401  qlora, lora-8bit
+from peftlab.methods import loftq  # noqa: E402,F401
 from peftlab.methods import ia3  # noqa: E402,F401
 from peftlab.methods import oft  # noqa: E402,F401
 from peftlab.methods import vera  # noqa: E402,F401

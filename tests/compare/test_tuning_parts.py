@@ -82,6 +82,7 @@ def test_each_method_searches_its_learning_rate_and_its_own_knobs(method, knobs)
     ("corda", "r"),
     ("lora-ga", "r"),
     ("loraplus", "r"),
+    ("loftq", "r"),
     ("oft", "block_size"),
     ("vera", "r"),
     ("miss", "r"),

@@ -44,6 +44,7 @@ CASES = [
     ("loha", {"r": 4}, QV + r"\.hada_w[12]_[ab]\.default$"),
     ("lokr", {"r": 4}, QV + r"\.lokr_w[12](_[ab])?\.default$"),
     ("qlora", {"r": 4, "dropout": 0, "gradient_checkpointing": False}, ALL_LINEAR + r"\.lora_[AB]\.default\.weight$"),
+    ("loftq", {"r": 4, "dropout": 0, "gradient_checkpointing": False}, ALL_LINEAR + r"\.lora_[AB]\.default\.weight$"),
     ("lora-8bit", {"r": 4, "dropout": 0, "gradient_checkpointing": False}, QV + r"\.lora_[AB]\.default\.weight$"),
     ("ia3", {}, r"\.(k_proj|v_proj|down_proj|k|v|wo)\.ia3_l\.default$"),
     ("oft", {"block_size": 8}, QV + r"\.oft_R\.default\.weight$"),
@@ -294,6 +295,28 @@ def test_quantized_loading_without_bitsandbytes_names_the_install(tiny_llama, mo
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
     with pytest.raises(PeftlabError, match="pip install bitsandbytes"):
         load_model(tiny_llama, "fp32", quantization="4bit")
+
+
+def test_loftq_starts_closer_to_the_unquantized_model_than_qlora(tiny_llama):
+    """LoftQ's B A cancels part of W - Q(W): before training, its logits are nearer the fp32 model's than the bare 4-bit base's."""
+    method, loaded, model = build("loftq", {"r": 16, "gradient_checkpointing": False}, tiny_llama)
+    batch = toy_batch(loaded.tokenizer, False)
+    full = logits(load_model(tiny_llama, "fp32").model, batch)
+    with model.disable_adapter():
+        bare_error = (logits(model, batch) - full).abs().max()
+    assert (logits(model, batch) - full).abs().max() < 0.75 * bare_error  # measured: 2.96 against 6.07
+
+
+def test_loftq_refuses_a_base_without_its_unquantized_weights(tiny_llama, tmp_path):
+    import shutil
+
+    copy = tmp_path / "no-safetensors"
+    shutil.copytree(tiny_llama, copy)
+    loaded = load_model(str(copy), "fp32", quantization="4bit")
+    (copy / "model.safetensors").unlink()
+    method = get_method("loftq")
+    with pytest.raises(PeftlabError, match="loftq reads the unquantized weights .* choose qlora"):
+        method.build(loaded.model, method.parse_settings({"r": 4}), BuildContext(False, 4))
 
 
 def test_4bit_base_is_smaller(tiny_llama):
