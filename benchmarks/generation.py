@@ -40,7 +40,7 @@ def main() -> int:
     from peftlab.config import DataConfig
     from peftlab.data.readers import read_rows
     from peftlab.data.tokenize import uses_chat_template
-    from peftlab.inference import GenerationSettings, generate, source_ids
+    from peftlab.generation import GenerationSettings, generate, source_ids
     from peftlab.evaluate.references import eval_examples
     from peftlab.models import load_model
 

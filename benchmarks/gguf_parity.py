@@ -38,13 +38,14 @@ def main() -> int:
     from peftlab import atomic
     from peftlab.data.readers import read_rows
     from peftlab.evaluate.references import eval_examples
-    from peftlab.evaluate.rouge import example_scores, mean_scores
+    from peftlab.evaluate.metrics import mean_scores
+    from peftlab.evaluate.metrics.rouge import example_scores
     from peftlab.evaluate.settings import generate_config
     from peftlab.export.exporting import base_gguf_file, export_gguf, export_gguf_lora
     from peftlab.export.gguf import write_gguf
     from peftlab.export.merge import merged_model
     from peftlab.export.parity import first_difference, llama_cpp_answers, until_end
-    from peftlab.inference import GenerationSettings, encode_prompts, eos_ids, generate_ids
+    from peftlab.generation import GenerationSettings, encode_prompts, eos_ids, generate_ids
     from peftlab.models import load_model
 
     config = generate_config(args.adapter, [], {}, args.rows)

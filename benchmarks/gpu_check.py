@@ -63,7 +63,7 @@ def generation(args: argparse.Namespace, adapter: Path, device: str) -> dict:
     """The LoRA adapter writes summaries batched and one at a time on the device: summaries/s and agreement."""
     import torch
 
-    from peftlab.inference import GenerationSettings, generate, source_ids
+    from peftlab.generation import GenerationSettings, generate, source_ids
     from peftlab.methods import load_trained
     from peftlab.models import load_model
 

@@ -47,8 +47,9 @@ def main() -> int:
     from peftlab.data.readers import read_rows
     from peftlab.data.tokenize import uses_chat_template
     from peftlab.evaluate.references import eval_examples
-    from peftlab.inference import (GenerationSettings, cache_agrees, cached_generate, generation_config, pad_batch, source_ids,
-                                   uncached_generate)
+    from peftlab.generation import GenerationSettings, generation_config, pad_batch, source_ids
+    from peftlab.generation.selfcheck import cache_agrees, cached_generate
+    from peftlab.generation.uncached import uncached_generate
     from peftlab.methods import BuildContext, get_method
     from peftlab.models import load_model
 

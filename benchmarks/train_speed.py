@@ -10,7 +10,7 @@ All three train LoRA r=32, alpha 32, dropout 0.05 on the query and value project
 one epoch over the rows. Each runs in its own process, so its peak memory (RSS) is its own.
 
 **The limit.** The same run measures this machine's matrix-multiply rate in fp32 and bf16 (a 2048^3 matmul,
-best of five, all threads) and counts the model's training FLOPs per real token from its config:
+best of five, all threads; bf16 at 512^3 where a probe shows it emulated, as on AVX2 CPUs) and counts the model's training FLOPs per real token from its config:
 - every linear layer of every decoder block (q, k, v, o, gate, up, down: P parameters in all) costs 2P
   multiply-adds forward and 2P backward for the input gradient (frozen weights take no weight gradient;
   LoRA's own is under 1% at r=32 and left out);
@@ -59,6 +59,15 @@ def matmul_rate(dtype_name: str, size: int = 2048, repeats: int = 5) -> float:
         torch.matmul(a, b)
         best = min(best, time.perf_counter() - start)
     return 2 * size ** 3 / best
+
+
+def bf16_rate(budget_seconds: float = 10.0) -> float:
+    """bf16 matmul FLOP/s, time-boxed: where bf16 is emulated (AVX2 CPUs) one 2048^3 product takes minutes,
+    so a 512^3 probe decides whether the full-size measurement fits in `budget_seconds`; if not, the probe's rate is the figure."""
+    probe = matmul_rate("bf16", size=512, repeats=1)
+    if 2 * 2048 ** 3 / probe * 6 > budget_seconds:  # six products at full size: the warm-up and five repeats
+        return probe
+    return matmul_rate("bf16")
 
 
 def flops_per_token(model_config, mean_length: float, answer_share: float) -> float:
@@ -208,7 +217,7 @@ def run_limit(rows: int | None, model_name: str | None) -> dict:
     lengths = [len(f["input_ids"]) for f in features]
     answers = sum(sum(1 for label in f["labels"] if label != -100) for f in features)
     per_token = flops_per_token(loaded.model.config, sum(lengths) / len(lengths), answers / sum(lengths))
-    rates = {name: matmul_rate(name) for name in ("fp32", "bf16")}
+    rates = {"fp32": matmul_rate("fp32"), "bf16": bf16_rate()}
     return {"flops_per_token": per_token, "matmul_flops": rates, "limit_tokens_per_second": {k: v / per_token for k, v in rates.items()}}
 
 

@@ -1,5 +1,5 @@
 """The on-disk formats, in one place: run folder, adapter folder, peftlab.json, run.yaml, summary.json,
-adapter_config.json (read only here), and the output guard every writing command uses.
+adapter_config.json (read only here). The rule for writing them is `peftlab.outputs`.
 
 A training run folder DIR holds run.yaml (the resolved config), log.jsonl, checkpoints/,
 summary.json, and DIR/adapter: the trained result in its method's format beside peftlab.json
@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from peftlab import atomic
+from peftlab import atomic, outputs
 from peftlab import config as cfg
 from peftlab.config import RunConfig
 from peftlab.errors import PeftlabError
@@ -34,6 +33,8 @@ ADAPTER_CONFIG = "adapter_config.json"  # PEFT's format (and the bottleneck adap
 TRAINED_PARAMETERS = "trained_parameters.json"  # selective methods' format (bitfit, freeze)
 MODEL_CONFIG = "config.json"  # a whole transformers model (full fine-tuning)
 RESULT_FILES = (RUN_INFO, ADAPTER_CONFIG, TRAINED_PARAMETERS, MODEL_CONFIG)
+TENSORBOARD_DIR = "tensorboard"  # train.report_to=tensorboard logs there
+RUN_OUTPUT = outputs.OutputKind("peftlab run", (RUN_FILE,), (RUN_FILE, LOSS_LOG, SUMMARY, ADAPTER_DIR, CHECKPOINTS, TENSORBOARD_DIR))
 
 
 # --- the adapter folder -------------------------------------------------------------------------
@@ -58,13 +59,17 @@ def adapter_folder(path: str | Path) -> Path:
     return folder
 
 
-def read_json(path: Path) -> dict[str, Any]:
+ADAPTER_DAMAGED = "the adapter folder is damaged, train it again"
+
+
+def read_json(path: Path, damaged: str = ADAPTER_DAMAGED) -> dict[str, Any]:
+    """A JSON object from `path`; `damaged` says, for a person, what a damaged file means and the fix."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise PeftlabError(f"{path} is not readable JSON ({error}); the adapter folder is damaged, train it again") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PeftlabError(f"{path} is not readable JSON ({str(error)[:200]}); {damaged}") from None
     if not isinstance(data, dict):
-        raise PeftlabError(f"{path} does not hold a JSON object; the adapter folder is damaged, train it again")
+        raise PeftlabError(f"{path} does not hold a JSON object; {damaged}")
     return data
 
 
@@ -187,72 +192,6 @@ def misfit_error(folder: Path, spec: str, error: Exception) -> PeftlabError:
     )
 
 
-# --- the output guard ---------------------------------------------------------------------------
-
-def check_output(path: str | Path, overwrite: bool, holds: str, owned: Callable[[Path], bool],
-                 continuable: bool = False) -> Path:
-    """The one rule for every command that writes a folder (train, eval, compare, demo, merge).
-
-    A file is never replaced by a folder; a non-empty folder that holds something other than
-    this command's output is refused, naming what it holds (even with --overwrite: peftlab
-    deletes only what it wrote); a folder with this command's earlier output needs --overwrite,
-    unless the command continues it. Reads only.
-    """
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise PeftlabError(f"output {out} is a file, not a folder; choose another --output")
-    if not out.is_dir() or not any(out.iterdir()):
-        return out
-    if not owned(out):
-        found = sorted(entry.name + ("/" if entry.is_dir() else "") for entry in out.iterdir())
-        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
-        raise PeftlabError(f"output folder {out} holds {shown}, not a {holds}; choose another --output"
-                           + ("" if overwrite else " or empty it"))
-    if not overwrite and not continuable:
-        raise PeftlabError(f"output folder {out} already holds a {holds}; pass --overwrite to replace it or choose another --output")
-    return out
-
-
-def check_output_file(path: str | Path) -> Path:
-    """A single output file (`peftlab generate --output`): replaced whole, never a folder."""
-    out = Path(path)
-    if out.is_dir():
-        raise PeftlabError(f"output {out} is a folder; `--output` takes a file name, e.g. answers.jsonl")
-    return out
-
-
-def staging_folder(out: Path) -> Path:
-    """Where a replacement for `out` is built (same parent, so the final rename is atomic)."""
-    return out.with_name(f".{out.name}.peftlab-new")
-
-
-def holds_something(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.iterdir())
-
-
-def remove_ours(folder: Path) -> None:
-    """Remove a staging folder peftlab made (its name says so)."""
-    if folder.is_dir():
-        shutil.rmtree(folder)
-
-
-def replacement_folder(out: Path, keep: Callable[[Path], bool] = lambda staging: False) -> Path:
-    """Where --overwrite builds a command's new output: `out` itself when it holds nothing, else its
-    staging folder, continued when `keep` says the one there is this same job, else started empty.
-    `publish_replacement` puts it in place when the command has finished."""
-    if not holds_something(out):
-        return out
-    staging = staging_folder(out)
-    if staging.is_dir() and not keep(staging):
-        remove_ours(staging)
-    return staging
-
-
-def publish_replacement(work: Path, out: Path) -> None:
-    if work != out:
-        atomic.publish(work, out)
-
-
 # --- the training run folder --------------------------------------------------------------------
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -309,14 +248,15 @@ class RunFolder:
         return "rerun with --overwrite --resume" if self.replaces else "rerun with --resume"
 
 
-def check_run_output(config: RunConfig, resume: bool, overwrite: bool) -> RunFolder:
-    """Decide where the run is built, refusing a folder that holds something else (reads only)."""
+def check_run_output(config: RunConfig, resume: bool, overwrite: bool, config_file: str | None = None) -> RunFolder:
+    """Decide where the run is built, refusing a folder that holds something else or an input (reads only)."""
     if not config.output:
         raise PeftlabError("no output folder; pass --output DIR")
-    out = check_output(config.output, overwrite, "peftlab run", lambda o: (o / RUN_FILE).is_file(), continuable=True)
-    staging = staging_folder(out)
+    sources = outputs.inputs(data=config.data.train, eval_data=config.data.eval, model=config.model.name, config=config_file)
+    out = outputs.check_folder(config.output, overwrite, RUN_OUTPUT, sources, continuable=True)
+    staging = outputs.staging_folder(out)
     if overwrite:
-        if not holds_something(out):
+        if not outputs.holds_something(out):
             return RunFolder(out, out, continue_work=False)
         same = _recorded_run_differences(staging, config) == []
         return RunFolder(out, staging, continue_work=resume and same)
@@ -335,7 +275,7 @@ def initialize_run(folder: RunFolder, config: RunConfig) -> None:
     """Prepare the folder the run is built in and record the resolved config (the main process only)."""
     try:
         if folder.replaces and not folder.continue_work:
-            remove_ours(folder.work)
+            outputs.remove_ours(folder.work)
         folder.work.mkdir(parents=True, exist_ok=True)
         atomic.write_text(folder.work / RUN_FILE, config.to_yaml())
     except PermissionError:
@@ -346,7 +286,7 @@ def initialize_run(folder: RunFolder, config: RunConfig) -> None:
 
 def finish_run(folder: RunFolder) -> None:
     """A finished replacement takes the place of the earlier run."""
-    publish_replacement(folder.work, folder.final)
+    outputs.publish_replacement(folder.work, folder.final, RUN_OUTPUT)
 
 
 def save_result(out: Path, save: Callable[[Path], None], tokenizer: Any, config: RunConfig, info: dict[str, Any]) -> Path:
@@ -369,4 +309,5 @@ def write_summary(out: Path, summary: dict[str, Any]) -> None:
 
 
 def read_summary(out: Path) -> dict[str, Any]:
-    return read_json(out / SUMMARY)
+    return read_json(out / SUMMARY, f"the training run's summary in {out} is damaged: train it again "
+                                    "(peftlab train --overwrite, or delete that run folder and rerun the command that trained it)")

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -97,11 +97,12 @@ def publish(tmp: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def folder(path: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
+def folder(path: str | os.PathLike, replace: bool = True, before_publish: Callable[[], None] | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it takes the place of `path`.
 
     With replace=False an existing `path` wins and the new folder is discarded, which lets two
-    processes race to fill the same cache entry safely.
+    processes race to fill the same cache entry safely. `before_publish` may refuse the swap (raise):
+    the new folder is then discarded and `path` left as it is.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +113,8 @@ def folder(path: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
         if path.exists() and not replace:
             shutil.rmtree(tmp)
             return
+        if before_publish is not None:
+            before_publish()
         publish(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

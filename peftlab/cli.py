@@ -70,14 +70,47 @@ def _add_generation_options(parser: argparse.ArgumentParser, batch_flag: str = "
     parser.add_argument("--samples", type=int, default=3, help="samples to print side by side (default 3)")
 
 
+def _add_metric_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("metrics")
+    group.add_argument("--metric", action="append", metavar="NAME[,NAME]",
+                       help="what to score by, the first one being the one compare selects and reports by: rouge (default), "
+                       "exact, accuracy, f1, chrf, bleu, json, judge, judge-pairwise, python:MODULE:FUNCTION (repeatable)")
+    group.add_argument("--judge-url", help="judge metrics: the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 "
+                       "(key from $PEFTLAB_JUDGE_KEY, else $OPENAI_API_KEY)")
+    group.add_argument("--judge-model", help="judge metrics: the model name the endpoint serves")
+    group.add_argument("--judge-prompt", help="judge metrics: a prompt file replacing the default of the chosen mode")
+
+
+def metric_options(args: argparse.Namespace) -> list[Any]:
+    """The metrics named by --metric, resolved (a user function imported, a judge configured) before anything slow."""
+    from peftlab.evaluate.metrics import JudgeSettings, resolve_metrics, split_names
+
+    judge = JudgeSettings(args.judge_url, args.judge_model, args.judge_prompt)
+    return resolve_metrics(split_names(args.metric), judge)
+
+
+def metric_tables(result: dict[str, Any]) -> str:
+    """The scores table by the recorded metrics, then the confusion table of each model scored for accuracy."""
+    from peftlab.evaluate.metrics import described_keys
+    from peftlab.report.tables import confusion_table, scores_table
+
+    text = scores_table(result["results"], described_keys(result["metrics"]))
+    for name, row in result["results"].items():
+        if "confusion" in row:
+            text += f"\n\nconfusion of {name} (rows: true label, columns: predicted)\n" + confusion_table(row["confusion"])
+    return text
+
+
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     _shared(parser, "--model", "--columns", "--template", "--dtype", "--set", "--max-samples")
     parser.add_argument("--adapter", help="adapter folder from `peftlab train` (DIR/adapter or DIR); prompt and columns come from its run")
     parser.add_argument("--data", required=True, help="test data: .jsonl, .csv, .parquet or hub:NAME[:SPLIT]")
     parser.add_argument("--output", help="folder for predictions.jsonl and metrics.json")
+    _shared(parser, "--overwrite")
     parser.add_argument("--every", type=int, default=1, help="use every K-th row")
     parser.add_argument("--skip-base", action="store_true", help="with --adapter: do not also evaluate the base model")
     _add_generation_options(parser)
+    _add_metric_options(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
     _shared(train, "--overwrite", "--push-to-hub", "--public")
 
-    evaluate = commands.add_parser("eval", help="generate for a test set in batches and score ROUGE (base and tuned)")
+    evaluate = commands.add_parser("eval", help="generate for a test set in batches and score it (ROUGE or --metric; base and tuned)")
     _add_eval_options(evaluate)
 
     demo = commands.add_parser("demo", help="the whole workflow: evaluate the base model, train LoRA, evaluate the tuned one, write an HTML page")
@@ -98,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--test-data", help="test data (default: the demo set's; with --data, the last 10%% of its rows)")
     _shared(demo, "--overwrite")
     _add_generation_options(demo, batch_flag="--gen-batch-size")
+    _add_metric_options(demo)
 
     compare = commands.add_parser("compare", help="base, full fine-tuning and PEFT methods side by side: quality, cost, forgetting, HTML report")
     _add_compare_options(compare)
@@ -148,6 +182,7 @@ def _add_use_commands(commands: Any) -> None:
     generate.add_argument("--adapter", help="adapter folder from `peftlab train` (DIR/adapter or DIR)")
     generate.add_argument("--data", help="rows to generate for: .jsonl, .csv, .parquet or hub:NAME[:SPLIT]")
     generate.add_argument("--output", help="write JSONL here (default: print)")
+    _shared(generate, "--overwrite", overwrite={"help": "replace the answers file an earlier `peftlab generate` wrote at --output"})
     generate.add_argument("--max-new-tokens", type=int, help="longest answer in tokens (default 128)")
     generate.add_argument("--num-beams", type=int, default=1, help="beam search width (default 1: greedy)")
     generate.add_argument("--batch-size", dest="gen_batch_size", type=int, default=16, help="prompts generated at once (default 16)")
@@ -288,13 +323,13 @@ def command_train(args: argparse.Namespace) -> int:
 
     config = run_config(args)
     api = _hub(args)
-    run(config, resume=args.resume, overwrite=args.overwrite, say=_say)
+    run(config, resume=args.resume, overwrite=args.overwrite, say=_say, config_file=args.config)
     _push(args, api, f"{config.output}/adapter")
     return 0
 
 
 def generation_settings(args: argparse.Namespace, default_max_new_tokens: int = 128) -> Any:
-    from peftlab.inference import GenerationSettings
+    from peftlab.generation import GenerationSettings
 
     settings = GenerationSettings(args.max_new_tokens or default_max_new_tokens, args.num_beams, args.gen_batch_size)
     settings.check()
@@ -304,11 +339,13 @@ def generation_settings(args: argparse.Namespace, default_max_new_tokens: int = 
 def command_eval(args: argparse.Namespace) -> int:
     from peftlab.evaluate.evaluation import evaluate
     from peftlab.evaluate.settings import eval_config
-    from peftlab.report.tables import rouge_table, samples_text
+    from peftlab.report.tables import samples_text
 
     config = eval_config(args.adapter, overrides(args), config_flags(args, NOT_TRAINING), args.max_samples, args.every)
-    result = evaluate(config, args.data, args.output, args.adapter, generation_settings(args), not args.skip_base, say=_say)
-    _say("\n" + rouge_table(result["results"]))
+    metrics = metric_options(args)
+    result = evaluate(config, args.data, args.output, args.adapter, generation_settings(args), not args.skip_base, say=_say,
+                      overwrite=args.overwrite, metrics=metrics)
+    _say("\n" + metric_tables(result))
     if args.samples:
         _say("\n" + samples_text(result["records"], args.samples))
     if args.output:
@@ -318,13 +355,14 @@ def command_eval(args: argparse.Namespace) -> int:
 
 def command_demo(args: argparse.Namespace) -> int:
     from peftlab.demo import run_demo
-    from peftlab.report.tables import rouge_table, samples_text
+    from peftlab.report.tables import samples_text
 
     if args.data is None and args.epochs is None and args.max_steps is None:
         args.epochs = 2  # the demo set is small: two passes make the gain clear in a few minutes
     args.output = args.output or "runs/demo"
-    result = run_demo(run_config(args), args.test_data, generation_settings(args, default_max_new_tokens=48), args.overwrite, say=_say)
-    _say("\n" + rouge_table(result["results"]))
+    result = run_demo(run_config(args), args.test_data, generation_settings(args, default_max_new_tokens=48), args.overwrite, say=_say,
+                      config_file=args.config, metrics=metric_options(args))
+    _say("\n" + metric_tables(result))
     if args.samples:
         _say("\n" + samples_text(result["records"], args.samples))
     _say(f"\npage: {result['page']}")
@@ -386,7 +424,7 @@ def command_generate(args: argparse.Namespace) -> int:
 
     config = generate_config(args.adapter, overrides(args), config_flags(args, NOT_TRAINING), args.max_samples)
     records = run_generate(config, args.adapter, args.prompt, args.data, args.output, generation_settings(args),
-                           say=lambda text: print(text, file=sys.stderr, flush=True))
+                           say=lambda text: print(text, file=sys.stderr, flush=True), overwrite=args.overwrite)
     if args.output:
         _say(f"{len(records)} answers written to {args.output}")
     elif args.prompt is not None:
@@ -422,7 +460,7 @@ def command_check(args: argparse.Namespace) -> int:
     from peftlab.data.readers import read_rows
     from peftlab.evaluate.settings import generate_config
     from peftlab.export.parity import Server, check_parity, table
-    from peftlab.inference import GenerationSettings
+    from peftlab.generation import GenerationSettings
 
     if not 0 <= args.min_agreement <= 1:
         raise PeftlabError(f"--min-agreement is a share between 0 and 1, got {args.min_agreement}")

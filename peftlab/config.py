@@ -148,6 +148,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             value = parse_mapping(value, key)
         if not isinstance(value, dict):
             raise PeftlabError(f"config: '{key}' must be a mapping, got {value!r}")
+        if args and args[1] is str:  # a mapping of names (data.columns): each value one name, never a section
+            for name, item in value.items():
+                if isinstance(item, (dict, list)) or item is None:
+                    raise PeftlabError(f"config: '{key}.{name}' must be a column name, got {item!r}; "
+                                       f"e.g. --set {key}.{name}=dialogue")
+            return {str(name): str(item) for name, item in value.items()}
         return dict(value)
     try:
         if hint is bool:
@@ -244,6 +250,13 @@ def trackers(train: TrainConfig) -> list[str]:
     return [name.strip() for name in train.report_to.split(",") if name.strip() and name.strip() != "none"]
 
 
+def schedulers() -> list[str]:
+    """The learning-rate schedules `train.scheduler` may name: transformers' own (its SchedulerType)."""
+    from transformers.trainer_utils import SchedulerType
+
+    return [schedule.value for schedule in SchedulerType]
+
+
 def validate(config: RunConfig) -> None:
     """Reject impossible settings with the setting's name and a fix."""
     t, d = config.train, config.data
@@ -256,6 +269,8 @@ def validate(config: RunConfig) -> None:
         (t.epochs > 0 or t.max_steps > 0, "train needs epochs > 0 or max_steps > 0"),
         (0 <= t.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}"),
         (t.batching in ("length", "packed"), f"train.batching '{t.batching}' is not one of length, packed"),
+        (t.scheduler in schedulers(), f"train.scheduler '{t.scheduler}' is not a schedule transformers knows; choose one of "
+                                      f"{', '.join(schedulers())}"),
         (t.eval_steps >= 1 and t.save_steps >= 1, "train.eval_steps and train.save_steps must be at least 1"),
         (t.patience is None or t.patience >= 1, f"train.patience must be at least 1, got {t.patience}"),
         (set(trackers(t)) <= set(TRACKERS), f"train.report_to '{t.report_to}': choose from none, {', '.join(TRACKERS)} (comma-separated)"),

@@ -184,6 +184,61 @@ def yaml_file(b: Bench, text: str) -> str:
     return b.file("run.yaml", text)
 
 
+def adapter_with_config(b: Bench, change: Callable[[dict], dict]) -> str:
+    adapter = b.lora_copy()
+    config = adapter / "adapter_config.json"
+    config.write_text(json.dumps(change(json.loads(config.read_text()))))
+    return str(adapter)
+
+
+def adapter_without_weights(b: Bench) -> str:
+    adapter = b.lora_copy()
+    (adapter / "adapter_model.safetensors").unlink()
+    return str(adapter)
+
+
+# --- earlier outputs, with files peftlab did not write beside them (issue 25) ------------------------------
+
+def earlier_output(b: Bench, own: dict[str, str], name: str = "out", notes: bool = True) -> Path:
+    """work/NAME as an earlier run of a command left it (its own files `own`), plus the user's notes."""
+    folder = b.work / name
+    for relative, text in own.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_text(text)
+    if notes:
+        (folder / "my-notes.txt").write_text("my notes\n")
+    return folder
+
+
+def earlier_eval(b: Bench, notes: bool = True) -> Path:
+    return earlier_output(b, {"metrics.json": '{"rows": 1}\n', "predictions.jsonl": '{"input": "x"}\n'}, notes=notes)
+
+
+def earlier_run(b: Bench) -> Path:
+    return earlier_output(b, {"run.yaml": "method: lora\n", "log.jsonl": '{"step": 1}\n', "adapter/peftlab.json": "{}"})
+
+
+def earlier_merge(b: Bench) -> Path:
+    return earlier_output(b, {"peftlab-merge.json": "{}", "config.json": "{}", "model.safetensors": "x"})
+
+
+def earlier_comparison(b: Bench) -> Path:
+    return earlier_output(b, {"compare.yaml": "overrides: []\n", "results.json": "[]\n", "runs/base/result.json": "{}"})
+
+
+def earlier_answers(b: Bench) -> str:
+    return b.file("answers.jsonl", json.dumps({"where": "PROMPT", "input": "hi", "output": "hello"}) + "\n")
+
+
+def data_inside(folder: Path, name: str = "mydata.jsonl") -> str:
+    return str(write_jsonl(folder / name, TOY_ROWS))
+
+
+def config_inside(folder: Path) -> str:
+    (folder / "my.yaml").write_text("train:\n  lr: 1.0e-3\n")
+    return str(folder / "my.yaml")
+
+
 # --- the cases --------------------------------------------------------------------------------------
 
 @dataclass
@@ -307,6 +362,71 @@ CASES = [
     Case("compare-storage-unreachable", lambda b: compare(b, "--trials", "2", "--storage", "nosuchdb://x/y",
                                                           data=b.rows("many.jsonl", TOY_ROWS * 10)),
          ("--storage nosuchdb://x/y", "cannot open it", "postgresql://")),
+    # issue 25: never over an input, never over a file peftlab did not write, with or without --overwrite
+    Case("generate-output-is-its-data", lambda b: generate(b, "--data", b.rows(), "--output", f"{b.inputs}/toy.jsonl"),
+         ("--output {inputs}/toy.jsonl is this command's --data file", "another --output")),
+    Case("generate-output-is-its-data-overwrite", lambda b: generate(b, "--data", b.rows(), "--output", f"{b.inputs}/toy.jsonl", "--overwrite"),
+         ("--output {inputs}/toy.jsonl is this command's --data file",)),
+    Case("generate-output-in-the-adapter", lambda b: generate(b, "--adapter", str(b.lora_copy()), "--data", b.rows(), "--output",
+                                                              f"{b.inputs}/adapter/adapter_config.json", "--overwrite"),
+         ("--output {inputs}/adapter/adapter_config.json", "adapter folder {inputs}/adapter")),
+    Case("generate-output-exists", lambda b: generate(b, "--data", b.rows(), "--output", earlier_answers(b)),
+         ("{inputs}/answers.jsonl already exists", "--overwrite")),
+    Case("generate-output-foreign-file-overwrite", lambda b: generate(b, "--data", b.rows(), "--output", b.file("notes.txt", "mine\n"),
+                                                                      "--overwrite"),
+         ("{inputs}/notes.txt already exists and is not an answers file peftlab wrote", "never overwrites")),
+    Case("eval-output-exists", lambda b: evaluate(b, "--output", str(earlier_eval(b, notes=False))),
+         ("{out} already holds an evaluation", "--overwrite")),
+    Case("eval-data-inside-output", lambda b: evaluate(b, data=data_inside(earlier_eval(b), "test.jsonl")),
+         ("--data file {out}/test.jsonl is inside --output {out}", "move the input")),
+    Case("eval-data-inside-output-overwrite", lambda b: evaluate(b, "--overwrite", data=data_inside(earlier_eval(b), "test.jsonl")),
+         ("--data file {out}/test.jsonl is inside --output {out}",)),
+    Case("eval-overwrite-foreign-files", lambda b: evaluate(b, "--overwrite", "--output", str(earlier_eval(b))),
+         ("{out} holds my-notes.txt, which peftlab did not write", "move them out")),
+    Case("eval-output-inside-the-adapter", lambda b: evaluate(b, "--adapter", str(b.lora_copy()), "--output", f"{b.inputs}/adapter/eval"),
+         ("--output {inputs}/adapter/eval is inside this command's adapter folder",)),
+    Case("train-data-inside-output-overwrite", lambda b: train(b, "--overwrite", data=data_inside(earlier_run(b))),
+         ("--data file {out}/mydata.jsonl is inside --output {out}, which it would replace",)),
+    Case("train-overwrite-foreign-files", lambda b: train(b, "--overwrite", output=str(earlier_run(b))),
+         ("{out} holds my-notes.txt, which peftlab did not write",)),
+    Case("train-output-inside-the-model", lambda b: train(b, output=f"{b.llama}/run"), ("--output {llama}/run is inside this command's --model",)),
+    Case("train-config-inside-output-overwrite", lambda b: train(b, "--overwrite", "--config", config_inside(earlier_run(b))),
+         ("--config file {out}/my.yaml is inside --output {out}, which it would replace",)),
+    Case("merge-overwrite-foreign-files", lambda b: merge(b, "--overwrite", "--output", str(earlier_merge(b))),
+         ("{out} holds my-notes.txt, which peftlab did not write",)),
+    Case("merge-output-inside-the-adapter", lambda b: merge(b, "--output", f"{b.inputs}/adapter/merged", adapter=str(b.lora_copy())),
+         ("--output {inputs}/adapter/merged is inside this command's adapter folder",)),
+    Case("export-output-inside-the-adapter", lambda b: export(b, adapter=str(b.lora_copy()), output=f"{b.inputs}/adapter/model.gguf"),
+         ("--output {inputs}/adapter/model.gguf is inside this command's adapter folder",)),
+    Case("export-overwrite-foreign-gguf", lambda b: export(b, "--overwrite", output=b.file("model.gguf", b"GGUF\x03\x00\x00\x00not peftlab's")),
+         ("{inputs}/model.gguf already exists and is not a GGUF file peftlab wrote", "never overwrites")),
+    Case("export-ollama-overwrite-foreign-files", lambda b: export(b, "--format", "ollama", "--overwrite",
+                                                                   output=str(earlier_output(b, {"Modelfile": "FROM ./model-q8_0.gguf\n"}))),
+         ("{out} holds my-notes.txt, which peftlab did not write",)),
+    Case("compare-overwrite-foreign-files", lambda b: (earlier_comparison(b), compare(b, "--overwrite"))[1],
+         ("{out} holds my-notes.txt, which peftlab did not write",)),
+    Case("compare-data-inside-output-overwrite", lambda b: compare(b, "--overwrite", data=data_inside(earlier_comparison(b))),
+         ("--data file {out}/mydata.jsonl is inside --output {out}",)),
+    Case("demo-overwrite-foreign-files", lambda b: ["demo", "--model", b.llama, "--dtype", "fp32", "--max-steps", "1", "--overwrite",
+                                                    "--output", str(earlier_output(b, {"demo.json": "{}", "report.html": "<p>"}))],
+         ("{out} holds my-notes.txt, which peftlab did not write",)),
+    # issue 25: errors that were "unexpected ..." with exit 1
+    Case("train-scheduler-unknown", lambda b: train(b, "--set", "train.scheduler=bogus"), ("train.scheduler 'bogus'", "cosine")),
+    Case("train-column-given-a-section", lambda b: train(b, "--set", "data.columns.prompt.x=y"),
+         ("'data.columns.prompt' must be a column name", "--set data.columns.prompt=")),
+    Case("train-output-name-too-long", lambda b: train(b, output=str(b.work / ("n" * 300))), ("300 bytes long", "shorter --output")),
+    Case("eval-output-name-too-long", lambda b: evaluate(b, "--output", str(b.work / ("n" * 250))), ("250 bytes long",)),
+    Case("export-merge-record-damaged", lambda b: (b.folder("merged"), export(b, adapter=b.file("merged/peftlab-merge.json", '{"base": ')
+                                                                              .removesuffix("/peftlab-merge.json")))[1],
+         ("{inputs}/merged/peftlab-merge.json is not readable JSON", "merge it again")),
+    Case("eval-adapter-without-weights", lambda b: evaluate(b, "--adapter", adapter_without_weights(b)),
+         ("adapter folder {inputs}/adapter has no weights", "adapter_model.safetensors")),
+    Case("eval-adapter-rank-not-a-number", lambda b: evaluate(b, "--adapter", adapter_with_config(b, lambda c: {**c, "r": "four"})),
+         ("{inputs}/adapter/adapter_config.json is not a valid PEFT adapter config", "r is 'four'", "train it again")),
+    Case("eval-adapter-config-empty", lambda b: evaluate(b, "--adapter", adapter_with_config(b, lambda c: {})),
+         ("{inputs}/adapter/adapter_config.json is not a valid PEFT adapter config", "peft_type None")),
+    Case("merge-adapter-config-unknown-type", lambda b: merge(b, adapter=adapter_with_config(b, lambda c: {**c, "peft_type": "BOGUS"})),
+         ("{inputs}/adapter/adapter_config.json is not a valid PEFT adapter config", "peft_type 'BOGUS'")),
     Case("compare-overwrite-shared-storage", lambda b: compare(b, "--trials", "2", "--overwrite", "--storage", f"sqlite:///{b.inputs}/s.db"),
          ("--overwrite does not clear a shared --storage", "--study")),
 ]

@@ -52,7 +52,7 @@ def test_demo_flow_on_user_data(tiny_llama, tmp_path, capsys):
     assert set(results) == {"base", "tuned"}
     assert len((out / "data" / "test.jsonl").read_text().splitlines()) == 2  # the last 10% held out
     page = (out / "report.html").read_text()
-    assert "peftlab demo" in page and "rouge1" in page
+    assert "peftlab demo" in page and "ROUGE-1" in page
     # a second run needs --overwrite, and gets it
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0

@@ -1,1 +1,2 @@
-"""The experiment matrix: base, full fine-tuning and PEFT methods on the same data and budget."""
+"""Owns the experiment matrix and its tuning: methods x trials x seeds, each run trained, scored, gathered into results.
+May import config, artifacts, atomic, errors, data, models, methods, train, evaluate, inference and report; nothing imports it but cli."""

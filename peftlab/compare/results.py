@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from peftlab.compare import studies
-from peftlab.compare.search_space import DEFAULT
+from peftlab.compare.search_space import DEFAULT, START_STEP
 from peftlab.compare.statistics import interval, paired_difference
-from peftlab.evaluate.rouge import ROUGE_TYPES
+from peftlab.evaluate.metrics.rouge import ROUGE_TYPES
 from peftlab.report.verdict import verdict
 
 MEANS = ("train_seconds", "real_tokens_per_second", "general_text_loss", "train_loss", "eval_seconds", "train_tokens", "steps")
@@ -96,7 +96,8 @@ def tuned_results(tuned: Any, examples: list[Any]) -> dict[str, Any]:
         default = next((h for h in history if h["default"] and h["state"] == "complete"), {})
         finished = [h for h in history if h["state"] in ("complete", "pruned")]  # retried attempts of one trial count once
         record["tuning"] = {"trials": len(finished), "pruned": sum(h["state"] == "pruned" for h in finished),
-                            "select_by": tuned.setup.select_by, "default_validation_loss": default.get("validation_loss"),
+                            "select_by": tuned.setup.select_by, "lr_bracket_factor": START_STEP,  # the report says what trials 1 and 2 were
+                            "default_validation_loss": default.get("validation_loss"),
                             "default_validation_rouge": default.get("validation_rouge"), "history": history}
         records.append(record)
     tested = comparisons(records)

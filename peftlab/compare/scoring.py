@@ -12,8 +12,8 @@ from peftlab.config import RunConfig
 from peftlab.data.readers import read_rows
 from peftlab.evaluate.predictions import score_generations
 from peftlab.evaluate.references import EvalExample, eval_examples
-from peftlab.evaluate.rouge import ROUGE_TYPES
-from peftlab.inference import GenerationSettings, encode_prompts, load_for_generation
+from peftlab.evaluate.metrics.rouge import ROUGE_TYPES
+from peftlab.generation import GenerationSettings, encode_prompts, load_for_generation
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 

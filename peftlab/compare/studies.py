@@ -29,6 +29,9 @@ SET_UP, SET_UP_SECONDS = "set_up", 60  # a study's creator marks it set up; othe
 # what a worker sees when another creates the same new database at the same moment (tables, alembic's version row)
 CREATION_RACES = ("already exists", "UNIQUE constraint failed", "database is locked")
 MAX_RETRIES = 3  # a piece of work that failed (or whose worker died) this often stays failed
+# settle's bound on waiting for another worker's trial that neither finishes nor goes stale (a live but stuck worker):
+# a day, far above any one trial's training that a comparison runs
+WAIT_LIMIT_SECONDS = 24 * 3600
 
 
 class Surplus(Exception):
@@ -83,14 +86,14 @@ def _serialize_sqlite(engine: Any) -> None:
 
 
 def open_study(storage: Any, name: str, sampler: Any = None, pruner: Any = None,
-               on_create: Callable[[Any], None] | None = None) -> Any:
+               on_create: Callable[[Any], None] | None = None, direction: str = "minimize") -> Any:
     """Create the study, or load it when another worker (or an earlier run) made it; `on_create` runs once.
     A worker that loads a study another has just created waits until its creator has set it up: else it could
     sample a trial before the starting points are enqueued, or miss the recorded setup."""
     import optuna
 
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="minimize", sampler=sampler, pruner=pruner)
+        study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler, pruner=pruner)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
         _wait_until_set_up(study)
@@ -119,8 +122,10 @@ def _is_fresh(trial: Any) -> bool:
 def work_index(study: Any, trial: Any) -> int:
     """The trial's place in the work list: inherited by a retry, else counted from creation order."""
     index = trial.user_attrs.get(INDEX)
-    if index is None:
-        index = sum(_is_fresh(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number)
+    if index is None:  # a retry of a trial killed before it took its index counts from the original's number
+        trials = study.get_trials(deepcopy=False)
+        origin = next(t for t in trials if t.number == trial.number).system_attrs.get("failed_trial", trial.number)
+        index = sum(_is_fresh(t) for t in trials if t.number < origin)
         trial.set_user_attr(INDEX, index)
     return index
 
@@ -155,24 +160,51 @@ def run_one(study: Any, total: int, work: Callable[[Any, int], float]) -> None:
         raise
 
 
-def settle(study: Any, total: int, work: Callable[[Any, int], float], say: Callable[[str], None] = lambda text: None) -> None:
-    """Work on the study until every index is done, waiting for other workers' trials (or their going stale)."""
+def settle(study: Any, total: int, work: Callable[[Any, int], float], say: Callable[[str], None] = lambda text: None,
+           wait_limit: float = WAIT_LIMIT_SECONDS) -> None:
+    """Work on the study until every index is done, waiting for other workers' trials (or their going stale).
+    A trial that neither finishes nor goes stale within `wait_limit` seconds of our first seeing it is an error
+    naming it: its worker lives (its heartbeat goes on) but its work is stuck."""
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
-    waited = False
+    first_seen: dict[int, float] = {}  # trial number -> when this process began waiting for it
     while True:
         fail_stale_trials(study)
         if claimable(study, total):
             run_one(study, total, work)
             continue
-        running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running:
             return
-        if not waited:
-            say(f"[{study.study_name}] waiting for trial(s) {', '.join(map(str, running))} running elsewhere (or gone stale)")
-            waited = True
+        now = time.monotonic()
+        for trial in running:
+            if trial.number not in first_seen:
+                first_seen[trial.number] = now
+                start_heartbeat_clock(study, trial)
+                say(f"[{study.study_name}] waiting for {describe_trial(trial)} running elsewhere (or its going stale)")
+            elif now - first_seen[trial.number] > wait_limit:
+                raise PeftlabError(f"[{study.study_name}] waited {wait_limit:.0f} s for {describe_trial(trial)}: it neither "
+                                   "finished nor went stale, so its worker lives but is stuck; stop that worker, then rerun")
         time.sleep(POLL_SECONDS)
+
+
+def describe_trial(trial: Any) -> str:
+    index = trial.user_attrs.get(INDEX)
+    return f"trial {trial.number}" + (f" (work item {index})" if index is not None else " (its work item not yet taken)")
+
+
+def start_heartbeat_clock(study: Any, trial: Any) -> None:
+    """Record one heartbeat for a running trial of another worker, so that it goes stale if that worker is gone.
+
+    Optuna (5.0) marks a trial running in `ask()` and records its first heartbeat afterwards, from a thread started
+    beside the objective; its stale check skips a running trial with no heartbeat at all. A worker killed between
+    the two (measured under load: killed while its objective had already begun) left a trial that no other worker
+    would ever take over. One heartbeat from the waiting side starts the clock: a live owner keeps it fresh, a dead
+    one goes stale after the grace period (an owner that had a heartbeat is delayed by at most one period, once)."""
+    storage = study._storage  # Optuna has no public handle to a study's storage or a trial's id (5.0)
+    if hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval() is not None:
+        storage.record_heartbeat(trial._trial_id)
 
 
 def done_trials(study: Any) -> dict[int, Any]:

@@ -10,17 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from peftlab import artifacts
+from peftlab import artifacts, outputs
 from peftlab import config as cfg
 from peftlab.compare import studies
-from peftlab.compare.comparison import SETUP, examples_info, prepare_output, result_record, train, validation_losses
+from peftlab.compare.runs import (COMPARISON, base_result, base_size, check_comparison_output, examples_info, prepare_output,
+                                  read_result, result_record, train, validation_losses, write_result)
 from peftlab.compare.plan import plan_runs
-from peftlab.compare.scoring import base_bytes, score, stored_bytes, test_examples
+from peftlab.compare.scoring import score, stored_bytes, test_examples
 from peftlab.compare.search_space import SearchSpace, search_space
 from peftlab.compare.split import carve_validation, write_split
 from peftlab.config import CompareSetup
 from peftlab.errors import PeftlabError
-from peftlab.inference import GenerationSettings
+from peftlab.generation import GenerationSettings
 
 STALE_AFTER_SECONDS = 120  # a trial whose worker has been silent this long is taken over by another
 
@@ -71,7 +72,7 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
             raise PeftlabError(f"{flag} must be at least 1, got {value}")
     if sharing.storage and overwrite:
         raise PeftlabError("--overwrite does not clear a shared --storage; pass another --study name to start over")
-    artifacts.check_output(final_out, overwrite and not sharing.worker, "comparison", lambda f: (f / SETUP).is_file(), continuable=True)
+    check_comparison_output(final_out, setup, overwrite and not sharing.worker, launcher_config)
     split = carve_validation(shared.data.train, setup.val_share, shared.train.seed)
     storage = studies.open_storage(sharing.storage, sharing.stale_after) if sharing.storage else None  # checked before writing
     out = prepare_output(final_out, setup, overwrite and not sharing.worker)
@@ -92,7 +93,8 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
         return studies.open_study(storage, f"{name}/tune/{method}", sampler, pruner, on_create=start)
 
     record = {**setup.to_dict(), "methods": methods}
-    final = studies.open_study(storage, f"{name}/final", on_create=lambda study: study.set_user_attr("setup", record))
+    final = studies.open_study(storage, f"{name}/final", on_create=lambda study: study.set_user_attr("setup", record),
+                               direction="maximize")  # its values are test ROUGE-L
     recorded = final.user_attrs.get("setup")
     if recorded is not None and recorded != record:
         changed = artifacts.config_differences(recorded, record)
@@ -129,26 +131,19 @@ def run_tuned_compare(setup: CompareSetup, methods: list[str], output: str, sett
     for method, study in tuned.tuning.items():
         while studies.claimable(study, setup.trials):
             studies.run_one(study, setup.trials, lambda trial, index, m=method: tuning_trial(tuned, m, trial, index))
-    base_size = base_bytes(_model_path(tuned.shared))
-    studies.settle(tuned.final, len(tuned.items),
-                   lambda trial, index: final_run(tuned, trial, index, examples, settings, base_size), say)
+    size = base_size(tuned.shared)
+    studies.settle(tuned.final, len(tuned.items), lambda trial, index: final_run(tuned, trial, index, examples, settings, size), say)
     if sharing.worker:
         say("worker: no work left; the comparison's own command (without --worker) writes the report")
         return None
     results = tuned_results(tuned, examples)
     table = write_report(tuned.out, results["records"], examples_info(examples), setup.to_dict(), results)
-    artifacts.publish_replacement(tuned.out, final_out)
+    outputs.publish_replacement(tuned.out, final_out, COMPARISON)
     say(table)
     for line in results["verdict"]:
         say(line)
     say(f"report: {final_out / 'report.html'}")
     return results["records"]
-
-
-def _model_path(shared: cfg.RunConfig) -> str:
-    from peftlab.models import resolve_source
-
-    return resolve_source(shared.model.name)[1]
 
 
 def describe(params: dict[str, Any]) -> str:
@@ -218,40 +213,52 @@ def best_trial(tuned: Tuned, method: str) -> Any:
 
 
 def final_run(tuned: Tuned, trial: Any, index: int, examples: list[Any], settings: GenerationSettings,
-              base_size: int | None) -> float:
-    """Score one item of the final list on the test rows: the base, or a method's chosen configuration
-    trained with one seed. The record is kept in the study, so any worker's result reaches the report."""
+              base_bytes: int | None) -> float:
+    """Score one item of the final list on the test rows: the base, or a method's chosen configuration trained
+    with one seed. Its record is the result.json in its run folder (a rerun here finds it there); the trial
+    carries a copy, so that the report reaches every worker's records wherever it runs."""
     method, offset = tuned.items[index]
     if method == "base":
-        tuned.say("[base] scoring the zero-shot model")
-        scored = score(tuned.shared, examples, settings)
-        record = result_record("base", "base", {}, scored, scored.general_loss, None, 0, base_size)
+        record = base_result(tuned.out / "runs" / "base", tuned.shared, examples, settings, tuned.say)
     else:
-        tuning = tuned.tuning[method]
-        studies.settle(tuning, tuned.setup.trials, lambda t, i: tuning_trial(tuned, method, t, i), tuned.say)
-        chosen = best_trial(tuned, method)
         seed = tuned.shared.train.seed + offset
-        space = tuned.spaces[method]
-        config = cfg.load(None, [*tuned.setup.overrides, *space.overrides(chosen.params), f"data.train={tuned.train_file}",
-                                 f"train.seed={seed}"])
-        name = f"{method} seed {seed}"
-        trained_in = tuned.out / chosen.user_attrs["folder"]
-        if offset == 0 and (trained_in / "train" / artifacts.ADAPTER_DIR).is_dir():
-            folder = trained_in  # the chosen trial ran with this seed on these rows: the same training, kept
-            tuned.say(f"[{name}] the chosen trial {chosen.user_attrs['index']}'s training ({describe(chosen.params)})")
+        folder = tuned.out / "runs" / method / f"seed-{seed}"
+        record = read_result(folder)
+        if record is not None:
+            tuned.say(f"[{method} seed {seed}] done earlier, kept")
         else:
-            folder = tuned.out / "runs" / method / f"seed-{seed}"
-            folder.mkdir(parents=True, exist_ok=True)
-            config = dataclasses.replace(config, output=str(folder / "train"))
-            tuned.say(f"[{name}] training the chosen configuration ({describe(chosen.params)})")
-        summary = train(name, folder, config, tuned.launcher_config, tuned.say)
-        tuned.say(f"[{name}] scoring")
-        adapter = folder / "train" / artifacts.ADAPTER_DIR
-        scored = score(config, examples, settings, trained=str(adapter))
-        record = result_record(method, method, {k: str(v) for k, v in chosen.params.items()}, scored, 0.0, summary,
-                               stored_bytes(adapter), base_size)
-        record.update({"seed": seed, "chosen_trial": chosen.user_attrs["index"],
-                       "validation_loss": chosen.user_attrs.get(studies.VALIDATION_LOSS, chosen.value),  # older studies: the value
-                       "validation_rouge": chosen.user_attrs.get(studies.VALIDATION_ROUGE)})
+            record = write_result(folder, seed_run(tuned, method, seed, folder, examples, settings, base_bytes))
     trial.set_user_attr(studies.RECORD, json.dumps(record))
     return record["rouge"]["rougeL"]
+
+
+def seed_run(tuned: Tuned, method: str, seed: int, folder: Path, examples: list[Any], settings: GenerationSettings,
+             base_bytes: int | None) -> dict[str, Any]:
+    """Train the method's chosen configuration with this seed (the chosen trial's own training when it ran with
+    this seed on these rows) and score it. Forgetting is left to the gathering of results: the base may be
+    another worker's, not scored yet."""
+    tuning = tuned.tuning[method]
+    studies.settle(tuning, tuned.setup.trials, lambda t, i: tuning_trial(tuned, method, t, i), tuned.say)
+    chosen = best_trial(tuned, method)
+    space = tuned.spaces[method]
+    config = cfg.load(None, [*tuned.setup.overrides, *space.overrides(chosen.params), f"data.train={tuned.train_file}",
+                             f"train.seed={seed}"])
+    name = f"{method} seed {seed}"
+    trained_in = tuned.out / chosen.user_attrs["folder"]
+    if seed == tuned.shared.train.seed and (trained_in / "train" / artifacts.ADAPTER_DIR).is_dir():
+        folder = trained_in  # the chosen trial ran with this seed on these rows: the same training, kept
+        tuned.say(f"[{name}] the chosen trial {chosen.user_attrs['index']}'s training ({describe(chosen.params)})")
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        config = dataclasses.replace(config, output=str(folder / "train"))
+        tuned.say(f"[{name}] training the chosen configuration ({describe(chosen.params)})")
+    summary = train(name, folder, config, tuned.launcher_config, tuned.say)
+    tuned.say(f"[{name}] scoring")
+    adapter = folder / "train" / artifacts.ADAPTER_DIR
+    scored = score(config, examples, settings, trained=str(adapter))
+    record = result_record(method, method, {k: str(v) for k, v in chosen.params.items()}, scored, None, summary,
+                           stored_bytes(adapter), base_bytes)
+    record.update({"seed": seed, "chosen_trial": chosen.user_attrs["index"],
+                   "validation_loss": chosen.user_attrs.get(studies.VALIDATION_LOSS, chosen.value),  # older studies: the value
+                   "validation_rouge": chosen.user_attrs.get(studies.VALIDATION_ROUGE)})
+    return record

@@ -6,22 +6,40 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from peftlab import atomic
-from peftlab.artifacts import check_output_file
+from peftlab import atomic, outputs
+from peftlab.artifacts import adapter_folder
 from peftlab.config import RunConfig
 from peftlab.data.examples import fill_template, subsample
 from peftlab.data.readers import Row, read_rows
 from peftlab.errors import PeftlabError
-from peftlab.inference import GenerationSettings, encode_prompts, generate, load_for_generation
+from peftlab.generation import GenerationSettings, encode_prompts, generate, load_for_generation
+
+
+ANSWER_KEYS = {"where", "input", "output"}  # one line of generate's answers file
+
+
+def answers_file(path: Path) -> bool:
+    """Whether `path` holds answers `peftlab generate` wrote: JSON lines of exactly its keys, at least one."""
+    try:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return bool(records) and all(isinstance(record, dict) and set(record) == ANSWER_KEYS for record in records)
+
+
+def check_answers_output(output: str, overwrite: bool, config: RunConfig, adapter: str | None, data: str | None) -> None:
+    sources = outputs.inputs(data=data, model=config.model.name, adapter=adapter_folder(adapter) if adapter else None)
+    outputs.check_file(output, overwrite, "an answers file", answers_file, sources)
 
 
 def run_generate(config: RunConfig, adapter: str | None, prompt: str | None, data: str | None, output: str | None,
-                 settings: GenerationSettings, say: Callable[[str], None] = lambda text: None) -> list[dict[str, Any]]:
+                 settings: GenerationSettings, say: Callable[[str], None] = lambda text: None,
+                 overwrite: bool = False) -> list[dict[str, Any]]:
     """Generate for PROMPT (filled into the template's {prompt}) or every row of DATA; returns one record per prompt."""
     if (prompt is None) == (data is None):
         raise PeftlabError("give either a PROMPT or --data FILE (not both, not neither)")
     if output:
-        check_output_file(output)
+        check_answers_output(output, overwrite, config, adapter, data)
     rows = [Row({config.data.columns.get("prompt", "prompt"): prompt}, "PROMPT")] if prompt is not None else \
         subsample(read_rows(data), config.data.every, config.data.max_samples)
     if not rows:

@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
-from peftlab import atomic
+from peftlab import atomic, outputs
 from peftlab.errors import PeftlabError
 from peftlab.export.gguf import TENSOR_TYPES, check_exportable, llama_cpp_rows, lora_layers, write_gguf, write_gguf_lora
-from peftlab.export.merge import MERGE_INFO, PROBE_TEXT, merged_model, relative_difference
+from peftlab.export.merge import MERGE_INFO, PROBE_TEXT, merged_model, read_merge_info, relative_difference, within
 
 # max |GGUF logit - merged logit| / (1 + max |logit|) after the reload: the rounding of each file type
 RELOAD_TOLERANCE = {"f32": 1e-4, "f16": 2e-2, "bf16": 5e-2}  # quantized types are reported, not judged here
 # max |file's B A - peft's update| / (1 + max |update|) over a LoRA file's layers
 LORA_TOLERANCE = {"f32": 1e-5, "f16": 1e-2}
 MODELFILE = "Modelfile"
+OLLAMA = outputs.OutputKind("Ollama model", (MODELFILE,), (MODELFILE, "model-*.gguf", "adapter-lora.gguf"))
 
 
 def base_gguf_file(model_spec: str | None) -> Path | None:
@@ -33,20 +34,38 @@ def base_gguf_file(model_spec: str | None) -> Path | None:
 def _merged_folder(folder: Path, say: Callable[[str], None]) -> tuple[Any, Any, dict[str, Any]]:
     from peftlab.models.loading import load_model
 
-    info = json.loads((folder / MERGE_INFO).read_text(encoding="utf-8"))
+    info = read_merge_info(folder)
     loaded = load_model(str(folder), "fp32")
     say(f"export: the merged model in {folder} (base {info['base']})")
     return loaded.model, loaded.tokenizer, info
 
 
-def _checked_output(output: str, overwrite: bool, example: str) -> Path:
-    out = Path(output)
-    if out.suffix != ".gguf":
+def exported_here(path: Path) -> bool:
+    """Whether `path` is a GGUF file `peftlab export` wrote: it names the model in it after the file (general.name)."""
+    import gguf
+
+    try:
+        field = gguf.GGUFReader(path).get_field(gguf.Keys.General.NAME)
+        return field is not None and field.contents() == path.stem
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return False
+
+
+def export_inputs(source: str, model: str | None) -> list[outputs.Input]:
+    """What an export reads: the adapter (or merged) folder and the base, also the one the adapter records."""
+    from peftlab.artifacts import adapter_folder, recorded_model_name
+
+    folder = Path(source).expanduser()
+    if (folder / MERGE_INFO).is_file():
+        return outputs.inputs(source=folder, model=model)
+    folder = adapter_folder(source)
+    return outputs.inputs(adapter=folder, model=model, base_model=None if model else recorded_model_name(folder))
+
+
+def _checked_output(output: str, overwrite: bool, example: str, sources: list[outputs.Input]) -> Path:
+    if Path(output).suffix != ".gguf":
         raise PeftlabError(f"--output {output} must name a .gguf file, e.g. --output {example}")
-    if out.is_dir() or (out.exists() and not overwrite):
-        raise PeftlabError(f"{out} already exists; pass --overwrite to replace it (it is replaced only once the new file is "
-                           "written and checked) or choose another --output")
-    return out
+    return outputs.check_file(output, overwrite, "a GGUF file", exported_here, sources, example)
 
 
 def _check_type(tensor_type: str) -> None:
@@ -70,7 +89,7 @@ def export_gguf(source: str, output: str, tensor_type: str = "f16", model: str |
                 say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
     """SOURCE (an adapter folder from `peftlab train`, or a folder from `peftlab merge`) as one GGUF file."""
     _check_type(tensor_type)
-    out = _checked_output(output, overwrite, f"model-{tensor_type}.gguf")
+    out = _checked_output(output, overwrite, f"model-{tensor_type}.gguf", export_inputs(source, model))
     merged, tokenizer, info = _merged_source(source, model, say)
     return _write_checked(merged, tokenizer, info, out, tensor_type, say)
 
@@ -86,10 +105,11 @@ def _write_checked(merged: Any, tokenizer: Any, info: dict[str, Any], out: Path,
         with atomic.file(out) as tmp:
             counts = write_gguf(merged, tokenizer, tmp, tensor_type, out.stem, base_gguf)
             difference = reload_difference(merged, tokenizer, tmp)
-            limit = RELOAD_TOLERANCE.get(tensor_type)
-            if limit is not None and difference > limit:
+            limit = RELOAD_TOLERANCE.get(tensor_type, math.inf)  # quantized types: reported, never NaN or infinite
+            if not within(difference, limit):
                 raise PeftlabError(f"the GGUF file reloaded through transformers differs from the merged model by {difference:.2e} "
-                                   f"(relative logits, limit {limit:.0e} for {tensor_type}); nothing was written")
+                                   f"(relative logits, limit {limit:.0e} for {tensor_type}; NaN or infinite logits never pass); "
+                                   "nothing was written")
     except OSError as error:
         raise PeftlabError(f"cannot write {out}: {error.strerror}; free space or choose another --output") from None
     result = {"file": str(out), "bytes": out.stat().st_size, "type": tensor_type, "tensor_types": counts,
@@ -103,15 +123,14 @@ def _write_checked(merged: Any, tokenizer: Any, info: dict[str, Any], out: Path,
 def export_ollama(source: str, output: str, tensor_type: str = "q8_0", model: str | None = None, overwrite: bool = False,
                   say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
     """A folder for `ollama create NAME -f OUT/Modelfile`: the merged model as GGUF and its Modelfile."""
-    from peftlab.artifacts import check_output
     from peftlab.export.ollama import modelfile
 
     _check_type(tensor_type)
-    out = check_output(output, overwrite, "Ollama model", lambda folder: (folder / MODELFILE).is_file())
+    out = outputs.check_folder(output, overwrite, OLLAMA, export_inputs(source, model))
     merged, tokenizer, info = _merged_source(source, model, say)
     model_file = f"model-{tensor_type}.gguf"
     try:
-        with atomic.folder(out) as tmp:
+        with outputs.replaced_folder(out, OLLAMA) as tmp:
             result = _write_checked(merged, tokenizer, info, tmp / model_file, tensor_type, say, shown=out / model_file)
             text, templated = modelfile(tokenizer, f"./{model_file}")
             (tmp / MODELFILE).write_text(text, encoding="utf-8")
@@ -130,11 +149,11 @@ def export_ollama_lora(source: str, output: str, tensor_type: str = "f32", model
     own GGUF file and ADAPTER the LoRA file (one base in Ollama, many small adapters)."""
     from transformers import AutoTokenizer
 
-    from peftlab.artifacts import adapter_folder, check_output, recorded_model_name
+    from peftlab.artifacts import adapter_folder, recorded_model_name
     from peftlab.export.ollama import modelfile
     from peftlab.models.loading import resolve_source
 
-    out = check_output(output, overwrite, "Ollama model", lambda folder: (folder / MODELFILE).is_file())
+    out = outputs.check_folder(output, overwrite, OLLAMA, export_inputs(source, model))
     name = model or recorded_model_name(adapter_folder(source))
     base = base_gguf_file(name)
     if base is None:
@@ -142,7 +161,7 @@ def export_ollama_lora(source: str, output: str, tensor_type: str = "f32", model
                            "for this base use --format ollama (the merged model)")
     lora_file = "adapter-lora.gguf"
     try:
-        with atomic.folder(out) as tmp:
+        with outputs.replaced_folder(out, OLLAMA) as tmp:
             result = export_gguf_lora(source, str(tmp / lora_file), tensor_type, model, False, say)
             tokenizer = AutoTokenizer.from_pretrained(resolve_source(name)[1])
             text, _ = modelfile(tokenizer, str(base.resolve()), f"./{lora_file}")
@@ -170,12 +189,12 @@ def export_gguf_lora(source: str, output: str, tensor_type: str = "f32", model: 
                      say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
     """A LoRA adapter folder as a llama.cpp LoRA file, for the base's own GGUF file (`llama-cli -m BASE --lora FILE`)."""
     from peftlab.artifacts import adapter_folder, recorded_model_name
-    from peftlab.inference import load_for_generation
+    from peftlab.generation import load_for_generation
     from peftlab.methods import saved_method
 
     if tensor_type not in LORA_TOLERANCE:
         raise PeftlabError(f"--type {tensor_type}: a llama.cpp LoRA file is written in {' or '.join(LORA_TOLERANCE)}")
-    out = _checked_output(output, overwrite, "adapter-lora.gguf")
+    out = _checked_output(output, overwrite, "adapter-lora.gguf", export_inputs(source, model))
     folder = adapter_folder(source)
     name = model or recorded_model_name(folder)
     if saved_method(folder).quantization:
@@ -188,7 +207,7 @@ def export_gguf_lora(source: str, output: str, tensor_type: str = "f32", model: 
         with atomic.file(out) as tmp:
             counts = write_gguf_lora(adapted, tmp, tensor_type, out.stem)
             difference = lora_file_difference(adapted, tmp)
-            if difference > LORA_TOLERANCE[tensor_type]:
+            if not within(difference, LORA_TOLERANCE[tensor_type]):
                 raise PeftlabError(f"the LoRA file's updates differ from the adapter's by {difference:.2e} (relative, limit "
                                    f"{LORA_TOLERANCE[tensor_type]:.0e}); nothing was written")
     except OSError as error:

@@ -8,18 +8,40 @@ update back to the quantization grid loses most of it.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
-from peftlab import atomic
+from peftlab import outputs
 from peftlab.errors import PeftlabError
-from peftlab.artifacts import adapter_folder, check_base, check_output, misfit_error, read_run_config, recorded_model_name
+from peftlab.artifacts import adapter_folder, check_base, misfit_error, read_json, read_run_config, recorded_model_name
 from peftlab.models.loading import LoadedModel, load_model, resolve_dtype
 
 # max |merged logit - base+adapter logit| / (1 + max |logit|): rounding of W + BA in the weights' dtype
 TOLERANCE = {"fp32": 1e-4, "bf16": 3e-2}
 PROBE_TEXT = "Summarize the following conversation.\n\n#Person1#: Hello, can I book a table for two?\n#Person2#: Sure.\n\nSummary: "
 MERGE_INFO = "peftlab-merge.json"
+# what save_pretrained writes for a model and its tokenizer (transformers 5.24); the names a merge actually wrote
+# are also recorded in MERGE_INFO ("files"), so a file a later transformers adds is known as peftlab's too
+SAVED_MODEL_FILES = ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json", "tokenizer*",
+                     "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.*", "merges.txt", "spiece.model")
+
+
+def read_merge_info(folder: Path) -> dict[str, Any]:
+    """The merged folder's own record (base, adapter, method, parity, files)."""
+    return read_json(Path(folder) / MERGE_INFO, f"the merged model's record is damaged: merge it again with "
+                                                f"`peftlab merge --adapter DIR --output {folder} --overwrite`")
+
+
+def _recorded_files(folder: Path) -> list[str]:
+    try:
+        files = read_merge_info(folder).get("files", [])
+    except PeftlabError:
+        return []  # a damaged record lists nothing: only the names save_pretrained writes count as peftlab's
+    return [name for name in files if isinstance(name, str)] if isinstance(files, list) else []
+
+
+MERGED = outputs.OutputKind("merged model", (MERGE_INFO,), (MERGE_INFO, *SAVED_MODEL_FILES), _recorded_files)
 
 
 def _mergeable(folder: Path, method: Any) -> None:
@@ -39,8 +61,16 @@ def _probe(loaded: LoadedModel) -> dict[str, Any]:
 
 
 def relative_difference(got: Any, expected: Any) -> float:
-    """max |got - expected| / (1 + max |expected|): logits or weights, torch or numpy."""
-    return float(abs(got - expected).max() / (1 + abs(expected).max()))
+    """max |got - expected| / (1 + max |expected|): logits or weights, torch or numpy. Infinite when either side holds
+    a NaN or an infinity: a NaN difference would pass every `difference > limit` test, and `max()` would drop it."""
+    difference = float(abs(got - expected).max() / (1 + abs(expected).max()))
+    return difference if math.isfinite(difference) else math.inf
+
+
+def within(difference: float, limit: float = math.inf) -> bool:
+    """The one test of a difference against its limit: a NaN or infinite difference never passes (NaN compares False
+    with everything, so `difference > limit` would let it through)."""
+    return math.isfinite(difference) and difference <= limit
 
 
 def _logits(model: Any, inputs: dict[str, Any]) -> Any:
@@ -88,7 +118,10 @@ def merged_model(adapter: str, model: str | None = None, dtype: str | None = Non
     expected = _logits(adapted, inputs)
     merged = adapted.merge_and_unload()
     difference = relative_difference(_logits(merged, inputs), expected)
-    if difference > TOLERANCE[dtype]:
+    if not math.isfinite(difference):
+        raise PeftlabError(f"base + adapter {folder} or the merged model gives NaN or infinite logits on the probe prompt; "
+                           "nothing was written; the adapter's weights overflow: train it again (a lower train.lr)")
+    if not within(difference, TOLERANCE[dtype]):
         raise PeftlabError(f"the merged model differs from base + adapter by {difference:.2e} (relative logits, limit "
                            f"{TOLERANCE[dtype]:.0e} in {dtype}); nothing was written; try --dtype fp32")
     info = {"base": loaded.spec, "base_model": name, "base_path": loaded.path, "adapter": str(folder), "method": method.name,
@@ -100,13 +133,14 @@ def merged_model(adapter: str, model: str | None = None, dtype: str | None = Non
 def merge(adapter: str, output: str, model: str | None = None, dtype: str | None = None, overwrite: bool = False,
           say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
     """Merge, verify against base + adapter on a probe prompt, and write OUT (a plain transformers folder)."""
-    adapter_folder(adapter)  # named before the output is checked
-    out = check_output(output, overwrite, "merged model", lambda folder: (folder / MERGE_INFO).is_file())
+    folder = adapter_folder(adapter)  # named before the output is checked
+    out = outputs.check_folder(output, overwrite, MERGED, outputs.inputs(adapter=folder, model=model))
     merged, loaded, info = merged_model(adapter, model, dtype, say)
     try:
-        with atomic.folder(out) as tmp:
+        with outputs.replaced_folder(out, MERGED) as tmp:
             merged.save_pretrained(tmp)
             loaded.tokenizer.save_pretrained(tmp)
+            info["files"] = sorted([entry.name for entry in tmp.iterdir()] + [MERGE_INFO])
             (tmp / MERGE_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
     except OSError as error:
         raise PeftlabError(f"cannot write {out}: {error.strerror}; choose another --output") from None

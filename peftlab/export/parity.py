@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from peftlab.config import RunConfig
 from peftlab.errors import PeftlabError
-from peftlab.inference import GenerationSettings
+from peftlab.generation import GenerationSettings
 
 REFERENCE = "adapter"  # every other runtime is compared with the adapter on its base, as training evaluated it
 
@@ -59,7 +59,7 @@ class Server:
 def check_parity(config: RunConfig, adapter: str, texts: list[str], settings: GenerationSettings, gguf: str | None,
                  say: Callable[[str], None] = lambda text: None, server: Server | None = None) -> Parity:
     from peftlab.export.merge import merged_model
-    from peftlab.inference import encode_prompts, eos_ids, generate_ids, load_for_generation
+    from peftlab.generation import encode_prompts, eos_ids, generate_ids, load_for_generation
 
     loaded = load_for_generation(config.model.name, "fp32", adapter, config.model.attn_implementation)
     if loaded.is_seq2seq:

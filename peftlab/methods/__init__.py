@@ -1,7 +1,7 @@
 """The method catalog: one import line per family registers its methods, in `peftlab methods` order.
 
 Owns which methods exist; may import its own modules, peftlab.config, .errors, .artifacts and .models (never train,
-generation, serve or export). `virtual_tokens` is generation code that lives here for now and registers nothing.
+generation, serve or export).
 """
 
 from peftlab.models.quantization import offline_bitsandbytes

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 from peftlab.config import from_dict
 from peftlab.errors import PeftlabError
+from peftlab.methods.saved_tensors import Expected, peft_saved_tensors
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,13 @@ def save_peft(model: Any, folder: Path) -> None:
     model.save_pretrained(folder)  # the standard PEFT format: adapter_config.json + adapter_model.safetensors
 
 
-def load_peft(base_model: Any, folder: Path) -> Any:
+def load_peft(base_model: Any, folder: Path, adapter_name: str = "default") -> Any:
+    """A PEFT adapter folder on `base_model`. A tensor of another shape than its config gives is left out here (peft
+    would stop on it with a long size-mismatch report) and named by the check every load passes (`load_trained`)."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base_model, str(folder))
+    return PeftModel.from_pretrained(base_model, str(folder), adapter_name=adapter_name, is_trainable=False,
+                                     ignore_mismatched_sizes=True)
 
 
 def in_fp32(model: Any) -> Any:
@@ -56,6 +60,8 @@ class Method:
     build: Callable[[Any, Any, BuildContext], Any]  # (model, settings, context) -> trainable model
     save: Callable[[Any, Path], None] = save_peft  # (trained model, folder)
     load: Callable[[Any, Path], Any] = load_peft  # (base model, folder) -> trained model
+    # (loaded model, folder, adapter name) -> the tensors its weights file must hold: every load checks them
+    saved_tensors: Callable[[Any, Path, str], Expected] = peft_saved_tensors
     quantization: str | None = None  # how the base model must be loaded: None | "4bit" | "8bit"
     callbacks: Callable[[Any], list] = lambda model: []  # Trainer callbacks the method needs (AdaLoRA)
     # (model, lr, weight_decay) -> the optimizer the Trainer uses (LoRA+'s per-matrix rates); None = the Trainer's AdamW

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.methods.base import BuildContext, Method, in_fp32, register
+from peftlab.methods.saved_tensors import whole_model_tensors
 
 
 @dataclass
@@ -29,10 +30,11 @@ def save_full(model: Any, folder: Path) -> None:
 
 
 def load_full(base_model: Any, folder: Path) -> Any:
-    """The saved model replaces the base: same class, the saved dtype."""
-    return type(base_model).from_pretrained(str(folder), dtype="auto")
+    """The saved model replaces the base: same class, the saved dtype. A weight of another shape than config.json gives
+    is left at its initial value here, and named by the check every load passes (`load_trained`)."""
+    return type(base_model).from_pretrained(str(folder), dtype="auto", ignore_mismatched_sizes=True)
 
 
 register(Method("full", "Full fine-tuning of every weight in fp32 (the baseline)", FullSettings, build_full,
-                save=save_full, load=load_full, lr=5e-5, trains_in_fp32=True,
+                save=save_full, load=load_full, saved_tensors=whole_model_tensors, lr=5e-5, trains_in_fp32=True,
                 not_mergeable_because="it is not a PEFT adapter (its trained weights are saved whole)"))

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from peftlab.artifacts import ADAPTER_CONFIG
 from peftlab.errors import PeftlabError
-from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, peft_task_type, register
+from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, load_peft, peft_task_type, register
+from peftlab.methods.saved_tensors import check_saved_tensors, peft_saved_tensors
+
+
+EMBEDDED = ("PROMPT_TUNING", "P_TUNING")  # virtual tokens are input embeddings in front of the prompt
+PREFIXED = ("PREFIX_TUNING",)  # virtual tokens are key/value pairs in front of every layer's cache
+
+
+def virtual_token_kind(peft_type: str) -> str | None:
+    """The peft type when its virtual tokens must be placed by hand for cached generation (peftlab.generation.soft_prompts), else None."""
+    return peft_type if peft_type in EMBEDDED + PREFIXED else None
 
 
 def _check_tokens(count: int) -> None:
@@ -121,8 +133,22 @@ def build_p_tuning(model: Any, settings: PTuningSettings, context: BuildContext)
     return get_peft_model_checked(model, config, "p-tuning")
 
 
+def load_prompt_learning(base_model: Any, folder: Path) -> Any:
+    """peft's load. peft 0.21.2 stops with a bare KeyError or a size-mismatch report on a file without the one tensor
+    of prompt learning ('prompt_embeddings') or with it in another shape: then the check every load passes names what
+    is wrong, against the adapter its config builds empty."""
+    from peft import PeftConfig, get_peft_model
+
+    try:
+        return load_peft(base_model, folder)
+    except (KeyError, RuntimeError):
+        empty = get_peft_model(base_model, PeftConfig.from_pretrained(str(folder)))
+        check_saved_tensors(folder, peft_saved_tensors(empty, folder, "default"), ADAPTER_CONFIG)
+        raise
+
+
 # virtual tokens shift every position: no packed rows, no answer-only logits, nothing to merge into the weights
-PROMPT_CAPABILITIES = {"prompt_learning": True, "answer_only_logits": False,
+PROMPT_CAPABILITIES = {"load": load_prompt_learning, "prompt_learning": True, "answer_only_logits": False,
                        "not_mergeable_because": "prompt-learning methods add virtual tokens, not weight updates"}
 register(Method("prompt-tuning", "Learned virtual-token embeddings prepended to the input (Lester et al. 2021)",
                 PromptTuningSettings, build_prompt_tuning, lr=3e-2, peft_type="PROMPT_TUNING", **PROMPT_CAPABILITIES))

@@ -20,6 +20,7 @@ from typing import Any
 from peftlab.artifacts import TRAINED_PARAMETERS
 from peftlab.errors import PeftlabError
 from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, in_fp32, load_peft, peft_task_type, register
+from peftlab.methods.saved_tensors import Expected
 
 FORMAT = "peftlab-selective"
 CONFIG_FILE = TRAINED_PARAMETERS  # what a folder holding trained tensors is recognised by
@@ -161,15 +162,24 @@ def load_trained_parameters(base_model: Any, folder: Path) -> Any:
         base_model = in_fp32(base_model)  # as it was trained
     try:
         add_biases(base_model, config["added_biases"])
+        parameters = dict(base_model.named_parameters(remove_duplicate=False))
         for name, tensor in tensors.items():
-            replace_parameter(base_model, name, tensor)
+            if name in parameters and parameters[name].shape == tensor.shape:  # the check every load passes names any other
+                replace_parameter(base_model, name, tensor)
     except (AttributeError, KeyError, RuntimeError) as error:
         raise PeftlabError(f"trained parameters in {folder} do not fit this base model ({str(error).splitlines()[0]}); "
                            f"load the base model they were trained on ({config.get('base_model_name_or_path')})") from None
     return base_model
 
 
-# --- LN tuning -------------------------------------------------------------
+def trained_parameter_tensors(model: Any, folder: Path, adapter_name: str) -> Expected:
+    """What `save_trained_parameters` writes: the parameters its config lists, in the loaded model's shapes."""
+    listed = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8")).get("parameters") or []
+    parameters = dict(model.named_parameters(remove_duplicate=False))
+    return Expected({name: tuple(parameters[name].shape) if name in parameters else () for name in listed})
+
+
+# --- LN tuning -------------------------------------------------------------------------------
 
 @dataclass
 class LnTuningSettings:
@@ -188,10 +198,10 @@ def build_ln_tuning(model: Any, settings: LnTuningSettings, context: BuildContex
 WHOLE_WEIGHTS = {"trains_in_fp32": True, "not_mergeable_because": "it is not a PEFT adapter (its trained weights are saved whole)"}
 register(Method("bitfit", "Bias terms only (Ben Zaken et al. 2022); models without biases need bitfit.add_missing_biases=true",
                 BitfitSettings, build_bitfit, save=lambda model, folder: save_trained_parameters(model, folder, "bitfit"),
-                load=load_trained_parameters, **WHOLE_WEIGHTS))
+                load=load_trained_parameters, saved_tensors=trained_parameter_tensors, **WHOLE_WEIGHTS))
 register(Method("ln-tuning", "Normalization layers only (Zhao et al. 2024)", LnTuningSettings, build_ln_tuning,
                 load=lambda base_model, folder: load_peft(in_fp32(base_model), folder), peft_type="LN_TUNING",
                 mergeable=True, trains_in_fp32=True))
 register(Method("freeze", "Only the last N blocks (and named modules) train; the rest is frozen", FreezeSettings, build_freeze,
-                save=lambda model, folder: save_trained_parameters(model, folder, "freeze"), load=load_trained_parameters, lr=5e-5,
-                **WHOLE_WEIGHTS))
+                save=lambda model, folder: save_trained_parameters(model, folder, "freeze"), load=load_trained_parameters,
+                saved_tensors=trained_parameter_tensors, lr=5e-5, **WHOLE_WEIGHTS))

@@ -1,1 +1,2 @@
-"""Tables, samples and HTML pages from results files; no training code and no torch here."""
+"""Owns the tables, plots, verdict and HTML page made from results records (never torch, never training code).
+May import only atomic and errors: a figure it needs from compare (or any recipe) travels in the records it is given."""

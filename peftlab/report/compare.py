@@ -63,11 +63,11 @@ def _csv(records: list[dict[str, Any]]) -> str:
 
 
 def sample_records(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per test row: input, human references, and every run's prediction with its ROUGE."""
+    """Per test row: input, human references, and every run's prediction with its scores."""
     samples = []
     for i, row in enumerate(rows):
         samples.append({**row, "predictions": {r["name"]: r["predictions"][i] for r in records},
-                        "rouge": {r["name"]: r["example_rouge"][i] for r in records}})
+                        "scores": {r["name"]: r["example_rouge"][i] for r in records}})
     return samples
 
 
@@ -83,8 +83,6 @@ def _differences_html(comparisons: list[dict[str, Any]]) -> str:
 
 
 def _tuning_html(records: list[dict[str, Any]]) -> str:
-    from peftlab.compare.search_space import START_STEP  # here: that module loads torch, the report needs it only now
-
     tuned = [r for r in records if r.get("tuning")]
     if not tuned:
         return ""
@@ -102,11 +100,12 @@ def _tuning_html(records: list[dict[str, Any]]) -> str:
         rows.append(f"<tr><td>{escape(r['name'])}</td><td>{tuning['trials']}</td><td>{tuning['pruned']}</td>"
                     f"<td>{number(tuning.get('default_validation_loss'))}</td><td>{number(r.get('validation_loss'))}</td>{rouge}"
                     f"<td style='text-align:left'>{escape(chosen)}</td></tr>")
+    factor = tuned[0]["tuning"]["lr_bracket_factor"]  # the results record it: the report never imports compare
     guide = "the highest ROUGE-L of answers generated for the validation rows" if by_rouge else "the lowest final validation loss"
     rouge_head = "<th>default val. ROUGE-L</th><th>chosen val. ROUGE-L</th>" if by_rouge else ""
     return ("<h2>Tuning</h2><p class='meta'>Each method's trials on the validation rows (carved from the training data; the "
             f"test rows were scored once, with the chosen configuration: {guide}). Trial 0 of each method is its default; trials 1 "
-            f"and 2 its default with the learning rate times and divided by {START_STEP:.2f}; TPE chooses the rest.</p>"
+            f"and 2 its default with the learning rate times and divided by {factor:.2f}; TPE chooses the rest.</p>"
             "<table id='tuning'><thead><tr><th>method</th><th>trials</th><th>pruned</th><th>default val. loss</th>"
             f"<th>chosen val. loss</th>{rouge_head}<th>chosen</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 

@@ -1,22 +1,35 @@
-"""Plain-text views of evaluation results: the ROUGE table and samples side by side."""
+"""Plain-text views of evaluation results: the scores table, the confusion table of a label task, samples side by side."""
 
 from __future__ import annotations
 
 import textwrap
 from typing import Any
 
-ROUGE_COLUMNS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+ROUGE_LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
 
 
-def rouge_table(results: dict[str, dict[str, Any]]) -> str:
-    """One row per model (base, tuned): ROUGE F1 in percent, speed, and the gain of the last row over the first."""
-    header = f"{'model':<8}" + "".join(f"{name:>11}" for name in ROUGE_COLUMNS) + f"{'summaries/s':>13}"
+def scores_table(results: dict[str, dict[str, Any]], labels: dict[str, str] | None = None) -> str:
+    """One row per model (base, tuned): each score in percent (`labels`: key -> column name; default ROUGE), speed,
+    and the gain of the last row over the first."""
+    labels = labels or ROUGE_LABELS
+    width = max(11, *(len(label) + 2 for label in labels.values()))
+    header = f"{'model':<8}" + "".join(f"{label:>{width}}" for label in labels.values()) + f"{'answers/s':>11}"
     lines = [header, "-" * len(header)]
     for name, row in results.items():
-        lines.append(f"{name:<8}" + "".join(f"{100 * row[c]:>11.2f}" for c in ROUGE_COLUMNS) + f"{row['summaries_per_second']:>13.2f}")
+        lines.append(f"{name:<8}" + "".join(f"{100 * row[c]:>{width}.2f}" for c in labels) + f"{row['summaries_per_second']:>11.2f}")
     if len(results) > 1:
         first, last = list(results.values())[0], list(results.values())[-1]
-        lines.append(f"{'gain':<8}" + "".join(f"{100 * (last[c] - first[c]):>+11.2f}" for c in ROUGE_COLUMNS))
+        lines.append(f"{'gain':<8}" + "".join(f"{100 * (last[c] - first[c]):>+{width}.2f}" for c in labels))
+    return "\n".join(lines)
+
+
+def confusion_table(confusion: dict[str, dict[str, int]]) -> str:
+    """Rows: the true label; columns: the predicted one (`(other)`: an answer that is no label)."""
+    columns = list(next(iter(confusion.values())))
+    width = max(8, *(len(c) + 2 for c in columns))
+    first = max(10, *(len(label) + 2 for label in confusion))
+    lines = ["true/pred".ljust(first) + "".join(f"{c:>{width}}" for c in columns)]
+    lines += [f"{label:<{first}}" + "".join(f"{row[c]:>{width}}" for c in columns) for label, row in confusion.items()]
     return "\n".join(lines)
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from peftlab.artifacts import adapter_folder, check_base, misfit_error
 from peftlab.errors import PeftlabError
-from peftlab.inference import eos_ids, source_ids
+from peftlab.generation import eos_ids, source_ids
 from peftlab.models.loading import LoadedModel
-from peftlab.methods.virtual_tokens import virtual_token_type
+from peftlab.generation.soft_prompts import virtual_token_type
 from peftlab.serve.adapters import Prepared, shared_weights_copy, transplant_lora
 
 BASE_ROW = "__base__"  # peft's adapter name for "no adapter" in a mixed batch
@@ -59,9 +59,7 @@ class Engine:
 
     def prepare_adapter(self, name: str, path: str) -> Prepared:
         """Check an adapter folder and build its PEFT model on a shared-weights copy of the base: slow, and touches nothing served."""
-        from peft import PeftModel
-
-        from peftlab.methods import saved_method
+        from peftlab.methods import load_trained, saved_method
 
         self.check_name(name)
         folder = adapter_folder(path)
@@ -72,10 +70,8 @@ class Engine:
                                f"evaluate it with `peftlab eval --adapter {folder}` or merge it instead")
         tree = shared_weights_copy(self.loaded.model)
         try:
-            if method.mixable:
-                model = PeftModel.from_pretrained(tree, str(folder), adapter_name=name, is_trainable=False)
-            else:
-                model = method.load(tree, folder)
+            # checked as every load is: exactly the tensors its config implies, in shape, all finite
+            model = load_trained(tree, folder, adapter_name=name if method.mixable else None)
         except (RuntimeError, ValueError, KeyError) as error:
             raise misfit_error(folder, self.loaded.spec, error) from None
         return Prepared(name, folder, method, model.eval())

@@ -8,7 +8,7 @@ from typing import Callable
 
 from peftlab.errors import PeftlabError
 from peftlab.artifacts import adapter_folder, check_base, recorded_model_name
-from peftlab.inference import load_for_generation
+from peftlab.generation import load_for_generation
 from peftlab.serve import vllm_compat
 from peftlab.serve.engine import Engine
 from peftlab.serve.http import Server, start, stop

@@ -9,7 +9,7 @@ waits for another's answers to finish. Adapters are loaded and unloaded here too
 transformers' own continuous batching (`generate_batch`) packs all requests into one flat sequence
 over a paged cache and, on a peft model, ignores per-row adapters (checked: rows asking for the
 base got the LoRA's tokens); soft-prompt adapters need a cache they prefill. So the rows live in
-the model's ordinary KV cache instead (peftlab/decoding.py).
+the model's ordinary KV cache instead (peftlab/generation/continuous.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from typing import Any
 
 from peftlab.errors import PeftlabError
 from peftlab.serve.adapters import BackgroundLoader
-from peftlab.decoding import Prefill, RunningBatch, choose, empty_cache
+from peftlab.generation.continuous import Prefill, RunningBatch, empty_cache
+from peftlab.generation.sampler import choose
 from peftlab.serve.jobs import Busy, Job, fail
 from peftlab.serve.static import run_static
 
@@ -174,7 +175,7 @@ class Scheduler:
             else:
                 job.fail(f"model {job.model} was unloaded")
         jobs = servable
-        if self.engine.loaded.is_seq2seq:  # decoding.py batches decoder-only caches: encoder-decoders generate statically
+        if self.engine.loaded.is_seq2seq:  # generation/continuous.py batches decoder-only caches: encoder-decoders generate statically
             run_static(self.engine, jobs)
             return
         for job in jobs:

@@ -9,7 +9,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from peftlab.inference import GenerationSettings, generate_new_tokens, generation_config, pad_batch
+from peftlab.generation import GenerationSettings, generate_new_tokens, generation_config, pad_batch
 from peftlab.serve.jobs import Busy, Job, fail
 
 

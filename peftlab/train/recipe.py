@@ -21,6 +21,7 @@ from peftlab.models import load_model
 from peftlab.models.parameters import count_parameters
 from peftlab.train import checkpoints, trackers
 from peftlab.train.callbacks import LossLog, ProgressBar, StepClock
+from peftlab.train.finite import NonFiniteTraining, StopOnNonFinite, discard_run
 
 
 def load_tokenized(spec: str, config: RunConfig, tokenizer: Any, is_seq2seq: bool, chat: bool) -> TokenizedSet:
@@ -54,10 +55,13 @@ def training_arguments(config: RunConfig, out: Path, has_eval: bool, lr: float) 
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
         lr_scheduler_type=t.scheduler,
+        # transformers 5 (checked in 5.24: TrainingArguments.get_warmup_steps) reads a warmup_steps below 1 as a share of
+        # the training steps, and dropped warmup_ratio; config keeps train.warmup_ratio in [0, 1)
         warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         logging_steps=1,
+        logging_nan_inf_filter=False,  # the Trainer's default logs a NaN step as the mean of the others: StopOnNonFinite sees it
         eval_strategy="steps" if has_eval else "no",
         eval_steps=t.eval_steps,
         save_strategy="steps",
@@ -85,16 +89,17 @@ def check_schedule(config: RunConfig, has_eval: bool) -> None:
             raise PeftlabError(f"early stopping needs train.save_steps ({t.save_steps}) to be a multiple of train.eval_steps ({t.eval_steps})")
 
 
-def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
-        callbacks: tuple = (), say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
-    """Nothing is written until the model, data and method are loaded: bad input leaves the folder as it was."""
+def run(config: RunConfig, resume: bool = False, overwrite: bool = False, callbacks: tuple = (),
+        say: Callable[[str], None] = lambda text: None, config_file: str | None = None) -> dict[str, Any]:
+    """Nothing is written until the model, data and method are loaded: bad input leaves the folder as it was.
+    `config_file`: the --config file the run was read from (an input, never written over)."""
     if not config.data.train:
         raise PeftlabError("no training data; pass --data FILE (JSONL, CSV, Parquet or hub:NAME)")
     method = get_method(config.method)
     settings = method.parse_settings(config.methods.get(config.method))
     check_schedule(config, bool(config.data.eval))
     trackers.check_installed(cfg.trackers(config.train))
-    processes, folder = _check_output(config, resume, overwrite)
+    processes, folder = _check_output(config, resume, overwrite, config_file)
     if not processes.is_main_process:
         say = lambda text: None  # noqa: E731 - one voice on the terminal
 
@@ -117,10 +122,12 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f}%)")
     lr = config.train.lr if config.train.lr is not None else method.lr
 
+    existed = folder.work.exists()
     checkpoint = _initialize(processes, folder, config, say)
     out = folder.work
     trainer, clock = _trainer(config, out, model, loaded, train_set, eval_set, lr,
-                              [*method.callbacks(model), *trackers.callbacks(cfg.trackers(config.train), out), *callbacks],
+                              [StopOnNonFinite(), *method.callbacks(model), *trackers.callbacks(cfg.trackers(config.train), out),
+                               *callbacks],
                               method.answer_only_logits, method.optimizer(model, lr, config.train.weight_decay) if method.optimizer else None)
     try:
         start = time.perf_counter()
@@ -148,6 +155,10 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False,
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, ProgressBar):
                 callback.close()  # end the bar's line, so the error is a line of its own
+        if isinstance(error, NonFiniteTraining):
+            if processes.is_main_process:
+                discard_run(folder, existed)
+            raise
         reason = atomic.write_failure(error, out)
         if reason is None:
             raise
@@ -172,7 +183,7 @@ def report(summary: dict[str, Any], out: Path) -> str:
             f"{losses}; adapter: {out / artifacts.ADAPTER_DIR}")
 
 
-def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> tuple[Any, artifacts.RunFolder]:
+def _check_output(config: RunConfig, resume: bool, overwrite: bool, config_file: str | None) -> tuple[Any, artifacts.RunFolder]:
     """Check the output folder in every process (reads only).
 
     Under `accelerate launch` every process runs this recipe; without a GPU the processes join
@@ -182,7 +193,7 @@ def _check_output(config: RunConfig, resume: bool, overwrite: bool) -> tuple[Any
     from accelerate import PartialState
 
     processes = PartialState(cpu=not torch.cuda.is_available())
-    folder = artifacts.check_run_output(config, resume, overwrite)
+    folder = artifacts.check_run_output(config, resume, overwrite, config_file)
     processes.wait_for_everyone()
     return processes, folder
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from peftlab.artifacts import TENSORBOARD_DIR
 from peftlab.errors import PeftlabError
 
-TENSORBOARD_DIR = "tensorboard"
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "trackio": "trackio", "wandb": "wandb"}
 
 

@@ -1,4 +1,4 @@
-"""The transformers Trainer with three changes measured to matter on small hardware, and one for safety.
+"""The transformers Trainer with five changes measured to matter on small hardware, and one for safety (the last).
 
 - batches grouped by length over large windows (little padding, still shuffled),
 - logits computed only where the loss needs them (causal LMs; the vocabulary projection and

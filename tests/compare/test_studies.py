@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = """
 import faulthandler, json, signal, sys, time
@@ -23,7 +25,7 @@ def work(trial, index):
         handle.write(json.dumps({"index": index, "worker": name, "trial": trial.number}) + "\\n")
     time.sleep(600 if index == int(slow_index) else float(delay))  # the slow one waits for its signal however busy the machine
     return float(index)
-studies.settle(study, int(total), work)
+studies.settle(study, int(total), work, wait_limit=120)  # a trial waited for this long fails the worker, naming it
 """
 
 
@@ -36,6 +38,15 @@ study = optuna.load_study(study_name="work", storage=studies.open_storage(url, 6
 while time.time() < starting:  # every claimer starts at once
     pass
 print(" ".join(str(study.ask().number) for _ in range(count)))
+"""
+
+
+ASKED_AND_KILLED = """
+import os, signal, sys
+from peftlab.compare import studies
+study = studies.open_study(studies.open_storage(sys.argv[1], 3), "work")
+study.ask()  # running from here; Optuna records a trial's first heartbeat later, from a thread beside its objective
+os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
@@ -111,6 +122,33 @@ def test_a_killed_workers_trial_is_taken_over_once_it_goes_stale(tmp_path):
     study, done = finished(tmp_path)
     assert sorted(done) == [0, 1, 2, 3]
     assert done[0].system_attrs["failed_trial"] == 0  # Optuna's retry of the stale trial, same index
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_taken_over(tmp_path):
+    """Under load a worker was once killed after Optuna marked its trial running but before the first heartbeat
+    was written: Optuna never counts such a trial stale, and the other worker waited for it forever."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, "-c", ASKED_AND_KILLED, url], env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    survivor = start(tmp_path, "survivor", total=2, delay=0.1, stale_after=3)
+    assert survivor.wait(timeout=300) == 0, survivor.stderr.read()[-4000:]
+    assert sorted(r["index"] for r in started(tmp_path)) == [0, 1]  # the dead trial's item done once, by its retry
+    study, done = finished(tmp_path)
+    assert sorted(done) == [0, 1] and done[0].system_attrs["failed_trial"] == 0
+
+
+def test_a_wait_for_a_live_but_stuck_trial_is_bounded_and_names_it(tmp_path):
+    from peftlab.compare import studies
+    from peftlab.errors import PeftlabError
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = studies.open_study(studies.open_storage(url, 60), "work")
+    stuck = study.ask()  # another worker's trial: its heartbeat would stay fresh for the whole (short) wait
+    said = []
+    with pytest.raises(PeftlabError, match=f"waited 1 s for trial {stuck.number} \\(its work item not yet taken\\)"):
+        studies.settle(study, 1, lambda trial, index: 0.0, said.append, wait_limit=1)
+    assert said == [f"[work] waiting for trial {stuck.number} (its work item not yet taken) running elsewhere (or its going stale)"]
 
 
 def test_an_interrupted_trial_is_requeued_at_once(tmp_path):

@@ -13,7 +13,7 @@ def test_default_model_on_dialogsum(dialogsum, tmp_path, capsys):
     args = ["eval", "--data", str(dialogsum / "test.jsonl"), "--max-samples", "4", "--max-new-tokens", "24",
             "--batch-size", "4", "--output", str(out)]
     assert main(args) == 0
-    assert "rougeLsum" in capsys.readouterr().out
+    assert "ROUGE-Lsum" in capsys.readouterr().out
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(records) == 4 and all(len(r["references"]) == 3 and r["predictions"]["base"] for r in records)
     base = json.loads((out / "metrics.json").read_text())["results"]["base"]

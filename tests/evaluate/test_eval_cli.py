@@ -29,15 +29,15 @@ def test_writes_predictions_and_metrics(tiny_model, tmp_path, capsys):
     data = write_jsonl(tmp_path / "test.jsonl", rows)
     assert run_eval("--model", tiny_model, "--data", str(data), "--output", str(tmp_path / "out")) == 0
     out = capsys.readouterr().out
-    assert "rouge1" in out and "reference:" in out and "base:" in out
+    assert "ROUGE-1" in out and "reference:" in out and "base:" in out
     records = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert len(records) == len(rows)
     assert records[1]["references"] == [TOY_ROWS[1]["summary"], "Another summary."]
     assert TOY_ROWS[1]["dialogue"] in records[1]["input"]
-    assert set(records[0]["predictions"]) == {"base"} and set(records[0]["rouge"]["base"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+    assert set(records[0]["predictions"]) == {"base"} and set(records[0]["scores"]["base"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["rows"] == len(rows) and metrics["adapter"] is None
-    mean = sum(r["rouge"]["base"]["rouge1"] for r in records) / len(records)
+    mean = sum(r["scores"]["base"]["rouge1"] for r in records) / len(records)
     assert metrics["results"]["base"]["rouge1"] == pytest.approx(mean)
     assert metrics["generation"] == {"max_new_tokens": 6, "num_beams": 1, "batch_size": 3}
 
@@ -104,3 +104,36 @@ def test_results_of_non_peft_methods_evaluate_beside_their_base(method, tiny_lla
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(metrics["results"]) == {"base", "tuned"}
     assert metrics["adapter"] == str(tmp_path / "run" / "adapter")
+
+
+def test_metrics_chosen_on_the_command_line_are_written_and_the_first_is_primary(tiny_llama, tmp_path, capsys):
+    rows = [{"dialogue": r["dialogue"], "summary": r["summary"]} for r in TOY_ROWS]
+    data = write_jsonl(tmp_path / "test.jsonl", rows)
+    assert run_eval("--model", tiny_llama, "--data", str(data), "--output", str(tmp_path / "out"), "--metric", "exact,f1",
+                    "--metric", "json") == 0
+    assert "exact match" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["primary"] == "exact" and list(metrics["metrics"]) == ["exact", "f1", "json"]
+    assert set(metrics["results"]["base"]) >= {"exact", "f1", "json_valid", "json_exact"}
+    records = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert set(records[0]["scores"]["base"]) == {"exact", "f1", "json_valid", "json_exact"}
+
+
+def test_accuracy_on_a_label_task_prints_the_confusion_table(tiny_llama, tmp_path, capsys):
+    rows = [{"dialogue": r["dialogue"], "summary": ["greeting", "travel"][i % 2]} for i, r in enumerate(TOY_ROWS)]
+    data = write_jsonl(tmp_path / "labels.jsonl", rows)
+    assert run_eval("--model", tiny_llama, "--data", str(data), "--metric", "accuracy", "--samples", "0") == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "confusion of base" in out and "(other)" in out
+
+
+@pytest.mark.parametrize(("metric", "message"), [
+    ("accuracy", "at least two classes"),
+    ("bertscore", "unknown metric"),
+    ("judge", "--judge-url"),
+    ("judge-pairwise", "--judge-url"),
+])
+def test_a_metric_that_cannot_score_is_one_line_before_generating(tiny_llama, tmp_path, capsys, metric, message):
+    data = write_jsonl(tmp_path / "one.jsonl", [{"dialogue": r["dialogue"], "summary": "same"} for r in TOY_ROWS])
+    assert run_eval("--model", tiny_llama, "--data", str(data), "--metric", metric) == 2
+    assert message in one_error_line(capsys)

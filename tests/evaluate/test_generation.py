@@ -2,7 +2,7 @@
 
 import pytest
 
-from peftlab.inference import GenerationSettings, generate, source_ids
+from peftlab.generation import GenerationSettings, generate, source_ids
 from peftlab.models import load_model
 
 PROMPTS = [

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftlab.inference import GenerationSettings, generate_ids, reference_greedy, source_ids
+from peftlab.generation import GenerationSettings, generate_ids, source_ids
+from tests.reference_decoding import reference_greedy
 from peftlab.methods import get_method
 from peftlab.models import load_model
 from tests.methods import catalog_methods

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from rouge_score import rouge_scorer, scoring
 
-from peftlab.evaluate.rouge import ROUGE_TYPES, example_scores, mean_scores
+from peftlab.evaluate.metrics import mean_scores
+from peftlab.evaluate.metrics.rouge import ROUGE_TYPES, example_scores
 
 PREDICTIONS = [
     "Ms. Dawson writes a memo banning instant messaging at the office.",

@@ -7,8 +7,8 @@ import weakref
 
 import pytest
 
-from peftlab import inference as selfcheck  # the self-check lives in the inference module
-from peftlab.inference import GenerationSettings, generate_ids, reference_greedy, source_ids
+from peftlab.generation import GenerationSettings, generate_ids, selfcheck, source_ids
+from tests.reference_decoding import reference_greedy
 from tests.evaluate.test_generation_parity import NEW_TOKENS, PROMPTS, perturbed_model, until_eos
 
 
@@ -50,7 +50,7 @@ BROKEN = [("tiny_llama", "prompt-tuning"), ("tiny_llama", "prefix-tuning"), ("ti
 
 def prefill_without_virtual_tokens(monkeypatch):
     """A broken continuous path: the soft prompt left out of the prefill, as a cache bug would lose it."""
-    from peftlab import decoding
+    from peftlab.generation import continuous as decoding
 
     original = decoding.Prefill.__init__
     monkeypatch.setattr(decoding.Prefill, "__init__", lambda self, job, model, row_name, virtual, cache:

@@ -20,7 +20,7 @@ def test_the_file_reloads_through_transformers_to_the_merged_models_logits_and_t
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from peftlab.inference import load_for_generation
+    from peftlab.generation import load_for_generation
 
     out = tmp_path / f"model-{tensor_type}.gguf"
     assert main(["export", adapter, "--type", tensor_type, "--output", str(out)]) == 0

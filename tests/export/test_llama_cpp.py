@@ -28,7 +28,7 @@ def exported(adapter, tiny_llama, tmp_path_factory):
 def prompts_and_reference(adapter, tiny_llama):
     from peftlab.export.merge import merged_model
     from peftlab.export.parity import until_end
-    from peftlab.inference import GenerationSettings, eos_ids, generate_ids
+    from peftlab.generation import GenerationSettings, eos_ids, generate_ids
 
     merged, loaded, _ = merged_model(adapter, tiny_llama, "fp32")
     prompts = [loaded.tokenizer(row["dialogue"])["input_ids"] for row in TOY_ROWS]

@@ -31,7 +31,7 @@ def alone(model: str, adapter: str | None, ids: list[int]) -> str:
     """A fresh base (+ adapter), greedy, one prompt, no server."""
     import torch
 
-    from peftlab.inference import load_for_generation
+    from peftlab.generation import load_for_generation
 
     loaded = load_for_generation(model, "fp32", adapter)
     out = loaded.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from peftlab.methods import BuildContext, Method, register
+from peftlab.methods.saved_tensors import Expected
 
 WEIGHTS = "final_norm.safetensors"
 
@@ -43,5 +44,10 @@ def load_final_norm(base_model, folder: Path):
     return base_model
 
 
+def final_norm_tensors(model, folder: Path, adapter_name: str) -> Expected:
+    """What every load checks the weights file against: the one tensor, in the model's shape."""
+    return Expected({"weight": tuple(model.get_decoder().norm.weight.shape)})
+
+
 FINAL_NORM = register(Method("final-norm", "Only the final norm's weight (a test fixture)", FinalNormSettings, build_final_norm,
-                             save=save_final_norm, load=load_final_norm, lr=0.1, servable=True))
+                             save=save_final_norm, load=load_final_norm, saved_tensors=final_norm_tensors, lr=0.1, servable=True))

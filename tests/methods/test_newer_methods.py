@@ -38,7 +38,7 @@ PROMPT = "Hello, how are you?"
 
 def relative_logit_difference(model: str, adapter: str, merged: str) -> float:
     from peftlab.export.merge import relative_difference
-    from peftlab.inference import load_for_generation
+    from peftlab.generation import load_for_generation
     from peftlab.models import load_model
 
     ids = torch.tensor([[5, 17, 42, 99, 7, 3, 250, 11]])

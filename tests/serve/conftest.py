@@ -64,7 +64,7 @@ def alone(model_path: str, adapter: str | None, prompts: list[list[int]], max_to
     """What base (+ adapter) answers to each prompt on its own: a fresh model, greedy, one prompt at a time, no server."""
     import torch
 
-    from peftlab.inference import load_for_generation
+    from peftlab.generation import load_for_generation
 
     loaded = load_for_generation(model_path, "fp32", adapter)
     answers = []

@@ -30,7 +30,7 @@ def alone(model_path: str, adapter: str | None, prompt: list[int], max_tokens: i
     """The answer of base (+ adapter) to one prompt through transformers' generate (the checked static path), nothing else loaded."""
     import torch
 
-    from peftlab.inference import GenerationSettings, generate_new_tokens, generation_config, load_for_generation
+    from peftlab.generation import GenerationSettings, generate_new_tokens, generation_config, load_for_generation
 
     loaded = load_for_generation(model_path, "fp32", adapter)
     config = generation_config(loaded.model, loaded.tokenizer, GenerationSettings(max_new_tokens=max_tokens))
@@ -77,7 +77,7 @@ def test_every_method_answers_as_it_does_alone_while_rows_join_and_leave(tiny_ll
 
 
 def test_a_seq2seq_model_is_served_in_static_batches(tiny_t5, tmp_path):
-    from peftlab.inference import GenerationSettings, generate, load_for_generation
+    from peftlab.generation import GenerationSettings, generate, load_for_generation
     from peftlab.serve.launch import load_engine
     from peftlab.serve.scheduler import Scheduler
 

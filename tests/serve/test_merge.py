@@ -16,7 +16,7 @@ def _relative_difference(tiny_llama: str, adapter: str, merged: str) -> float:
 
     from peftlab.export.merge import relative_difference
     from peftlab.models import load_model
-    from peftlab.inference import load_for_generation
+    from peftlab.generation import load_for_generation
 
     ids = torch.tensor([[5, 17, 42, 99, 7, 3, 250, 11]])
     reference = load_for_generation(tiny_llama, "fp32", adapter).model

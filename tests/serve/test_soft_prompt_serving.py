@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from peftlab.inference import reference_greedy
+from tests.reference_decoding import reference_greedy
 from peftlab.serve.scheduler import Scheduler
 from tests.serve.conftest import train_adapter
 from tests.serve.test_continuous import run_jobs

@@ -68,7 +68,7 @@ def test_a_run_with_micro_batches_trains_as_one_without(tiny_llama, tmp_path):
 
 
 def test_right_padded_rows_lose_nothing_without_the_attention_mask(tiny_llama):
-    from peftlab.inference import load_for_generation
+    from peftlab.generation import load_for_generation
 
     model = load_for_generation(tiny_llama, "fp32", None).model
     batch = padded_batch([12, 7, 4], width=12)

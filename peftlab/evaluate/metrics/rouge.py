@@ -9,6 +9,8 @@ bootstrap (its "mid", the median of 1000 resampled means, differs from the mean 
 
 from __future__ import annotations
 
+from peftlab.evaluate.metrics.base import Metric, ScoringContext
+
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 MULTI_REFERENCE = "best-matching reference per example (highest F1 per ROUGE type, rouge_score's score_multi), then the mean over examples"
 
@@ -29,5 +31,9 @@ def example_scores(predictions: list[str], references: list[list[str]]) -> list[
     return scores
 
 
-def mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
-    return {name: sum(s[name] for s in scores) / len(scores) for name in ROUGE_TYPES} if scores else {}
+def _score(predictions: list[str], references: list[list[str]], context: ScoringContext) -> list[dict[str, float]]:
+    return example_scores(predictions, references)
+
+
+ROUGE = Metric("rouge", ROUGE_TYPES, "rougeL", "ROUGE-L", _score, f"ROUGE F1 with stemming; {MULTI_REFERENCE}",
+               {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"})

@@ -17,8 +17,7 @@ import functools
 import inspect
 from typing import Any
 
-EMBEDDED = ("PROMPT_TUNING", "P_TUNING")  # virtual tokens are input embeddings in front of the prompt
-PREFIXED = ("PREFIX_TUNING",)  # virtual tokens are key/value pairs in front of every layer's cache
+from peftlab.methods.prompts import PREFIXED, virtual_token_kind
 
 
 def virtual_token_type(model: Any) -> str | None:
@@ -26,8 +25,7 @@ def virtual_token_type(model: Any) -> str | None:
     config = getattr(model, "active_peft_config", None)
     if getattr(model, "_adapters_disabled", False):  # inside peft's disable_adapter(): the plain base generates
         return None
-    peft_type = str(getattr(getattr(config, "peft_type", None), "value", getattr(config, "peft_type", "")))
-    return peft_type if peft_type in EMBEDDED + PREFIXED else None
+    return virtual_token_kind(str(getattr(getattr(config, "peft_type", None), "value", getattr(config, "peft_type", ""))))
 
 
 def new_tokens(out: Any, ids: Any, is_seq2seq: bool) -> Any:

@@ -9,12 +9,12 @@ rows leaving are cut out, and padding columns no row needs any more are dropped.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftlab.methods.virtual_tokens import PREFIXED, cache_keyword, virtual_token_type
-
-GREEDY_BELOW = 1e-3  # temperatures this close to 0 decode greedily: dividing logits by them overflows to inf
+from peftlab.generation.sampler import choose
+from peftlab.generation.soft_prompts import PREFIXED, cache_keyword, virtual_token_type
 
 
 def forward(model: Any, cache: Any, mask: Any, positions: Any, adapter_names: list[str] | None = None,
@@ -31,24 +31,6 @@ def empty_cache(model: Any) -> Any:
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return DynamicCache(config=base.config)
-
-
-def choose(logits: Any, jobs: list[Any]) -> list[int]:
-    """Each row's next token: the argmax for greedy rows, a sample (temperature, top-p) for the others."""
-    import torch
-
-    tokens = logits.argmax(dim=-1).tolist()
-    for row, job in enumerate(jobs):
-        temperature, top_p = job.sampling
-        if temperature < GREEDY_BELOW:
-            continue
-        probs = torch.softmax(logits[row] / temperature, dim=-1)
-        if top_p < 1:
-            sorted_probs, order = probs.sort(descending=True)
-            outside = sorted_probs.cumsum(0) - sorted_probs > top_p  # keep the smallest set reaching top_p
-            probs = probs.scatter(0, order[outside], 0.0)
-        tokens[row] = int(torch.multinomial(probs, 1))
-    return tokens
 
 
 class Prefill:
@@ -97,6 +79,7 @@ class Prefill:
         self.done, self.cached, self.position = self.done + width, self.cached + width, self.position + width
 
 
+@functools.cache  # one class for the process: a class made per call would defeat isinstance checks and caches
 def spare_layer_type() -> type:
     from transformers.cache_utils import DynamicLayer
 

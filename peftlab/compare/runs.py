@@ -1,0 +1,174 @@
+"""What every comparison shares: its output folder, one run's training in its own process, one run's record
+and its result.json (what makes a finished run survive a rerun)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from peftlab import artifacts, atomic, outputs
+from peftlab import config as cfg
+from peftlab.compare.scoring import Scored, base_bytes, score
+from peftlab.config import CompareSetup
+from peftlab.errors import PeftlabError
+
+SETUP = "compare.yaml"  # what every run shares; a later call must match it to add runs
+RESULT = "result.json"  # one per finished run, in its folder
+
+
+REPORT_FILES = ("results.json", "verdict.json", "results.csv", "results.md", "plots", "report.html")
+COMPARISON = outputs.OutputKind("comparison", (SETUP,), (SETUP, "runs", "tuning", "split", "studies.db*", *REPORT_FILES))
+
+
+def check_comparison_output(out: Path, setup: CompareSetup, overwrite: bool, launcher_config: str | None) -> None:
+    """The comparison folder: continued in place, or replaced with --overwrite; never over an input (reads only)."""
+    shared = setup.shared_config()
+    sources = outputs.inputs(data=shared.data.train, test_data=setup.eval_data, model=shared.model.name, config=launcher_config)
+    outputs.check_folder(out, overwrite, COMPARISON, sources, continuable=True)
+
+
+def prepare_output(out: Path, setup: CompareSetup, overwrite: bool) -> Path:
+    """The folder to build the comparison in: `out` (continued or extended with more methods, with the
+    same setup only), or with --overwrite a staging folder beside it that replaces it when finished."""
+    work = outputs.replacement_folder(out, keep=lambda staging: not _setup_differences(staging, setup)) if overwrite else out
+    changed = _setup_differences(work, setup)
+    if changed:
+        raise PeftlabError(f"output folder {out} holds a comparison with another setup (differs in {', '.join(changed[:5])}); "
+                           "pass --overwrite to start over or choose another --output")
+    try:
+        atomic.write_text(work / SETUP, yaml.safe_dump(setup.to_dict(), sort_keys=False))
+    except OSError as error:
+        raise PeftlabError(f"cannot write to output folder {out}: {error.strerror}; choose another --output") from None
+    return work
+
+
+def _setup_differences(folder: Path, setup: CompareSetup) -> list[str]:
+    return artifacts.recorded_differences(folder / SETUP, setup.to_dict()) or []
+
+
+def train_command(config_file: Path, launcher_config: str | None) -> list[str]:
+    prefix = [sys.executable, "-m", "peftlab"]
+    if launcher_config:
+        prefix = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launcher_config, "-m", "peftlab"]
+    return [*prefix, "train", "--config", str(config_file), "--resume"]
+
+
+def train(name: str, folder: Path, config: cfg.RunConfig, launcher_config: str | None, say: Callable[[str], None],
+          stop_early: Callable[[list[tuple[int, float]]], bool] | None = None) -> dict[str, Any] | None:
+    """Train one run in its own process (its peak memory is its own), resuming a half-finished one.
+
+    `stop_early` sees the validation losses logged so far, (step, loss), each time one arrives; when it
+    says so the run is stopped and None returned (a pruned tuning trial)."""
+    train_dir = folder / "train"
+    if not (train_dir / artifacts.ADAPTER_DIR).is_dir():
+        config_file = folder / "config.yaml"
+        atomic.write_text(config_file, config.to_yaml())
+        command = train_command(config_file, launcher_config)
+        say(f"[{name}] training: {shlex.join(command)}")
+        with open(folder / "train.log", "a", encoding="utf-8") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                stopped = _watch(process, train_dir / artifacts.LOSS_LOG, stop_early)
+            finally:
+                if process.poll() is None:  # interrupted or stopped early: the child goes too
+                    process.terminate()
+                    process.wait()
+        if stopped:
+            return None
+        if process.returncode != 0:
+            tail = (folder / "train.log").read_text(encoding="utf-8").strip().splitlines()[-1:] or [""]
+            raise PeftlabError(f"run {name} failed (exit {process.returncode}): {tail[0][:300]}; full log: {folder / 'train.log'}")
+    return artifacts.read_summary(train_dir)
+
+
+def _watch(process: subprocess.Popen, log: Path, stop_early: Callable[[list[tuple[int, float]]], bool] | None) -> bool:
+    """Wait for the training process; True when `stop_early` asked to stop it."""
+    if stop_early is None:
+        process.wait()
+        return False
+    seen = 0
+    while True:
+        try:
+            process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        if process.poll() is not None:
+            return False  # finished: nothing left to stop
+        losses = validation_losses(log)
+        if len(losses) > seen:
+            seen = len(losses)
+            if stop_early(losses):
+                return True
+
+
+def validation_losses(log: Path) -> list[tuple[int, float]]:
+    """(step, eval loss) from a run's loss log (a torn last line, the run writing it, is skipped by read_log)."""
+    from peftlab.train.callbacks import read_log
+
+    return [(record["step"], record["eval_loss"]) for record in read_log(log) if "eval_loss" in record]
+
+
+def result_record(name: str, method: str, settings: dict[str, str], scored: Scored, base_general_loss: float | None,
+                  summary: dict[str, Any] | None, stored: int, base_size: int | None) -> dict[str, Any]:
+    """One scored run. `base_general_loss` None: the base is not scored yet (another worker's), so forgetting is left
+    None here and computed against the base when the results are gathered."""
+    summary = summary or {}
+    return {
+        "name": name, "method": method, "settings": settings,
+        "rouge": scored.rouge,
+        "train_seconds": summary.get("train_seconds", 0.0),
+        "real_tokens_per_second": summary.get("real_tokens_per_second"),
+        "peak_memory_bytes": summary.get("peak_memory_bytes"),
+        "trainable_parameters": summary.get("trainable_parameters", 0),
+        "total_parameters": summary.get("total_parameters"),
+        "trainable_percent": summary.get("trainable_percent", 0.0),
+        "stored_bytes": stored, "base_bytes": base_size,
+        "stored_share": stored / base_size if base_size else None,
+        "general_text_loss": scored.general_loss,
+        "forgetting": None if base_general_loss is None else scored.general_loss - base_general_loss,
+        "train_loss": summary.get("train_loss"), "eval_loss": summary.get("eval_loss"),
+        "steps": summary.get("steps"), "train_tokens": summary.get("real_tokens"),
+        "eval_seconds": scored.eval_seconds,
+        "trackers": summary.get("trackers") or {},  # where each experiment tracker keeps this run
+        "predictions": scored.predictions,
+        "example_rouge": scored.example_rouge,
+    }
+
+
+def base_size(shared: cfg.RunConfig) -> int | None:
+    """The base model's weight files in bytes: what a stored adapter is measured against."""
+    from peftlab.models import resolve_source
+
+    return base_bytes(resolve_source(shared.model.name)[1])
+
+
+def base_result(folder: Path, shared: cfg.RunConfig, examples: list[Any], settings: Any,
+                say: Callable[[str], None]) -> dict[str, Any]:
+    """The zero-shot model's record: scored once, then read from its result.json."""
+    record = read_result(folder)
+    if record is None:
+        say("[base] scoring the zero-shot model")
+        scored = score(shared, examples, settings)
+        record = write_result(folder, result_record("base", "base", {}, scored, scored.general_loss, None, 0, base_size(shared)))
+    return record
+
+
+def read_result(folder: Path) -> dict[str, Any] | None:
+    """The run's record when it finished earlier (its result.json is written last, whole), else None."""
+    path = folder / RESULT
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def write_result(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
+    atomic.write_text(folder / RESULT, json.dumps(record))
+    return record
+
+
+def examples_info(examples: list[Any]) -> list[dict[str, Any]]:
+    return [{"where": e.where, "input": e.prompt, "references": e.references} for e in examples]
