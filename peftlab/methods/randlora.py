@@ -14,7 +14,7 @@ class RandloraSettings:
     """Albert et al. 2025; peft 0.21's RandLoraConfig defaults (r 32, alpha 20 r = 640)."""
 
     r: int = 32  # rank of each random basis; fewer trained parameters as r grows (min(in, out) / r bases)
-    alpha: float = 640.0  # peft: typically 20 times r; lower it (or the rate) if training is unstable
+    alpha: int = 640  # peft: typically 20 times r (an int in its config); lower it (or the rate) if training is unstable
     dropout: float = 0.0
     target: str = "qv"  # qv | all-linear | comma-separated module names
 
@@ -32,4 +32,4 @@ def build_randlora(model: Any, settings: RandloraSettings, context: BuildContext
 
 
 register(Method("randlora", "A learned mix of frozen random low-rank bases shared by all layers: full-rank updates (Albert et al. 2025)",
-                RandloraSettings, build_randlora, peft_type="RANDLORA", mergeable=True))
+                RandloraSettings, build_randlora, peft_type="RANDLORA", mergeable=True, lora_conversion=True))
