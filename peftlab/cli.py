@@ -198,14 +198,17 @@ def _add_use_commands(commands: Any) -> None:
     export = commands.add_parser("export", help="an adapter (merged) or a merged model as one GGUF file for llama.cpp and Ollama")
     _shared(export, "--model", "--overwrite", "--push-to-hub", "--public")
     export.add_argument("source", help="adapter folder from `peftlab train`, or a folder from `peftlab merge`")
-    export.add_argument("--format", default="gguf", choices=["gguf", "gguf-lora", "ollama", "ollama-lora"],
+    export.add_argument("--format", default="gguf", choices=["gguf", "gguf-lora", "ollama", "ollama-lora", "lora"],
                         help="gguf: the merged model as one file (default); gguf-lora: a LoRA adapter as a llama.cpp --lora file; "
+                        "lora: a LoHa/LoKr/VeRA/MiSS/SHiRA/RandLoRA/FourierFT adapter converted to a LoRA adapter folder; "
                         "ollama: a folder with the merged GGUF file and a Modelfile; ollama-lora: the LoRA file and a Modelfile "
                         "on the base's own GGUF file (FROM base, ADAPTER)")
     export.add_argument("--type", dest="tensor_type", choices=list(TENSOR_TYPES),
                         help="weights in the file (gguf: default f16, ollama: default q8_0, about half of f16's size; norms stay f32; "
                         "gguf-lora: f32 (default) or f16)")
-    export.add_argument("--output", required=True, help="the .gguf file to write (ollama: the folder)")
+    export.add_argument("--output", required=True, help="the .gguf file to write (ollama, lora: the folder)")
+    export.add_argument("--rank", default="32", help="lora: the LoRA rank (e.g. 32), or an energy share in (0, 1] kept per layer "
+                        "(e.g. 0.95: the smallest rank holding 95%% of each update's squared singular values); default 32")
 
     check = commands.add_parser("check", help="parity: the adapter on its base, the merged model, a GGUF file in llama.cpp and a running server answer alike")
     _shared(check, "--model", "--max-samples", max_samples={"help": "prompts to compare (default 24)"})
@@ -446,6 +449,14 @@ def command_merge(args: argparse.Namespace) -> int:
 
 def command_export(args: argparse.Namespace) -> int:
     from peftlab.export.exporting import export_gguf, export_gguf_lora, export_ollama, export_ollama_lora
+
+    if args.format == "lora":  # a folder, not a GGUF file: its own module and a rank instead of a tensor type
+        from peftlab.export.to_lora import export_lora, parse_rank
+
+        api = _hub(args)
+        export_lora(args.source, args.output, parse_rank(args.rank), args.model, args.overwrite, say=_say)
+        _push(args, api, args.output)
+        return 0
 
     exporter, default_type = {"gguf": (export_gguf, "f16"), "gguf-lora": (export_gguf_lora, "f32"), "ollama": (export_ollama, "q8_0"),
                               "ollama-lora": (export_ollama_lora, "f32")}[args.format]

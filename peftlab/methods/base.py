@@ -78,6 +78,7 @@ class Method:
     prompt_learning: bool = False  # virtual tokens in front of the input: no packed batches
     answer_only_logits: bool = True  # training may compute logits only where the loss needs them
     trains_in_fp32: bool = False  # trainable weights are fp32 even on a bf16 base (small updates round away in bf16)
+    lora_conversion: bool = False  # peft converts it to a plain LoRA (`peftlab export --format lora`): vLLM via conversion
     vllm: bool = False  # vLLM can serve the saved result: plain LoRA / rsLoRA only (vLLM's peft_helper.py refuses DoRA, biases, modules_to_save)
     servable: bool = True  # `peftlab serve` can load it beside the base
 
@@ -120,7 +121,8 @@ def method_names() -> list[str]:
 
 def capabilities(method: Method) -> list[str]:
     """The capabilities a person reads in `peftlab methods`."""
-    named = {"merge": method.mergeable, "mixed batches": method.mixable, "vLLM": method.vllm, "serve": method.servable,
+    named = {"merge": method.mergeable, "mixed batches": method.mixable, "vLLM": method.vllm,
+             "vLLM via conversion to LoRA": method.lora_conversion and not method.vllm, "serve": method.servable,
              "fp32 training": method.trains_in_fp32, "prompt learning": method.prompt_learning}
     return [name for name, present in named.items() if present]
 

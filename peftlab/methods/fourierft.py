@@ -29,4 +29,4 @@ def build_fourierft(model: Any, settings: FourierftSettings, context: BuildConte
 
 
 register(Method("fourierft", "Each update is the inverse 2-D Fourier transform of n learned spectral coefficients (Gao et al. 2024)",
-                FourierftSettings, build_fourierft, peft_type="FOURIERFT", mergeable=True))
+                FourierftSettings, build_fourierft, peft_type="FOURIERFT", mergeable=True, lora_conversion=True))

@@ -29,4 +29,4 @@ def build_miss(model: Any, settings: MissSettings, context: BuildContext) -> Any
 
 
 register(Method("miss", "One trained shard shared across the blocks of each weight (Kang and Yin 2024)", MissSettings, build_miss,
-                peft_type="MISS", mergeable=True))
+                peft_type="MISS", mergeable=True, lora_conversion=True))

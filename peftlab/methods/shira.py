@@ -27,4 +27,4 @@ def build_shira(model: Any, settings: ShiraSettings, context: BuildContext) -> A
 
 
 register(Method("shira", "A fixed random sparse set of each weight's entries trains, as many as rank-r LoRA has (Bhardwaj et al. 2024)",
-                ShiraSettings, build_shira, peft_type="SHIRA", mergeable=True))
+                ShiraSettings, build_shira, peft_type="SHIRA", mergeable=True, lora_conversion=True))

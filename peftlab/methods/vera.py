@@ -33,4 +33,4 @@ def build_vera(model: Any, settings: VeraSettings, context: BuildContext) -> Any
 
 # VeRA trains vectors, not matrices: the paper's rates are about ten times LoRA's
 register(Method("vera", "Two scaling vectors per layer around frozen random matrices shared by all layers (Kopiczko et al. 2024)",
-                VeraSettings, build_vera, lr=1e-2, peft_type="VERA", mergeable=True))
+                VeraSettings, build_vera, lr=1e-2, peft_type="VERA", mergeable=True, lora_conversion=True))
