@@ -133,6 +133,14 @@ def peft_task_type(is_seq2seq: bool) -> Any:
     return TaskType.SEQ_2_SEQ_LM if is_seq2seq else TaskType.CAUSAL_LM
 
 
+def check_size_and_dropout(method: str, size: int, dropout: float, size_name: str = "r", dropout_name: str = "dropout") -> None:
+    """The two checks most tuners' settings share: a size (rank, block) of at least 1 and a dropout in [0, 1)."""
+    if size < 1:
+        raise PeftlabError(f"{method}.{size_name} must be at least 1, got {size}")
+    if not 0 <= dropout < 1:
+        raise PeftlabError(f"{method}.{dropout_name} must be in [0, 1), got {dropout}")
+
+
 def build_peft_tuner(model: Any, context: BuildContext, method: str, config_class: str, target: str, **fields: Any) -> Any:
     """One of peft's tuners (by its config class name) on the `target` modules, with its ValueErrors as PeftlabErrors."""
     import peft

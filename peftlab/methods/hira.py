@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from peftlab.errors import PeftlabError
-from peftlab.methods.base import BuildContext, Method, build_peft_tuner, register
+from peftlab.methods.base import BuildContext, Method, build_peft_tuner, check_size_and_dropout, register
 
 
 @dataclass
@@ -18,10 +17,7 @@ class HiraSettings:
     target: str = "qv"  # qv | all-linear | comma-separated module names
 
     def check(self) -> None:
-        if self.r < 1:
-            raise PeftlabError(f"hira.r must be at least 1, got {self.r}")
-        if not 0 <= self.dropout < 1:
-            raise PeftlabError(f"hira.dropout must be in [0, 1), got {self.dropout}")
+        check_size_and_dropout("hira", self.r, self.dropout)
 
 
 def build_hira(model: Any, settings: HiraSettings, context: BuildContext) -> Any:

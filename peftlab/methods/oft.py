@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from peftlab.errors import PeftlabError
-from peftlab.methods.base import BuildContext, Method, build_peft_tuner, register
+from peftlab.methods.base import BuildContext, Method, build_peft_tuner, check_size_and_dropout, register
 
 
 @dataclass
@@ -20,10 +19,7 @@ class OftSettings:
     target: str = "qv"  # qv | all-linear | comma-separated module names
 
     def check(self) -> None:
-        if self.block_size < 1:
-            raise PeftlabError(f"oft.block_size must be at least 1, got {self.block_size}")
-        if not 0 <= self.module_dropout < 1:
-            raise PeftlabError(f"oft.module_dropout must be in [0, 1), got {self.module_dropout}")
+        check_size_and_dropout("oft", self.block_size, self.module_dropout, "block_size", "module_dropout")
 
 
 def build_oft(model: Any, settings: OftSettings, context: BuildContext) -> Any:

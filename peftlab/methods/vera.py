@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from peftlab.errors import PeftlabError
-from peftlab.methods.base import BuildContext, Method, build_peft_tuner, register
+from peftlab.methods.base import BuildContext, Method, build_peft_tuner, check_size_and_dropout, register
 
 
 @dataclass
@@ -19,10 +18,7 @@ class VeraSettings:
     target: str = "qv"  # qv | all-linear | comma-separated module names
 
     def check(self) -> None:
-        if self.r < 1:
-            raise PeftlabError(f"vera.r must be at least 1, got {self.r}")
-        if not 0 <= self.dropout < 1:
-            raise PeftlabError(f"vera.dropout must be in [0, 1), got {self.dropout}")
+        check_size_and_dropout("vera", self.r, self.dropout)
 
 
 def build_vera(model: Any, settings: VeraSettings, context: BuildContext) -> Any:
