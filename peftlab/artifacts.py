@@ -9,8 +9,11 @@ or DIR/adapter, and a folder written by another tool (a plain PEFT adapter, a sa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -112,6 +115,13 @@ class SavedResult:
     trained_parameters: dict[str, Any] | None  # the selective format's config
     whole_model: bool  # a complete transformers model (full fine-tuning)
 
+    @property
+    def config_file(self) -> str:
+        """The file that says what the weights file must hold, as a person finds it in the folder."""
+        if self.adapter_config is not None:
+            return ADAPTER_CONFIG
+        return TRAINED_PARAMETERS if self.trained_parameters is not None else MODEL_CONFIG
+
 
 def check_weight_files(folder: Path) -> None:
     """Every safetensors file of a result folder opens whole (its header covers the file): a truncated one is named before any model loads."""
@@ -126,13 +136,65 @@ def check_weight_files(folder: Path) -> None:
             raise PeftlabError(f"{path} is damaged ({detail}); the adapter folder is incomplete, train it again") from None
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value has a config field's declared type; hints beyond plain scalars and their unions pass,
+    and so does null (peft 0.21 declares many fields `int = None` and saves them as null)."""
+    if value is None:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return False
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def check_adapter_config(config: dict[str, Any], folder: Path) -> None:
+    """adapter_config.json is a config peft can build: refused in one line otherwise, naming the file, before peft
+    would fail deep inside a model (peft 0.21 does not check the field types of a config read from a file) or the
+    failure be reported as a base the adapter "does not fit"."""
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    if config.get("library") == "peftlab":
+        return  # peftlab's own format (the bottleneck adapter), checked by its loader
+    where = folder / ADAPTER_CONFIG
+    peft_type = config.get("peft_type")
+    config_class = PEFT_TYPE_TO_CONFIG_MAPPING.get(peft_type) if isinstance(peft_type, str) else None
+    if config_class is None:
+        raise PeftlabError(f"{where} is not a valid PEFT adapter config: peft_type {peft_type!r} is not one peft knows; "
+                           "the adapter folder is damaged, train it again")
+    try:
+        hints = typing.get_type_hints(config_class)
+    except (NameError, TypeError):  # a hint naming a type peft imports only for checkers
+        hints = {}
+    for field in dataclasses.fields(config_class):
+        if field.name in config and field.name in hints and not _fits(config[field.name], hints[field.name]):
+            raise PeftlabError(f"{where} is not a valid PEFT adapter config: {field.name} is {config[field.name]!r}, not "
+                               f"{_hint_name(hints[field.name])}; the adapter folder is damaged, train it again")
+
+
+def _hint_name(hint: Any) -> str:
+    return " or ".join(getattr(arg, "__name__", str(arg)).replace("NoneType", "null") for arg in typing.get_args(hint) or (hint,))
+
+
 def read_saved(path: str | Path) -> SavedResult:
     """Read any method's saved result folder (DIR or DIR/adapter)."""
     folder = adapter_folder(path)
     check_weight_files(folder)
     info = read_run_info(folder) or {}
     selective = folder / TRAINED_PARAMETERS
-    return SavedResult(folder, info.get("method"), read_adapter_config(folder),
+    adapter_config = read_adapter_config(folder)
+    if adapter_config is not None:
+        check_adapter_config(adapter_config, folder)
+    return SavedResult(folder, info.get("method"), adapter_config,
                        read_json(selective) if selective.is_file() else None, (folder / MODEL_CONFIG).is_file())
 
 
@@ -151,6 +213,12 @@ def recorded_model_name(folder: Path) -> str | None:
     """The --model the adapter's training run used (None = the embedded default); a foreign adapter's base path."""
     recorded = read_run_config(folder)
     return recorded.model.name if recorded else recorded_base(folder)[1]
+
+
+def recorded_attn_implementation(folder: Path) -> str:
+    """The attention implementation the adapter's training run loaded its base with ("auto" when none is recorded)."""
+    recorded = read_run_config(folder)
+    return recorded.model.attn_implementation if recorded else "auto"
 
 
 CONVERTED = re.compile(r".+-[0-9a-f]{16}")  # a converted GGUF's cache folder: its name hashes the file and the converting code

@@ -163,7 +163,8 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     tuning.add_argument("--val-share", type=float, default=0.1, help="share of the training rows kept for validation (default 0.1, at least 16 rows)")
     tuning.add_argument("--select-by", choices=SELECT_BY, default="loss",
                         help="what chooses each method's configuration on the validation rows: its final loss (default), or the "
-                        "ROUGE-L of answers generated for them (slower; better for soft prompts, whose loss can mislead)")
+                        "primary --metric of answers generated for them (`metric`; `rouge` is its older name; slower; better "
+                        "for soft prompts, whose loss can mislead)")
     tuning.add_argument("--storage", help="Optuna storage URL shared by every worker (default: studies.db in the output folder)")
     tuning.add_argument("--study", help="study name shared by every worker (default: the output folder's name)")
     tuning.add_argument("--worker", action="store_true", help="only work on the shared studies (same options and --storage); "
@@ -171,6 +172,9 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     tuning.add_argument("--stale-after", type=int, default=120, metavar="SECONDS",
                         help="a trial whose worker has been silent this long is taken over by another (default 120)")
     _add_generation_options(parser, batch_flag="--gen-batch-size")
+    _add_metric_options(parser)
+    parser.add_argument("--general-tasks", action="store_true", help="also score every run on general multiple-choice items "
+                        "(log-likelihood accuracy, as lm-evaluation-harness does) and report its change against the base")
 
 
 def _add_use_commands(commands: Any) -> None:
@@ -193,19 +197,14 @@ def _add_use_commands(commands: Any) -> None:
     merge.add_argument("--output", required=True, help="folder for the merged model")
     merge.add_argument("--dtype", choices=["auto", "fp32", "bf16"], help="dtype to merge and save in (default: the training run's)")
 
-    from peftlab.export.gguf import TENSOR_TYPES
+    from peftlab.export.formats import DEFAULT_FORMAT, FORMATS, formats_help, tensor_type_choices, types_help
 
     export = commands.add_parser("export", help="an adapter (merged) or a merged model as one GGUF file for llama.cpp and Ollama")
     _shared(export, "--model", "--overwrite", "--push-to-hub", "--public")
     export.add_argument("source", help="adapter folder from `peftlab train`, or a folder from `peftlab merge`")
-    export.add_argument("--format", default="gguf", choices=["gguf", "gguf-lora", "ollama", "ollama-lora", "lora"],
-                        help="gguf: the merged model as one file (default); gguf-lora: a LoRA adapter as a llama.cpp --lora file; "
-                        "lora: a LoHa/LoKr/VeRA/MiSS/SHiRA/RandLoRA/FourierFT adapter converted to a LoRA adapter folder; "
-                        "ollama: a folder with the merged GGUF file and a Modelfile; ollama-lora: the LoRA file and a Modelfile "
-                        "on the base's own GGUF file (FROM base, ADAPTER)")
-    export.add_argument("--type", dest="tensor_type", choices=list(TENSOR_TYPES),
-                        help="weights in the file (gguf: default f16, ollama: default q8_0, about half of f16's size; norms stay f32; "
-                        "gguf-lora: f32 (default) or f16)")
+    export.add_argument("--format", default=DEFAULT_FORMAT, choices=[*FORMATS, "lora"],
+                        help=formats_help() + "; lora: a LoHa/LoKr/VeRA/MiSS/SHiRA/RandLoRA/FourierFT adapter converted to a LoRA adapter folder")
+    export.add_argument("--type", dest="tensor_type", choices=tensor_type_choices(), help=types_help())
     export.add_argument("--output", required=True, help="the .gguf file to write (ollama, lora: the folder)")
     export.add_argument("--rank", default="32", help="lora: the LoRA rank (e.g. 32), or an energy share in (0, 1] kept per layer "
                         "(e.g. 0.95: the smallest rank holding 95%% of each update's squared singular values); default 32")
@@ -235,9 +234,10 @@ def _add_use_commands(commands: Any) -> None:
     serve.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto", help="weights dtype (fp32: answers never depend on batching)")
     serve.add_argument("--max-batch-size", type=int, default=32, help="rows decoding at once, all adapters together (default 32)")
     serve.add_argument("--prefill-chunk-tokens", type=int, default=256,
-                       help="prompt tokens prefilled between two decoding steps while others stream (default 128)")
+                       help="prompt tokens prefilled between two decoding steps while others stream (default %(default)s)")
     serve.add_argument("--adapter-dir", metavar="DIR", help="load an adapter on demand when a request names a folder in DIR")
-    serve.add_argument("--max-adapters", type=int, help="adapters held at once when loading on demand")
+    serve.add_argument("--max-adapters", type=int, help="adapters loaded while serving (on demand or by the load route) held at "
+                       "once; the --adapter ones are pinned and not counted")
     _add_serve_limits(serve)
 
 
@@ -375,13 +375,16 @@ def command_demo(args: argparse.Namespace) -> int:
 def command_compare(args: argparse.Namespace) -> int:
     from peftlab.compare.comparison import run_compare
     from peftlab.config import CompareSetup
+    from peftlab.evaluate.metrics import split_names
 
     flags = config_flags(args, skip=("output",))
     settings = generation_settings(args, default_max_new_tokens=64)
     setup = CompareSetup([f"{key}={value}" for key, value in flags.items() if value is not None] + overrides(args),
                          args.test_data, args.eval_samples, {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams},
                          trials=args.trials, seeds=args.seeds, val_share=args.val_share,
-                         select_by=args.select_by)
+                         select_by=args.select_by, metrics=split_names(args.metric), general_tasks=args.general_tasks,
+                         judge={k: v for k, v in (("url", args.judge_url), ("model", args.judge_model),
+                                                  ("prompt_file", args.judge_prompt)) if v})
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     tuning_only = [flag for flag, value in (("--seeds", args.seeds != 1), ("--storage", args.storage), ("--study", args.study),
                                             ("--worker", args.worker), ("--val-share", args.val_share != 0.1),
@@ -407,7 +410,9 @@ def command_methods(args: argparse.Namespace) -> int:
     if args.model:
         from peftlab.methods.shares import trainable_shares
 
-        shares = {share.method: share for share in trainable_shares(args.model)}
+        roles, listed = trainable_shares(args.model)
+        shares = {share.method: share for share in listed}
+        _say(f"{args.model}: {roles}")
     for name in method_names():
         method = get_method(name)
         defaults = ", ".join(f"{k}={v}" for k, v in method.defaults().items())
@@ -448,7 +453,7 @@ def command_merge(args: argparse.Namespace) -> int:
 
 
 def command_export(args: argparse.Namespace) -> int:
-    from peftlab.export.exporting import export_gguf, export_gguf_lora, export_ollama, export_ollama_lora
+    from peftlab.export.formats import FORMATS
 
     if args.format == "lora":  # a folder, not a GGUF file: its own module and a rank instead of a tensor type
         from peftlab.export.to_lora import export_lora, parse_rank
@@ -457,11 +462,8 @@ def command_export(args: argparse.Namespace) -> int:
         export_lora(args.source, args.output, parse_rank(args.rank), args.model, args.overwrite, say=_say)
         _push(args, api, args.output)
         return 0
-
-    exporter, default_type = {"gguf": (export_gguf, "f16"), "gguf-lora": (export_gguf_lora, "f32"), "ollama": (export_ollama, "q8_0"),
-                              "ollama-lora": (export_ollama_lora, "f32")}[args.format]
     api = _hub(args)
-    exporter(args.source, args.output, args.tensor_type or default_type, args.model, args.overwrite, say=_say)
+    FORMATS[args.format].write(args.source, args.output, args.tensor_type, args.model, args.overwrite, say=_say)
     _push(args, api, args.output)
     return 0
 

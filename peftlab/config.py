@@ -20,7 +20,9 @@ DEFAULT_TEMPLATE = "Summarize the following conversation.\n\n{prompt}\n\nSummary
 class ModelConfig:
     name: str | None = None  # hub id, local folder or .gguf file; None = the embedded default
     dtype: str = "auto"  # auto | fp32 | bf16
-    attn_implementation: str = "sdpa"
+    # auto: what transformers picks for the model (sdpa where the model has it, else eager: Gemma 2 has no sdpa in
+    # transformers 5.24); or a name it knows (eager, sdpa, flash_attention_2, flex_attention...)
+    attn_implementation: str = "auto"
 
 
 @dataclass
@@ -77,7 +79,9 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-SELECT_BY = ("loss", "rouge")  # what a tuned comparison may choose each method's configuration by
+# what a tuned comparison may choose each method's configuration by: validation loss, or the primary metric of answers
+# generated for the validation rows ("rouge": the name before --metric existed, the same choice)
+SELECT_BY = ("loss", "metric", "rouge")
 
 
 @dataclass
@@ -91,12 +95,17 @@ class CompareSetup:
     trials: int = 0  # > 0: tune each method with this many trials on validation rows before scoring
     seeds: int = 1  # seeds the chosen configuration of each method is trained with (tuned comparisons)
     val_share: float = 0.1  # share of the training rows kept for validation (tuned comparisons; at least 16 rows)
-    select_by: str = "loss"  # what chooses each method's configuration: final validation "loss", or "rouge" of generated answers
+    select_by: str = "loss"  # what chooses each method's configuration: final validation "loss", or the primary "metric"
+    metrics: list[str] = field(default_factory=lambda: ["rouge"])  # what every run is scored by; the first one decides
+    judge: dict[str, str | None] = field(default_factory=dict)  # the judge metrics' endpoint: url, model, prompt_file
+    general_tasks: bool = False  # also score general multiple-choice accuracy (forgetting as users know it)
 
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
-        if record["select_by"] == "loss":  # added later: recorded only when set, so comparisons begun before it still resume
-            del record["select_by"]
+        # added later: recorded only when set, so comparisons begun before them still resume
+        for name, default in (("select_by", "loss"), ("metrics", ["rouge"]), ("judge", {}), ("general_tasks", False)):
+            if record[name] == default:
+                del record[name]
         return record
 
     def shared_config(self) -> RunConfig:

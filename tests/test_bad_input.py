@@ -420,7 +420,7 @@ CASES = [
                                                                               .removesuffix("/peftlab-merge.json")))[1],
          ("{inputs}/merged/peftlab-merge.json is not readable JSON", "merge it again")),
     Case("eval-adapter-without-weights", lambda b: evaluate(b, "--adapter", adapter_without_weights(b)),
-         ("adapter folder {inputs}/adapter has no weights", "adapter_model.safetensors")),
+         ("adapter {inputs}/adapter has no weights file", "train it again")),
     Case("eval-adapter-rank-not-a-number", lambda b: evaluate(b, "--adapter", adapter_with_config(b, lambda c: {**c, "r": "four"})),
          ("{inputs}/adapter/adapter_config.json is not a valid PEFT adapter config", "r is 'four'", "train it again")),
     Case("eval-adapter-config-empty", lambda b: evaluate(b, "--adapter", adapter_with_config(b, lambda c: {})),

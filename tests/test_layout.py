@@ -106,3 +106,12 @@ def test_no_peft_type_comparison_outside_the_methods():
             if "peft_type" in text or any(s in PEFT_TYPES for s in strings):
                 offenders.append(f"{name}:{node.lineno} {text}")
     assert not offenders, offenders
+
+
+def test_report_imports_nothing_but_its_own_modules_atomic_and_errors():
+    """report draws results records; what it shows of a recipe (e.g. compare's learning-rate bracket) travels in them."""
+    trees = modules()
+    allowed = {"peftlab.atomic", "peftlab.errors"}
+    offenders = {name: sorted(found) for name, tree in trees.items() if name.startswith("peftlab.report")
+                 if (found := {m for m in imported(name, tree, set(trees)) if not m.startswith("peftlab.report") and m not in allowed})}
+    assert not offenders, offenders

@@ -1,4 +1,5 @@
-"""Tiny random Llama and T5 models with a small byte-level BPE tokenizer, saved as local folders."""
+"""Tiny random models of every family (Llama, T5, Mistral, Qwen, Gemma, Phi-3, GPT-2, GPT-NeoX, OPT) with a small
+byte-level BPE tokenizer, saved as local folders."""
 
 from __future__ import annotations
 
@@ -39,6 +40,50 @@ def save_tiny_llama(folder: Path, seed: int = 0, **config: object) -> Path:
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     LlamaForCausalLM(LlamaConfig(**{**settings, **config})).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+# transformers model_type -> its config fields for a 2-layer model of hidden size 64 (4 heads of 16; sizes whose
+# rows fill whole quantization blocks, so llama.cpp takes them); the family's own defaults otherwise
+FAMILY_CONFIGS = {
+    "llama": {"num_key_value_heads": 2},
+    "mistral": {"num_key_value_heads": 2, "sliding_window": None},  # llama.cpp runs Mistral without a window
+    "qwen2": {"num_key_value_heads": 2},
+    "qwen3": {"num_key_value_heads": 2, "head_dim": 16},
+    # Gemma 2 and 3 with a window of 8 tokens, so test prompts reach past it; Gemma 3 with one sliding and one full
+    # layer, as its checkpoints mix them; query_pre_attn_scalar = head_dim, the scale llama.cpp uses at these sizes
+    "gemma2": {"num_key_value_heads": 2, "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8},
+    "gemma3_text": {"num_key_value_heads": 2, "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8,
+                    "layer_types": ["sliding_attention", "full_attention"]},
+    "phi3": {"num_key_value_heads": 2, "original_max_position_embeddings": 512},
+    "gpt2": {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 512},
+    "gpt_neox": {},
+    "opt": {"ffn_dim": 128, "word_embed_proj_dim": 64},
+}
+
+
+def save_tiny_family(model_type: str, folder: Path, seed: int = 0, **config: object) -> Path:
+    """A 2-layer causal LM of `model_type` (a FAMILY_CONFIGS key) with random weights; `config` overrides fields."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    settings = dict(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=512, initializer_range=0.3, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=model_type != "gpt_neox",
+    )
+    if model_type in ("gpt2", "opt"):
+        del settings["intermediate_size"]  # they size the MLP by their own fields (n_inner, ffn_dim)
+    family_config = AutoConfig.for_model(model_type, **{**settings, **FAMILY_CONFIGS[model_type], **config})
+    model = AutoModelForCausalLM.from_config(family_config)
+    with torch.no_grad():  # norm weights around 2, not all equal: a norm stored wrongly shows, and Gemma's scaled
+        for name, parameter in model.named_parameters():  # embedding does not drown every layer's output
+            if name.endswith(("norm.weight", "ln_1.weight", "ln_2.weight", "ln_f.weight")):
+                parameter.normal_(2.0, 0.5)
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -118,3 +163,20 @@ def logits(model, batch):
         inputs["decoder_input_ids"] = torch.zeros_like(batch["labels"][:, :4])
     with torch.no_grad():
         return model(**inputs).logits
+
+
+# Sliding windows of 8 tokens for the families that have one, so a test prompt reaches past it (FAMILY_CONFIGS keeps
+# Mistral's off for llama.cpp): Qwen2 slides from layer 1 on (max_window_layers), so its two layers mix full and sliding
+WINDOWED_CONFIGS = {
+    "mistral": {"sliding_window": 8},
+    "qwen2": {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1},
+    "phi3": {"sliding_window": 8},
+}
+FAMILIES = [*FAMILY_CONFIGS, "t5"]  # every family the tests cover; t5 is the one encoder-decoder
+
+
+def save_tiny_any(family: str, folder: Path, windowed: bool = True) -> Path:
+    """A tiny random model of any family in FAMILIES; `windowed` gives the families that can have one a window of 8."""
+    if family == "t5":
+        return save_tiny_t5(folder)
+    return save_tiny_family(family, folder, **(WINDOWED_CONFIGS.get(family, {}) if windowed else {}))

@@ -1,2 +1,2 @@
-"""Owns the experiment matrix and its tuning: methods x trials x seeds, each run trained, scored, gathered into results.
-May import config, artifacts, atomic, errors, data, models, methods, train, evaluate, inference and report; nothing imports it but cli."""
+"""Owns the experiment matrix and its tuning: methods x trials x seeds, each run trained, scored, gathered in results.
+May import config, artifacts, outputs, atomic, errors, data, models, methods, train, generation, evaluate, report."""

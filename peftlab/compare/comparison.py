@@ -10,8 +10,9 @@ from peftlab import config as cfg
 from peftlab.compare.plan import plan_runs
 from peftlab.compare.runs import (COMPARISON, base_result, check_comparison_output, examples_info, prepare_output, read_result,
                                   result_record, train, write_result)
-from peftlab.compare.scoring import score, stored_bytes, test_examples
+from peftlab.compare.scoring import score, scoring_for, stored_bytes, test_examples
 from peftlab.config import CompareSetup
+from peftlab.evaluate.metrics import check_references
 from peftlab.generation import GenerationSettings
 
 
@@ -24,13 +25,15 @@ def run_compare(setup: CompareSetup, methods: list[str], sweeps: list[str], outp
     final = Path(output)
     runs = plan_runs(methods, sweeps)  # checks method names and sweeps before anything slow
     shared = setup.shared_config()
+    scoring = scoring_for(setup)  # a metric that cannot score is one line before anything slow
     check_comparison_output(final, setup, overwrite, launcher_config)
     examples = test_examples(shared, setup.eval_data, setup.eval_rows)
+    check_references(scoring.metrics, [e.references for e in examples])
     out = prepare_output(final, setup, overwrite)
     say(f"compare: {len(runs)} trained run(s) + base on {len(examples)} test rows; output {final}"
         + (f" (built in {out}, which replaces it when finished)" if out != final else ""))
 
-    base = base_result(out / "runs" / "base", shared, examples, settings, say)
+    base = base_result(out / "runs" / "base", shared, examples, settings, scoring, say)
     records = [base] if "base" in methods else []
     for run in runs:
         folder = out / "runs" / run.folder
@@ -42,9 +45,9 @@ def run_compare(setup: CompareSetup, methods: list[str], sweeps: list[str], outp
             summary = train(run.name, folder, config, launcher_config, say)
             say(f"[{run.name}] scoring")
             adapter = folder / "train" / artifacts.ADAPTER_DIR
-            scored = score(config, examples, settings, trained=str(adapter))
-            record = write_result(folder, result_record(run.name, run.method, run.settings, scored, base["general_text_loss"],
-                                                        summary, stored_bytes(adapter), base["base_bytes"]))
+            scored = score(config, examples, settings, trained=str(adapter), scoring=scoring, base_answers=base["predictions"])
+            record = write_result(folder, result_record(run.name, run.method, run.settings, scored, base, summary,
+                                                        stored_bytes(adapter), base["base_bytes"], scoring))
         records.append(record)
     if "base" not in methods:
         records.insert(0, base)  # the reference every gain is measured against

@@ -11,7 +11,6 @@ import numpy as np
 from peftlab.compare import studies
 from peftlab.compare.search_space import DEFAULT, START_STEP
 from peftlab.compare.statistics import interval, paired_difference
-from peftlab.evaluate.metrics.rouge import ROUGE_TYPES
 from peftlab.report.verdict import verdict
 
 MEANS = ("train_seconds", "real_tokens_per_second", "general_text_loss", "train_loss", "eval_seconds", "train_tokens", "steps")
@@ -19,18 +18,26 @@ TOP = 3  # differences are tested between the best three, and for every method a
 
 
 def _scores(records: list[dict[str, Any]], kind: str) -> np.ndarray:
-    return np.array([[example[kind] for example in r["example_rouge"]] for r in records])  # seeds x examples
+    return np.array([[example[kind] for example in r["example_scores"]] for r in records])  # seeds x examples
 
 
 def aggregate(runs: list[dict[str, Any]], base: dict[str, Any]) -> dict[str, Any]:
     """One method's seeds as one record: means, the worst peak memory, intervals over seeds and examples."""
     first = runs[0]
-    record = {k: v for k, v in first.items() if k not in (*MEANS, "rouge", "seed")}
+    kinds = list(first["scores"])
+    record = {k: v for k, v in first.items() if k not in (*MEANS, "scores", "seed", "general_tasks")}
     record["seeds"] = [r.get("seed") for r in runs]
-    scores = {kind: _scores(runs, kind) for kind in ROUGE_TYPES}
-    record["rouge"] = {kind: float(scores[kind].mean()) for kind in ROUGE_TYPES}
-    record["rouge_interval"] = {kind: interval(scores[kind]) for kind in ROUGE_TYPES}
-    record["seed_rouge"] = [r["rouge"]["rougeL"] for r in runs]
+    scores = {kind: _scores(runs, kind) for kind in kinds}
+    record["scores"] = {kind: float(scores[kind].mean()) for kind in kinds}
+    record["score_interval"] = {kind: interval(scores[kind]) for kind in kinds}
+    record["seed_scores"] = [r["scores"][first["primary"]] for r in runs]
+    tasks = [r["general_tasks"]["accuracy"] for r in runs if r.get("general_tasks")]
+    record["general_tasks"] = {"accuracy": float(np.mean(tasks))} if tasks else None
+    base_tasks = (base.get("general_tasks") or {}).get("accuracy")
+    record["general_tasks_change"] = record["general_tasks"]["accuracy"] - base_tasks if tasks and base_tasks is not None else None
+    if first.get("confusion"):  # counts summed over the seeds
+        record["confusion"] = {true: {predicted: sum(r["confusion"][true][predicted] for r in runs) for predicted in row}
+                               for true, row in first["confusion"].items()}
     for key in MEANS:
         values = [r[key] for r in runs if r.get(key) is not None]
         record[key] = float(np.mean(values)) if values else None
@@ -38,8 +45,8 @@ def aggregate(runs: list[dict[str, Any]], base: dict[str, Any]) -> dict[str, Any
     record["peak_memory_bytes"] = max(memories) if memories else None
     record["forgetting"] = record["general_text_loss"] - base["general_text_loss"]
     record["stored_share"] = record["stored_bytes"] / base["base_bytes"] if base.get("base_bytes") else None
-    record["example_rouge"] = [{kind: float(scores[kind][:, i].mean()) for kind in ROUGE_TYPES}
-                               for i in range(len(first["example_rouge"]))]  # each test example, averaged over seeds
+    record["example_scores"] = [{kind: float(scores[kind][:, i].mean()) for kind in kinds}
+                                for i in range(len(first["example_scores"]))]  # each test example, averaged over seeds
     return record
 
 
@@ -59,20 +66,22 @@ def tuning_history(study: Any) -> list[dict[str, Any]]:
         history.append({"index": trial.user_attrs[studies.INDEX], "state": trial.state.name.lower(), "params": trial.params,
                         "start": start, "default": start == DEFAULT,
                         "validation_loss": trial.user_attrs.get(studies.VALIDATION_LOSS, trial.value),  # older studies: the value
-                        "validation_rouge": trial.user_attrs.get(studies.VALIDATION_ROUGE),
+                        "validation_score": trial.user_attrs.get(studies.VALIDATION_SCORE, trial.user_attrs.get(studies.VALIDATION_ROUGE)),
                         "validation_losses": {str(k): v for k, v in trial.intermediate_values.items()}})
     return sorted(history, key=lambda h: h["index"])
 
 
 def comparisons(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    ranked = sorted(records, key=lambda r: -r["rouge"]["rougeL"])
+    """Paired differences in the primary metric: among the best three, and every method against the base."""
+    primary = records[0]["primary"]
+    ranked = sorted(records, key=lambda r: -r["scores"][primary])
     pairs = [(a, b) for i, a in enumerate(ranked[:TOP]) for b in ranked[i + 1:TOP]]
     base = next(r for r in records if r["method"] == "base")
     pairs += [(r, base) for r in ranked if r is not base and (r, base) not in pairs and (base, r) not in pairs]
-    def rouge_l(record: dict[str, Any]) -> np.ndarray:  # per test example, already averaged over seeds
-        return np.array([example["rougeL"] for example in record["example_rouge"]])
+    def per_example(record: dict[str, Any]) -> np.ndarray:  # per test example, already averaged over seeds
+        return np.array([example[primary] for example in record["example_scores"]])
 
-    return [{"first": a["name"], "second": b["name"], **paired_difference(rouge_l(a), rouge_l(b))} for a, b in pairs]
+    return [{"first": a["name"], "second": b["name"], **paired_difference(per_example(a), per_example(b))} for a, b in pairs]
 
 
 def tuned_results(tuned: Any, examples: list[Any]) -> dict[str, Any]:
@@ -96,9 +105,10 @@ def tuned_results(tuned: Any, examples: list[Any]) -> dict[str, Any]:
         default = next((h for h in history if h["default"] and h["state"] == "complete"), {})
         finished = [h for h in history if h["state"] in ("complete", "pruned")]  # retried attempts of one trial count once
         record["tuning"] = {"trials": len(finished), "pruned": sum(h["state"] == "pruned" for h in finished),
-                            "select_by": tuned.setup.select_by, "lr_bracket_factor": START_STEP,  # the report says what trials 1 and 2 were
+                            "select_by": tuned.setup.select_by,
+                            "lr_bracket_factor": START_STEP,  # the report tells what trials 1 and 2 were
                             "default_validation_loss": default.get("validation_loss"),
-                            "default_validation_rouge": default.get("validation_rouge"), "history": history}
+                            "default_validation_score": default.get("validation_score"), "history": history}
         records.append(record)
     tested = comparisons(records)
     return {"records": records, "comparisons": tested, "verdict": verdict(records, tested)}

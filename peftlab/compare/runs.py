@@ -14,7 +14,7 @@ import yaml
 
 from peftlab import artifacts, atomic, outputs
 from peftlab import config as cfg
-from peftlab.compare.scoring import Scored, base_bytes, score
+from peftlab.compare.scoring import Scored, Scoring, base_bytes, score
 from peftlab.config import CompareSetup
 from peftlab.errors import PeftlabError
 
@@ -114,14 +114,16 @@ def validation_losses(log: Path) -> list[tuple[int, float]]:
     return [(record["step"], record["eval_loss"]) for record in read_log(log) if "eval_loss" in record]
 
 
-def result_record(name: str, method: str, settings: dict[str, str], scored: Scored, base_general_loss: float | None,
-                  summary: dict[str, Any] | None, stored: int, base_size: int | None) -> dict[str, Any]:
-    """One scored run. `base_general_loss` None: the base is not scored yet (another worker's), so forgetting is left
-    None here and computed against the base when the results are gathered."""
+def result_record(name: str, method: str, settings: dict[str, str], scored: Scored, base: dict[str, Any] | None,
+                  summary: dict[str, Any] | None, stored: int, base_size: int | None, scoring: Scoring) -> dict[str, Any]:
+    """One scored run. `base` None: the base is not scored yet (another worker's), so forgetting is left None here
+    and computed against the base when the results are gathered."""
     summary = summary or {}
+    base_loss = None if base is None else base["general_text_loss"]
+    base_tasks = None if base is None else (base.get("general_tasks") or {}).get("accuracy")
     return {
-        "name": name, "method": method, "settings": settings,
-        "rouge": scored.rouge,
+        "name": name, "method": method, "settings": settings, **scoring.stamp(),
+        "scores": scored.scores,
         "train_seconds": summary.get("train_seconds", 0.0),
         "real_tokens_per_second": summary.get("real_tokens_per_second"),
         "peak_memory_bytes": summary.get("peak_memory_bytes"),
@@ -131,13 +133,17 @@ def result_record(name: str, method: str, settings: dict[str, str], scored: Scor
         "stored_bytes": stored, "base_bytes": base_size,
         "stored_share": stored / base_size if base_size else None,
         "general_text_loss": scored.general_loss,
-        "forgetting": None if base_general_loss is None else scored.general_loss - base_general_loss,
+        "forgetting": None if base_loss is None else scored.general_loss - base_loss,
+        "general_tasks": scored.general_tasks,
+        "confusion": scored.confusion,
+        "general_tasks_change": None if base_tasks is None or scored.general_tasks is None
+        else scored.general_tasks["accuracy"] - base_tasks,
         "train_loss": summary.get("train_loss"), "eval_loss": summary.get("eval_loss"),
         "steps": summary.get("steps"), "train_tokens": summary.get("real_tokens"),
         "eval_seconds": scored.eval_seconds,
         "trackers": summary.get("trackers") or {},  # where each experiment tracker keeps this run
         "predictions": scored.predictions,
-        "example_rouge": scored.example_rouge,
+        "example_scores": scored.example_scores,
     }
 
 
@@ -148,14 +154,15 @@ def base_size(shared: cfg.RunConfig) -> int | None:
     return base_bytes(resolve_source(shared.model.name)[1])
 
 
-def base_result(folder: Path, shared: cfg.RunConfig, examples: list[Any], settings: Any,
+def base_result(folder: Path, shared: cfg.RunConfig, examples: list[Any], settings: Any, scoring: Scoring,
                 say: Callable[[str], None]) -> dict[str, Any]:
     """The zero-shot model's record: scored once, then read from its result.json."""
     record = read_result(folder)
     if record is None:
         say("[base] scoring the zero-shot model")
-        scored = score(shared, examples, settings)
-        record = write_result(folder, result_record("base", "base", {}, scored, scored.general_loss, None, 0, base_size(shared)))
+        scored = score(shared, examples, settings, scoring=scoring)
+        itself = {"general_text_loss": scored.general_loss, "general_tasks": scored.general_tasks}
+        record = write_result(folder, result_record("base", "base", {}, scored, itself, None, 0, base_size(shared), scoring))
     return record
 
 

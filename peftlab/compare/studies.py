@@ -8,7 +8,8 @@ storage, share it with no scheduler of ours:
   same index; an index past the end makes the trial a surplus one (failed, marked, ignored);
 - a worker's heartbeat (Optuna's, on RDB storages) marks its trials alive; a trial whose worker died
   (killed, machine lost) goes stale after `stale_after` seconds and Optuna re-queues it as a waiting
-  trial with the same parameters, which the next worker to look takes over (resuming its checkpoint);
+  trial with the same parameters, which the next worker to look takes over (resuming its checkpoint); a worker
+  waiting for a trial records one heartbeat for it, so that one whose worker died before its first also goes stale;
 - a trial interrupted with Ctrl-C, or whose work failed, is re-queued the same way at once (up to 3 times).
 """
 
@@ -23,7 +24,8 @@ from peftlab.errors import PeftlabError
 # trial user attributes: RECORD a scored run as JSON; START which enqueued starting point a trial is (retries keep it)
 INDEX, SURPLUS, RECORD, START = "index", "surplus", "record", "start"
 # a finished tuning trial's validation figures (its value is one of them, signed so that lower is better)
-VALIDATION_LOSS, VALIDATION_ROUGE = "validation_loss", "validation_rouge"
+VALIDATION_LOSS, VALIDATION_SCORE = "validation_loss", "validation_score"
+VALIDATION_ROUGE = "validation_rouge"  # what studies begun before --metric recorded as VALIDATION_SCORE
 POLL_SECONDS = 2.0
 SET_UP, SET_UP_SECONDS = "set_up", 60  # a study's creator marks it set up; others wait this long for that
 # what a worker sees when another creates the same new database at the same moment (tables, alembic's version row)
@@ -199,9 +201,10 @@ def start_heartbeat_clock(study: Any, trial: Any) -> None:
 
     Optuna (5.0) marks a trial running in `ask()` and records its first heartbeat afterwards, from a thread started
     beside the objective; its stale check skips a running trial with no heartbeat at all. A worker killed between
-    the two (measured under load: killed while its objective had already begun) left a trial that no other worker
-    would ever take over. One heartbeat from the waiting side starts the clock: a live owner keeps it fresh, a dead
-    one goes stale after the grace period (an owner that had a heartbeat is delayed by at most one period, once)."""
+    the two left a trial that no other worker would ever take over: beside four busy processes on 2 cores, 1 of 10
+    workers killed after their objective had begun had no heartbeat recorded yet. One heartbeat from the waiting
+    side starts the clock: a live owner keeps it fresh, a dead one goes stale after the grace period (an owner
+    that had a heartbeat is delayed by at most one period, once)."""
     storage = study._storage  # Optuna has no public handle to a study's storage or a trial's id (5.0)
     if hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval() is not None:
         storage.record_heartbeat(trial._trial_id)

@@ -16,10 +16,11 @@ from peftlab.compare import studies
 from peftlab.compare.runs import (COMPARISON, base_result, base_size, check_comparison_output, examples_info, prepare_output,
                                   read_result, result_record, train, validation_losses, write_result)
 from peftlab.compare.plan import plan_runs
-from peftlab.compare.scoring import score, stored_bytes, test_examples
+from peftlab.compare.scoring import Scoring, score, scoring_for, stored_bytes, test_examples
 from peftlab.compare.search_space import SearchSpace, search_space
 from peftlab.compare.split import carve_validation, write_split
 from peftlab.config import CompareSetup
+from peftlab.evaluate.metrics import check_references
 from peftlab.errors import PeftlabError
 from peftlab.generation import GenerationSettings
 
@@ -48,8 +49,9 @@ class Tuned:
     final: Any  # the final study: base and every (method, seed), scored on the test rows
     items: list[tuple[str, int]]  # the final study's work list: ("base", 0), (method, seed offset)...
     eval_steps: int
-    validation_examples: list[Any]  # the validation rows as scored examples (with --select-by rouge)
+    validation_examples: list[Any]  # the validation rows as scored examples (with --select-by metric)
     settings: GenerationSettings
+    scoring: Scoring
     launcher_config: str | None
     say: Callable[[str], None]
 
@@ -94,7 +96,7 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
 
     record = {**setup.to_dict(), "methods": methods}
     final = studies.open_study(storage, f"{name}/final", on_create=lambda study: study.set_user_attr("setup", record),
-                               direction="maximize")  # its values are test ROUGE-L
+                               direction="maximize")  # its values are the primary metric on the test rows
     recorded = final.user_attrs.get("setup")
     if recorded is not None and recorded != record:
         changed = artifacts.config_differences(recorded, record)
@@ -102,7 +104,7 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
                            f"(differs in {', '.join(changed[:5])}); run every worker with the same options, or pass another --study")
     items = [("base", 0)] + [(m, k) for m in trained for k in range(setup.seeds)]
     tuned = Tuned(setup, out, shared, train_file, validation_file, spaces, {m: tuning_study(m) for m in trained}, final, items,
-                  steps, test_examples(shared, validation_file, None), settings, launcher_config, say)
+                  steps, test_examples(shared, validation_file, None), settings, scoring_for(setup), launcher_config, say)
     return tuned, final_out
 
 
@@ -124,7 +126,8 @@ def run_tuned_compare(setup: CompareSetup, methods: list[str], output: str, sett
 
     examples = test_examples(setup.shared_config(), setup.eval_data, setup.eval_rows)
     tuned, final_out = open_comparison(setup, methods, output, sharing, settings, launcher_config, overwrite, say)
-    guide = "validation ROUGE-L" if setup.select_by == "rouge" else "validation loss"
+    check_references(tuned.scoring.metrics, [e.references for e in examples])
+    guide = f"validation {tuned.scoring.labels[tuned.scoring.primary]}" if selects_by_metric(setup) else "validation loss"
     say(f"compare: {len(tuned.spaces)} method(s) x {setup.trials} trial(s) chosen by {guide} on {len(tuned.validation_examples)} "
         f"validation rows carved from the training data, then {setup.seeds} seed(s) each and the base on {len(examples)} test rows; "
         f"output {final_out}")
@@ -150,9 +153,13 @@ def describe(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def selects_by_metric(setup: CompareSetup) -> bool:
+    return setup.select_by in ("metric", "rouge")  # "rouge": the older name of the same choice
+
+
 def tuning_trial(tuned: Tuned, method: str, trial: Any, index: int) -> float:
     """Train one configuration on the training rows; the trial's value (lower is better) is its final validation
-    loss, or with --select-by rouge minus the ROUGE-L of its answers generated for the validation rows.
+    loss, or with --select-by metric minus the primary metric of its answers generated for the validation rows.
     The pruner stops it at a validation checkpoint where its loss trails the median of the trials before it."""
     import optuna
 
@@ -191,18 +198,19 @@ def tuning_trial(tuned: Tuned, method: str, trial: Any, index: int) -> float:
     trial.set_user_attr("summary", {k: summary.get(k) for k in ("train_seconds", "real_tokens", "steps", "peak_memory_bytes")})
     trial.set_user_attr(studies.VALIDATION_LOSS, summary["eval_loss"])
     tuned.say(f"[{name}] validation loss {summary['eval_loss']:.4f}")
-    if tuned.setup.select_by != "rouge":
+    if not selects_by_metric(tuned.setup):
         return summary["eval_loss"]
     scored = score(config, tuned.validation_examples, tuned.settings, trained=str(folder / "train" / artifacts.ADAPTER_DIR),
-                   forgetting=False)
-    trial.set_user_attr(studies.VALIDATION_ROUGE, scored.rouge["rougeL"])
-    tuned.say(f"[{name}] validation ROUGE-L {100 * scored.rouge['rougeL']:.2f} ({scored.eval_seconds:.0f} s)")
-    return -scored.rouge["rougeL"]  # the studies minimise (their pruner compares losses)
+                   forgetting=False, scoring=tuned.scoring)
+    primary = tuned.scoring.primary
+    trial.set_user_attr(studies.VALIDATION_SCORE, scored.scores[primary])
+    tuned.say(f"[{name}] validation {tuned.scoring.labels[primary]} {100 * scored.scores[primary]:.2f} ({scored.eval_seconds:.0f} s)")
+    return -scored.scores[primary]  # the studies minimise (their pruner compares losses)
 
 
 def best_trial(tuned: Tuned, method: str) -> Any:
     """The method's chosen configuration: the finished trial with the lowest value (validation loss, or minus
-    validation ROUGE-L)."""
+    the validation primary metric)."""
     from optuna.trial import TrialState
 
     complete = [t for t in studies.done_trials(tuned.tuning[method]).values() if t.state == TrialState.COMPLETE]
@@ -219,7 +227,7 @@ def final_run(tuned: Tuned, trial: Any, index: int, examples: list[Any], setting
     carries a copy, so that the report reaches every worker's records wherever it runs."""
     method, offset = tuned.items[index]
     if method == "base":
-        record = base_result(tuned.out / "runs" / "base", tuned.shared, examples, settings, tuned.say)
+        record = base_result(tuned.out / "runs" / "base", tuned.shared, examples, settings, tuned.scoring, tuned.say)
     else:
         seed = tuned.shared.train.seed + offset
         folder = tuned.out / "runs" / method / f"seed-{seed}"
@@ -229,7 +237,7 @@ def final_run(tuned: Tuned, trial: Any, index: int, examples: list[Any], setting
         else:
             record = write_result(folder, seed_run(tuned, method, seed, folder, examples, settings, base_bytes))
     trial.set_user_attr(studies.RECORD, json.dumps(record))
-    return record["rouge"]["rougeL"]
+    return record["scores"][record["primary"]]
 
 
 def seed_run(tuned: Tuned, method: str, seed: int, folder: Path, examples: list[Any], settings: GenerationSettings,
@@ -255,10 +263,12 @@ def seed_run(tuned: Tuned, method: str, seed: int, folder: Path, examples: list[
     summary = train(name, folder, config, tuned.launcher_config, tuned.say)
     tuned.say(f"[{name}] scoring")
     adapter = folder / "train" / artifacts.ADAPTER_DIR
-    scored = score(config, examples, settings, trained=str(adapter))
+    base_answers = (read_result(tuned.out / "runs" / "base") or {}).get("predictions")  # for a pairwise judge
+    scored = score(config, examples, settings, trained=str(adapter), scoring=tuned.scoring, base_answers=base_answers)
     record = result_record(method, method, {k: str(v) for k, v in chosen.params.items()}, scored, None, summary,
-                           stored_bytes(adapter), base_bytes)
+                           stored_bytes(adapter), base_bytes, tuned.scoring)
     record.update({"seed": seed, "chosen_trial": chosen.user_attrs["index"],
                    "validation_loss": chosen.user_attrs.get(studies.VALIDATION_LOSS, chosen.value),  # older studies: the value
-                   "validation_rouge": chosen.user_attrs.get(studies.VALIDATION_ROUGE)})
+                   "validation_score": chosen.user_attrs.get(studies.VALIDATION_SCORE,
+                                                             chosen.user_attrs.get(studies.VALIDATION_ROUGE))})
     return record

@@ -1,1 +1,2 @@
-"""Export a trained result for use elsewhere: merged into its base as a plain transformers model."""
+"""Export owns everything that leaves peftlab as a file: merge, GGUF per family, llama.cpp LoRA files, Ollama, hub upload, parity
+checks, and its format table (formats.py, which the CLI reads). It may import models, methods, artifacts and generation code, never cli."""

@@ -1,65 +1,63 @@
-"""A merged Llama-family model as one GGUF file, for llama.cpp and Ollama.
+"""A merged model as one GGUF file for llama.cpp and Ollama, and a LoRA adapter as a llama.cpp LoRA file, for every
+family in `gguf_families.FAMILIES` (Llama, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3, Phi-3, GPT-2, GPT-NeoX).
 
-Built on the `gguf` package (llama.cpp's own writer, constants, tensor-name map and quantizers). Written here,
-because that package lacks them (they live in llama.cpp's convert script, which is not a library): the Llama
-metadata from a transformers config, the row order of the query and key weights that llama.cpp's rotary
-embedding expects, and the tokenizer fields from a transformers BPE tokenizer. When the base came from a GGUF
-file, its tokenizer fields are copied as they are, so llama.cpp tokenizes exactly as it did for the base.
+Built on the `gguf` package (llama.cpp's own writer, constants, tensor-name map and quantizers); what it lacks per
+family lives in `gguf_families`, the tokenizer fields in `gguf_tokenizer`. When the base came from a GGUF file, its
+tokenizer fields are copied as they are, so llama.cpp tokenizes exactly as it did for the base.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from peftlab.errors import PeftlabError
+from peftlab.export.gguf_families import ELSEWHERE, gguf_family, llama_cpp_rows, llama_cpp_tensor, skipped
+from peftlab.export.gguf_tokenizer import copy_tokenizer_fields, tokenizer_fields
 
 # --type -> (the type of each 2-D weight, the file type recorded in general.file_type); 1-D tensors stay F32
 TENSOR_TYPES = {"f32": ("F32", "ALL_F32"), "f16": ("F16", "MOSTLY_F16"), "bf16": ("BF16", "MOSTLY_BF16"),
                 "q8_0": ("Q8_0", "MOSTLY_Q8_0"), "q5_1": ("Q5_1", "MOSTLY_Q5_1"), "q5_0": ("Q5_0", "MOSTLY_Q5_0"),
                 "q4_1": ("Q4_1", "MOSTLY_Q4_1"), "q4_0": ("Q4_0", "MOSTLY_Q4_0")}
-ARCHITECTURES = {"llama": "LLAMA"}  # transformers model_type -> gguf MODEL_ARCH with the same tensors and rotary layout
 
 
-def check_exportable(config: Any) -> None:
-    """Refuse, before anything slow, a model this writer would describe wrongly."""
-    if config.model_type not in ARCHITECTURES:
-        raise PeftlabError(f"GGUF export supports Llama-family models ({', '.join(ARCHITECTURES)}), not {config.model_type}; "
-                           "merge it with `peftlab merge` and convert the folder with llama.cpp's convert_hf_to_gguf.py")
-    rope = _rope(config)
-    if rope.get("rope_type", "default") not in ("default", "linear"):
-        raise PeftlabError(f"GGUF export does not yet write {rope['rope_type']} rotary scaling; merge with `peftlab merge` "
-                           "and convert the folder with llama.cpp's convert_hf_to_gguf.py")
+def check_exportable(config: Any, say: Callable[[str], None] = lambda text: None) -> None:
+    """Refuse, before anything slow, a model this writer would describe wrongly; say what llama.cpp will ignore."""
+    gguf_family(config, say)
 
 
-def _rope(config: Any) -> dict[str, Any]:
-    parameters = dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {})
-    parameters.setdefault("rope_theta", getattr(config, "rope_theta", 10000.0))
-    return parameters
+def _arch(config: Any) -> Any:
+    import gguf
+
+    return gguf.MODEL_ARCH[gguf_family(config).arch]
 
 
-def rotary_row_order(weight: Any, heads: int) -> Any:
-    """transformers rotates each head's first half against its second half; llama.cpp rotates neighbouring
-    pairs. Row i of a head's second half goes next to row i of its first half (numpy, 2-D or 1-D)."""
-    rows = weight.shape[0]
-    return weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+def gguf_architecture(config: Any) -> str:
+    """The architecture name a GGUF file of this model carries ('llama' for Mistral too)."""
+    import gguf
+
+    return gguf.MODEL_ARCH_NAMES[_arch(config)]
 
 
 def tensor_names(config: Any) -> Any:
     """The gguf package's map from transformers tensor names to llama.cpp's, for this model's architecture."""
     import gguf
 
-    return gguf.get_tensor_name_map(gguf.MODEL_ARCH[ARCHITECTURES[config.model_type]], config.num_hidden_layers)
+    return gguf.get_tensor_name_map(_arch(config), config.num_hidden_layers)
 
 
-def llama_cpp_rows(data: Any, target: str, config: Any) -> Any:
-    """A weight (or a weight update) of the query or key projection in llama.cpp's row order; others as they are."""
-    if ".attn_q." in target:
-        return rotary_row_order(data, config.num_attention_heads)
-    if ".attn_k." in target:
-        return rotary_row_order(data, config.num_key_value_heads)
-    return data
+def _writer(path: Path, config: Any) -> Any:
+    import gguf
+
+    return gguf.GGUFWriter(path, gguf_architecture(config))
+
+
+def update_in_llama_cpp_layout(module: Any, adapter: str, target: str, config: Any) -> Any:
+    """peft's weight update of one LoRA layer (numpy) in llama.cpp's orientation and row order."""
+    delta = module.get_delta_weight(adapter).detach().float().numpy()
+    if getattr(module, "fan_in_fan_out", False):
+        delta = delta.T  # Conv1D: peft returns it inputs x outputs, like the weight
+    return llama_cpp_rows(delta, target, config)
 
 
 def lora_layers(adapted: Any) -> Iterator[tuple[str, Any, str]]:
@@ -93,29 +91,31 @@ def _finish(writer: Any) -> None:
 
 
 def write_gguf(model: Any, tokenizer: Any, path: Path, tensor_type: str, name: str, base_gguf: Path | None) -> dict[str, int]:
-    """Write `model` (a merged transformers Llama) to `path`; return how many tensors of each type it holds."""
+    """Write `model` (a merged transformers model) to `path`; return how many tensors of each type it holds."""
     import gguf
     import numpy as np
 
     config = model.config
-    check_exportable(config)
+    family = gguf_family(config)
     weight_type, file_type = TENSOR_TYPES[tensor_type]
     names = tensor_names(config)
-    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[ARCHITECTURES[config.model_type]]])
-    _model_metadata(writer, config, name, gguf.LlamaFileType[file_type])
+    writer = _writer(path, config)
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(name)
+    family.metadata(writer, config)
+    writer.add_file_type(gguf.LlamaFileType[file_type])
     if base_gguf is not None:
-        _copy_tokenizer_fields(writer, base_gguf)
+        copy_tokenizer_fields(writer, base_gguf)
     else:
-        _tokenizer_fields(writer, tokenizer)
+        tokenizer_fields(writer, tokenizer)
     counts: dict[str, int] = {}
     for key, tensor in model.state_dict().items():
-        if key == "lm_head.weight" and config.tie_word_embeddings:
-            continue  # llama.cpp uses the token embedding when the file has no output weight
+        if skipped(key, config):
+            continue
         target = names.get_name(key, try_suffixes=(".weight", ".bias"))
         if target is None:
-            raise PeftlabError(f"GGUF export: no llama.cpp name for tensor {key}; this model has parts the Llama "
-                               "layout lacks; convert the merged folder with llama.cpp's convert_hf_to_gguf.py")
-        data = llama_cpp_rows(tensor.detach().float().cpu().numpy(), target, config)
+            raise PeftlabError(f"GGUF export: no llama.cpp name for tensor {key} in the {family.arch} layout; {ELSEWHERE}")
+        data = llama_cpp_tensor(tensor.detach().float().cpu().numpy(), key, target, config)
         data, kind = _encode(data, weight_type, gguf, np)
         writer.add_tensor(target, data, raw_dtype=kind)
         counts[kind.name] = counts.get(kind.name, 0) + 1
@@ -137,91 +137,8 @@ def _encode(data: Any, weight_type: str, gguf: Any, np: Any) -> tuple[Any, Any]:
         return data.astype(np.float16), gguf.GGMLQuantizationType.F16
 
 
-def _model_metadata(writer: Any, config: Any, name: str, file_type: Any) -> None:
-    import gguf
-
-    rope = _rope(config)
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    writer.add_type(gguf.GGUFType.MODEL)
-    writer.add_name(name)
-    writer.add_context_length(config.max_position_embeddings)
-    writer.add_embedding_length(config.hidden_size)
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_rope_freq_base(float(rope["rope_theta"]))
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_vocab_size(config.vocab_size)
-    if rope.get("rope_type") == "linear":
-        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        writer.add_rope_scaling_factor(float(rope["factor"]))
-    writer.add_file_type(file_type)
-
-
-def _copy_tokenizer_fields(writer: Any, base_gguf: Path) -> None:
-    """Every tokenizer.* field of the GGUF file the base came from, with its GGUF type."""
-    import gguf
-
-    reader = gguf.GGUFReader(base_gguf)
-    for key, field in reader.fields.items():
-        if not key.startswith("tokenizer."):
-            continue
-        main = field.types[0]
-        sub = field.types[-1] if main == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(key, field.contents(), main, sub_type=sub)
-
-
-LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-
-
-def pre_tokenizer_name(pre: dict[str, Any]) -> str:
-    """llama.cpp's name for how text is split before BPE (it names splits, it does not read them): GPT-2's own
-    regex (a ByteLevel pre-tokenizer that splits: 'gpt-2'), Llama 3's split ('llama-bpe'), else llama.cpp's default."""
-    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return "gpt-2"
-    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else []
-    patterns = [step.get("pattern", {}).get("Regex") for step in steps if step.get("type") == "Split"]
-    return "llama-bpe" if patterns == [LLAMA3_SPLIT] else "default"
-
-
-def _tokenizer_fields(writer: Any, tokenizer: Any) -> None:
-    """A transformers byte-level BPE tokenizer as llama.cpp's 'gpt2' tokenizer: tokens by id, their kinds, merges,
-    special ids, whether a BOS is added, and the chat template."""
-    import gguf
-
-    backend = json.loads(tokenizer.backend_tokenizer.to_str()) if getattr(tokenizer, "is_fast", False) else {}
-    if backend.get("model", {}).get("type") != "BPE":
-        raise PeftlabError("GGUF export writes byte-level BPE tokenizers (Llama 3, SmolLM, Qwen style) or copies the fields "
-                           "of a base that came from a GGUF file; this tokenizer is neither: convert the merged folder with "
-                           "llama.cpp's convert_hf_to_gguf.py")
-    vocab = tokenizer.get_vocab()
-    by_id = sorted(vocab.items(), key=lambda item: item[1])
-    if [i for _, i in by_id] != list(range(len(by_id))):
-        raise PeftlabError("GGUF export: the tokenizer's ids have gaps; convert the merged folder with llama.cpp's convert_hf_to_gguf.py")
-    special = set(tokenizer.all_special_ids)
-    added = {token.content for token in tokenizer.added_tokens_decoder.values()}
-    kinds = [gguf.TokenType.CONTROL if i in special else gguf.TokenType.USER_DEFINED if token in added else gguf.TokenType.NORMAL
-             for token, i in by_id]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in backend["model"].get("merges", [])]
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre_tokenizer_name(backend.get("pre_tokenizer") or {}))
-    writer.add_token_list([token for token, _ in by_id])
-    writer.add_token_types(kinds)
-    writer.add_token_merges(merges)
-    for setter, token_id in ((writer.add_bos_token_id, tokenizer.bos_token_id), (writer.add_eos_token_id, tokenizer.eos_token_id),
-                             (writer.add_unk_token_id, tokenizer.unk_token_id), (writer.add_pad_token_id, tokenizer.pad_token_id)):
-        if token_id is not None:
-            setter(token_id)
-    probe = tokenizer("a")["input_ids"]
-    writer.add_add_bos_token(bool(probe) and tokenizer.bos_token_id is not None and probe[0] == tokenizer.bos_token_id)
-    if isinstance(getattr(tokenizer, "chat_template", None), str):
-        writer.add_chat_template(tokenizer.chat_template)
-
-
 def write_gguf_lora(adapted: Any, path: Path, tensor_type: str, name: str) -> dict[str, int]:
-    """Write the LoRA layers of `adapted` (a peft model on a Llama base) as a llama.cpp LoRA adapter file:
+    """Write the LoRA layers of `adapted` (a peft model on a base of a known family) as a llama.cpp LoRA adapter file:
     '<base tensor>.lora_a' (rank x inputs) and '.lora_b' (outputs x rank) per layer, loaded with `--lora`.
 
     peft's per-layer scale (alpha / r, alpha / sqrt(r) for rsLoRA, per-module patterns) is folded into lora_b
@@ -232,13 +149,14 @@ def write_gguf_lora(adapted: Any, path: Path, tensor_type: str, name: str) -> di
     config = adapted.get_base_model().config
     check_exportable(config)
     weight_type = "F16" if tensor_type == "f16" else "F32"
-    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[ARCHITECTURES[config.model_type]]])
+    writer = _writer(path, config)
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_name(name)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 0.0)
     counts: dict[str, int] = {}
     for target, module, adapter in lora_layers(adapted):
+        # A (rank x inputs) and B (outputs x rank) are in llama.cpp's orientation for Linear and Conv1D alike
         down = module.lora_A[adapter].weight.detach().float().numpy()
         up = module.lora_B[adapter].weight.detach().float().numpy() * float(module.scaling[adapter])
         up = llama_cpp_rows(up, target, config)  # rows of the update follow the rows of the weight

@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 from peftlab import outputs
 from peftlab.errors import PeftlabError
-from peftlab.artifacts import adapter_folder, check_base, misfit_error, read_json, read_run_config, recorded_model_name
+from peftlab.artifacts import (adapter_folder, check_base, misfit_error, read_json, read_run_config,
+                               recorded_attn_implementation, recorded_model_name)
 from peftlab.models.loading import LoadedModel, load_model, resolve_dtype
 
 # max |merged logit - base+adapter logit| / (1 + max |logit|): rounding of W + BA in the weights' dtype
@@ -80,13 +81,13 @@ def _logits(model: Any, inputs: dict[str, Any]) -> Any:
         return model(**{k: v.to(model.device) for k, v in inputs.items()}).logits.float().cpu()
 
 
-def _load_base(name: str | None, dtype: str, quantization: str | None) -> LoadedModel:
-    """The base as the adapter saw it; a quantized base dequantized to `dtype` (fp32/bf16)."""
+def _load_base(name: str | None, dtype: str, quantization: str | None, attention: str) -> LoadedModel:
+    """The base as the adapter saw it (its attention implementation too); a quantized base dequantized to `dtype` (fp32/bf16)."""
     import torch
 
     if not quantization:
-        return load_model(name, dtype)
-    loaded = load_model(name, dtype, quantization=quantization)
+        return load_model(name, dtype, attention)
+    loaded = load_model(name, dtype, attention, quantization=quantization)
     loaded.model = loaded.model.dequantize(dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
     loaded.model.to(torch.bfloat16 if dtype == "bf16" else torch.float32)
     loaded.quantization = None
@@ -105,7 +106,7 @@ def merged_model(adapter: str, model: str | None = None, dtype: str | None = Non
     method = saved_method(folder)
     _mergeable(folder, method)
     dtype = resolve_dtype(dtype or _run_dtype(folder))
-    loaded = _load_base(name, dtype, method.quantization)
+    loaded = _load_base(name, dtype, method.quantization, recorded_attn_implementation(folder))
     say(f"merge: {method.name} adapter {folder} into {loaded.spec} ({dtype}"
         + (f", {method.quantization} base dequantized" if method.quantization else "") + ")")
     try:

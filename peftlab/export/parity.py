@@ -1,13 +1,12 @@
 """`peftlab check`: does the deployed model answer as the trained one? The adapter on its base, the merged model,
-an exported GGUF file in llama.cpp (a runtime we did not write) and a running OpenAI-compatible server answer the
-same prompts greedily; the table shows each answer, where the first differing token is, and whether the chat
+an exported GGUF file in llama.cpp (a runtime we did not write; decoder-only models) and a running OpenAI-compatible
+server answer the same prompts greedily; the table shows each answer, where the first differing token is, and whether the chat
 template and stop tokens agree."""
 
 from __future__ import annotations
 
+import http.client
 import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -54,6 +53,7 @@ class Server:
     url: str  # the server's root or its /v1 base, e.g. http://127.0.0.1:8000
     model: str | None = None  # the served name of the adapter; None: the one adapter the server lists
     api_key: str | None = None
+    bounds: Any = None  # server_client.Bounds: the deadline and size cap of each answer (None: the defaults)
 
 
 def check_parity(config: RunConfig, adapter: str, texts: list[str], settings: GenerationSettings, gguf: str | None,
@@ -62,16 +62,18 @@ def check_parity(config: RunConfig, adapter: str, texts: list[str], settings: Ge
     from peftlab.generation import encode_prompts, eos_ids, generate_ids, load_for_generation
 
     loaded = load_for_generation(config.model.name, "fp32", adapter, config.model.attn_implementation)
-    if loaded.is_seq2seq:
-        raise PeftlabError("peftlab check compares decoder-only deployments (merged, GGUF); this adapter's base is seq2seq")
+    seq2seq = loaded.is_seq2seq
+    if seq2seq and gguf:
+        raise PeftlabError("--gguf: this adapter's base is an encoder-decoder (T5), which peftlab does not export to GGUF; "
+                           "drop --gguf to check the merged model (and --server) against the adapter")
     prompts, chat = encode_prompts(loaded, texts, config.data.chat_template)
     if server:
         model = served_model(server)  # an unreachable server or unknown name fails before minutes of generation
     ends = eos_ids(loaded.model, loaded.tokenizer)
-    answers = {REFERENCE: [until_end(t, ends) for t in generate_ids(loaded.model, loaded.tokenizer, prompts, False, settings)]}
+    answers = {REFERENCE: [until_end(t, ends) for t in generate_ids(loaded.model, loaded.tokenizer, prompts, seq2seq, settings)]}
     say(f"check: {len(prompts)} prompts, greedy, up to {settings.max_new_tokens} new tokens; {REFERENCE} on its base done")
     merged, _, _ = merged_model(adapter, config.model.name, "fp32")
-    answers["merged"] = [until_end(t, ends) for t in generate_ids(merged, loaded.tokenizer, prompts, False, settings)]
+    answers["merged"] = [until_end(t, ends) for t in generate_ids(merged, loaded.tokenizer, prompts, seq2seq, settings)]
     say("check: merged model done")
     problems = template_problems(adapter, loaded.tokenizer, gguf)
     if gguf:
@@ -90,36 +92,46 @@ def check_parity(config: RunConfig, adapter: str, texts: list[str], settings: Ge
 
 
 def _call(server: Server, path: str, body: dict[str, Any] | None = None) -> Any:
+    from peftlab.export.server_client import HttpAnswerError, request_json
+
     base = server.url.rstrip("/")
     url = (base if base.endswith("/v1") else base + "/v1") + path
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {server.api_key}"} if server.api_key else {})}
-    request = urllib.request.Request(url, json.dumps(body).encode() if body is not None else None, headers)
     try:
-        with urllib.request.urlopen(request, timeout=600) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        detail = error.read().decode(errors="replace")[:300]
-        try:
-            detail = json.loads(detail)["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            pass
-        hint = "; set $PEFTLAB_API_KEY to the server's key" if error.code == 401 else ""
-        raise PeftlabError(f"--server {server.url}: {url} answered {error.code}: {detail}{hint}") from None
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        raise PeftlabError(f"--server {server.url}: cannot reach {url} ({reason}); start it with `peftlab serve --adapter "
+        return request_json(url, body, headers, server.bounds)
+    except HttpAnswerError as error:
+        hint = "; set $PEFTLAB_API_KEY to the server's key" if error.status == 401 else ""
+        raise PeftlabError(f"--server {server.url}: {url} answered {error.status}: {error.detail}{hint}") from None
+    except PeftlabError as error:
+        raise PeftlabError(f"--server {server.url}: {error}") from None
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        raise PeftlabError(f"--server {server.url}: cannot reach {url} ({error}); start it with `peftlab serve --adapter "
                            "NAME=ADAPTER` or pass the URL it listens on") from None
+
+
+def _field(server: Server, answer: Any, *path: str | int) -> Any:
+    """answer[path[0]][path[1]]...; a server that answers another shape is named, with what it sent (exit 2, not a crash)."""
+    value = answer
+    for key in path:
+        try:
+            value = value[key]
+        except (KeyError, IndexError, TypeError):
+            where = "".join(f"[{k!r}]" for k in path)
+            raise PeftlabError(f"--server {server.url}: the answer has no {where} (it sent {json.dumps(answer)[:120]}); "
+                               "is it an OpenAI-compatible API?") from None
+    return value
 
 
 def served_model(server: Server) -> str:
     """The name to ask for: --server-model, else the one adapter the server lists (a model with a parent)."""
-    cards = _call(server, "/models").get("data", [])
-    names = [card.get("id") for card in cards]
+    listing = _call(server, "/models")
+    cards = _field(server, listing, "data")
+    names = [str(_field(server, listing, "data", i, "id")) for i in range(len(cards) if isinstance(cards, list) else 1)]
     if server.model is not None:
         if server.model not in names:
             raise PeftlabError(f"--server-model {server.model}: the server serves {', '.join(names) or 'nothing'}; pass one of them")
         return server.model
-    adapters = [card.get("id") for card in cards if card.get("parent")]
+    adapters = [name for name, card in zip(names, cards) if isinstance(card, dict) and card.get("parent")]
     if len(adapters) != 1:
         raise PeftlabError(f"--server {server.url} serves {', '.join(names) or 'nothing'}: pass --server-model NAME, the "
                            "name it serves this adapter under")
@@ -134,10 +146,10 @@ def server_texts(server: Server, model: str, texts: list[str], chat: bool, max_n
         body: dict[str, Any] = {"model": model, "max_tokens": max_new_tokens, "temperature": 0}
         if chat:
             answer = _call(server, "/chat/completions", {**body, "messages": [{"role": "user", "content": text}]})
-            replies.append((answer["choices"][0]["message"]["content"] or "").strip())
+            replies.append(str(_field(server, answer, "choices", 0, "message", "content") or "").strip())
         else:
             answer = _call(server, "/completions", {**body, "prompt": text})
-            replies.append(answer["choices"][0]["text"].strip())
+            replies.append(str(_field(server, answer, "choices", 0, "text") or "").strip())
     return replies
 
 

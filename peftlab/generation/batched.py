@@ -7,6 +7,7 @@ import copy
 from typing import Any, Callable
 
 from peftlab.errors import PeftlabError
+from peftlab.generation.continuous import batches_continuously, generate_continuously
 from peftlab.generation.sampler import sampled_token_processor, sampling_of
 from peftlab.generation.selfcheck import cache_checked, cached_generate, continuous_checked
 from peftlab.generation.settings import GenerationSettings, eos_ids, generation_config, pad_batch
@@ -44,9 +45,8 @@ def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2se
     if any(not ids for ids in prompts):
         raise PeftlabError("a prompt is empty after tokenization; check the template and the prompt column")
     model.eval()
-    if settings.continuous and not is_seq2seq and settings.num_beams == 1 and continuous_checked(model, tokenizer, prompts[0], settings):
-        from peftlab.generation.continuous import generate_continuously
-
+    if settings.continuous and not is_seq2seq and settings.num_beams == 1 and batches_continuously(model) \
+            and continuous_checked(model, tokenizer, prompts[0], settings):
         return generate_continuously(model, prompts, settings.max_new_tokens, eos_ids(model, tokenizer), settings.batch_size, progress)
     config = generation_config(model, tokenizer, settings)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))

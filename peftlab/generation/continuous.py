@@ -5,16 +5,30 @@ A running batch is one left-padded cache ([rows, heads, length, head_dim] per la
 attention mask and each row's next position: exactly what `generate` holds for a left-padded
 batch, so every row decodes as it would alone. A row joining pads the shorter side on the left;
 rows leaving are cut out, and padding columns no row needs any more are dropped.
+
+Sliding-window layers (Mistral, Qwen2 with use_sliding_window, Phi-3, Gemma 2 and 3, which mix
+sliding and full layers) keep every key here, as full layers do, so all layers have one length
+under one 2-D mask: the model still builds each layer type's own 4-D mask from the config's
+window (transformers 5.24 masking_utils: the window is a distance between cache columns, and a
+row's tokens are contiguous up to the newest column, so column distance is position distance).
+transformers' own DynamicSlidingWindowLayer keeps only the window, a different length per layer
+type; that saves memory but cannot be stitched to other rows under one mask. Caches with
+recurrent state (linear-attention and state-space layers) cannot be left-padded at all: such
+models generate in static batches through `generate` (`batches_continuously`).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from peftlab.generation.sampler import choose
 from peftlab.generation.soft_prompts import PREFIXED, cache_keyword, virtual_token_type
+
+log = logging.getLogger(__name__)
+_static_layouts_said: set[str] = set()  # model types whose fallback to static batches was logged (once each)
 
 
 def forward(model: Any, cache: Any, mask: Any, positions: Any, adapter_names: list[str] | None = None,
@@ -26,11 +40,62 @@ def forward(model: Any, cache: Any, mask: Any, positions: Any, adapter_names: li
     return out.logits[:, -1].float()
 
 
-def empty_cache(model: Any) -> Any:
+def _config_cache(model: Any) -> Any:
+    """The cache transformers builds for the model's layer types (full, sliding, linear attention...)."""
     from transformers import DynamicCache
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return DynamicCache(config=base.config)
+
+
+def _stitchable(layer: Any) -> bool:
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    return type(layer) in (DynamicLayer, DynamicSlidingWindowLayer)
+
+
+def batches_continuously(model: Any) -> bool:
+    """Whether every cache layer of the model holds keys and values only (full or sliding attention), so rows can be
+    stitched; else (recurrent state) it generates in static batches, and one line says so per model type."""
+    cache = _config_cache(model)
+    if all(_stitchable(layer) for layer in cache.layers):
+        return True
+    kinds = sorted({type(layer).__name__ for layer in cache.layers if not _stitchable(layer)})
+    model_type = str(getattr(getattr(model, "config", None), "model_type", type(model).__name__))
+    if model_type not in _static_layouts_said:
+        _static_layouts_said.add(model_type)
+        log.info("%s has cache layers with recurrent state (%s): generating in static batches through transformers' "
+                 "generate instead of continuous batching", model_type, ", ".join(kinds))
+    return False
+
+
+def empty_cache(model: Any) -> Any:
+    """A cache whose every layer keeps all its keys, sliding-window layers too (see the module docstring)."""
+    from transformers.cache_utils import DynamicLayer
+
+    cache = _config_cache(model)
+    cache.layers = [DynamicLayer() for _ in cache.layers]
+    return cache
+
+
+def full_length(cache: Any) -> Any:
+    """The cache with each sliding-window layer as a full layer of the same length; the keys the window already
+    dropped become zeros, which the model's sliding mask never attends to (they are out of the window)."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    for index, layer in enumerate(cache.layers):
+        if isinstance(layer, DynamicSlidingWindowLayer) and layer.is_initialized:
+            lost = layer.cumulative_length - layer.keys.shape[-2]
+            full = DynamicLayer()
+            full.update(_zeros_in_front(layer.keys, lost), _zeros_in_front(layer.values, lost))
+            cache.layers[index] = full
+    return cache
+
+
+def _zeros_in_front(states: Any, width: int) -> Any:
+    import torch.nn.functional as F
+
+    return F.pad(states, [0, 0, width, 0])
 
 
 class Prefill:
@@ -50,7 +115,7 @@ class Prefill:
         self.cache, self.cached, self.position = empty_cache, 0, 0
         self.inputs, self.embedded = ids, False
         if virtual_tokens in PREFIXED:
-            self.cache = model.get_prompt(batch_size=1)
+            self.cache = full_length(model.get_prompt(batch_size=1))  # peft builds Gemma's prefix with windows
             self.cached = self.position = self.cache.get_seq_length()
             self.model = model.get_base_model()
         elif virtual_tokens:

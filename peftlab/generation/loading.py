@@ -4,24 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from peftlab.artifacts import adapter_folder, check_base, misfit_error
+from peftlab.artifacts import adapter_folder, check_base, misfit_error, recorded_attn_implementation
 from peftlab.models.loading import LoadedModel, load_model
 
 
 def load_for_generation(model_name: str | None, dtype: str = "auto", adapter: str | None = None,
-                        attn_implementation: str = "sdpa") -> LoadedModel:
+                        attn_implementation: str | None = None) -> LoadedModel:
     """Load `model_name` (None = the embedded default), with the trained result in `adapter` applied if given.
+
+    attn_implementation: None = the one the adapter's training run recorded ("auto" without an adapter or a record).
 
     Any method's result: the method registry knows how each is reloaded (PEFT adapters, bottleneck
     adapters, trained-parameter files, whole models) and how its base must be loaded (4/8-bit).
     """
     if not adapter:
-        return load_model(model_name, dtype, attn_implementation)
+        return load_model(model_name, dtype, attn_implementation or "auto")
     from peftlab.methods import load_trained, saved_method
 
     folder = adapter_folder(adapter)
     check_base(folder, model_name)
-    loaded = load_model(model_name, dtype, attn_implementation, saved_method(folder).quantization)
+    attention = attn_implementation or recorded_attn_implementation(folder)
+    loaded = load_model(model_name, dtype, attention, saved_method(folder).quantization)
     try:
         loaded.model = load_trained(loaded.model, folder)
     except (RuntimeError, ValueError, KeyError) as error:

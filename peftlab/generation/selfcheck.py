@@ -71,6 +71,24 @@ def continuous_generate(model: Any, ids: Any, mask: Any, config: Any, is_seq2seq
     return torch.tensor(tokens, device=ids.device)
 
 
+def smallest_window(model: Any) -> int | None:
+    """The sliding window of the model's windowed layers (Mistral, Gemma 2 and 3, Qwen2 with use_sliding_window...), if any."""
+    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    window = getattr(config.get_text_config(decoder=True), "sliding_window", None)
+    return window if isinstance(window, int) and window > 0 else None
+
+
+def probe_prompts(model: Any, prompt: list[int]) -> list[tuple[int, ...]]:
+    """Distinct probes, longest first: prefixes of `prompt`, and, for a model with a sliding window, one that is longer
+    than the window (the prompt repeated as often as needed), so a cache that mishandles the window is caught."""
+    probes = [tuple(prompt[:length]) for length in PROBE_LENGTHS]
+    window = smallest_window(model)
+    if window is not None:
+        past_window = window + PROBE_TOKENS
+        probes.insert(0, tuple((prompt * (past_window // len(prompt) + 1))[:past_window]))
+    return list(dict.fromkeys(probes))
+
+
 def cache_agrees(model: Any, prompt: list[int], config: Any, is_seq2seq: bool, generate: Callable = cached_generate) -> bool:
     """Whether every token cached generation picks for prefixes of `prompt` (batched, padded) is the uncached argmax.
 
@@ -82,7 +100,7 @@ def cache_agrees(model: Any, prompt: list[int], config: Any, is_seq2seq: bool, g
     """
     import torch
 
-    probes = list({tuple(prompt[:length]): None for length in PROBE_LENGTHS})  # distinct, longest first
+    probes = probe_prompts(model, prompt)
     ids, mask = pad_batch([list(p) for p in probes], config.pad_token_id, left=not is_seq2seq)
     got = generate(model, ids.to(model.device), mask.to(model.device), _probe_config(config), is_seq2seq)
     for probe, tokens in zip(probes, got[:, -PROBE_TOKENS:].tolist()):

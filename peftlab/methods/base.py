@@ -60,8 +60,9 @@ class Method:
     build: Callable[[Any, Any, BuildContext], Any]  # (model, settings, context) -> trainable model
     save: Callable[[Any, Path], None] = save_peft  # (trained model, folder)
     load: Callable[[Any, Path], Any] = load_peft  # (base model, folder) -> trained model
-    # (loaded model, folder, adapter name) -> the tensors its weights file must hold: every load checks them
-    saved_tensors: Callable[[Any, Path, str], Expected] = peft_saved_tensors
+    # (loaded model, folder, adapter name) -> the tensors its weights file must hold, checked on every load (a method
+    # with its own format declares them; left at peft's, a model peft did not build is only checked finite)
+    saved_tensors: Callable[[Any, Path, str], Expected | None] = peft_saved_tensors
     quantization: str | None = None  # how the base model must be loaded: None | "4bit" | "8bit"
     callbacks: Callable[[Any], list] = lambda model: []  # Trainer callbacks the method needs (AdaLoRA)
     # (model, lr, weight_decay) -> the optimizer the Trainer uses (LoRA+'s per-matrix rates); None = the Trainer's AdamW

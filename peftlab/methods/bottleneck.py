@@ -29,13 +29,11 @@ from peftlab.artifacts import read_adapter_config, write_adapter_config
 from peftlab.errors import PeftlabError
 from peftlab.methods.base import BuildContext, Method, register
 from peftlab.methods.saved_tensors import Expected
+from peftlab.methods.targets import CROSS_ATTENTION, adaptable_modules, ends_with, output_features, role_modules
 
 PEFT_TYPE = "BOTTLENECK"
 WEIGHTS_FILE = "adapter_model.safetensors"
 CHILD = "bottleneck_adapter"  # the adapter's name under the projection it follows
-# output projections per architecture family: Llama-style (Llama, Mistral, Qwen, SmolLM) and T5
-ATTENTION_OUTPUTS = ("self_attn.o_proj", "SelfAttention.o")
-FEEDFORWARD_OUTPUTS = ("mlp.down_proj", "DenseReluDense.wo")
 ACTIVATIONS = {"relu": nn.ReLU, "swish": nn.SiLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 PLACEMENT_ACTIVATION = {"houlsby": "swish", "pfeiffer": "relu"}  # AdapterHub's defaults per placement
 
@@ -79,13 +77,13 @@ def _apply_adapter(module: nn.Module, args: Any, output: torch.Tensor) -> torch.
 
 
 def adapted_module_names(model: nn.Module, placement: str) -> list[str]:
-    suffixes = FEEDFORWARD_OUTPUTS + (ATTENTION_OUTPUTS if placement == "houlsby" else ())
-    names = [name for name, module in model.named_modules()
-             if isinstance(module, nn.Linear) and any(name.endswith("." + suffix) for suffix in suffixes)]
-    if not names:
-        raise PeftlabError(f"adapter: found no attention/feed-forward output projection ({', '.join(ATTENTION_OUTPUTS + FEEDFORWARD_OUTPUTS)}) "
-                           f"in {type(model).__name__}; bottleneck adapters support Llama-style and T5 models; try lora or ia3")
-    return names
+    """The self-attention output (role o, houlsby only) and feed-forward output (role down) projections, by role
+    in every family of the targets table; cross-attention outputs are left alone."""
+    roles = ["o", "down"] if placement == "houlsby" else ["down"]
+    suffixes = role_modules(model, roles, "adapter")
+    return [name for name in adaptable_modules(model)
+            if any(ends_with(name, suffix) for suffix in suffixes)
+            and not any(f".{parent}." in f".{name}" for parent in CROSS_ATTENTION)]
 
 
 def insert_adapters(model: nn.Module, config: dict[str, Any]) -> nn.Module:
@@ -94,7 +92,7 @@ def insert_adapters(model: nn.Module, config: dict[str, Any]) -> nn.Module:
         parameter.requires_grad = False
     for name in config["modules"]:
         projection = model.get_submodule(name)
-        adapter = BottleneckAdapter(projection.out_features, config["bottleneck_size"], config["activation"])
+        adapter = BottleneckAdapter(output_features(projection), config["bottleneck_size"], config["activation"])
         projection.add_module(CHILD, adapter.to(device=projection.weight.device))
         projection.register_forward_hook(_apply_adapter)
     model.bottleneck_config = config
@@ -103,7 +101,7 @@ def insert_adapters(model: nn.Module, config: dict[str, Any]) -> nn.Module:
 
 def build_adapter(model: Any, settings: AdapterSettings, context: BuildContext) -> Any:
     names = adapted_module_names(model, settings.placement)
-    hidden_size = model.get_submodule(names[0]).out_features
+    hidden_size = output_features(model.get_submodule(names[0]))
     config = {
         "peft_type": PEFT_TYPE, "library": "peftlab", "placement": settings.placement,
         "reduction_factor": settings.reduction_factor,
@@ -143,7 +141,7 @@ def load_adapter(base_model: Any, folder: Path) -> Any:
 
 def adapter_tensors(model: Any, folder: Path, adapter_name: str) -> Expected:
     """What `save_adapter` writes: every tensor of the inserted adapters."""
-    return Expected({name: tuple(tensor.shape) for name, tensor in model.state_dict().items() if f".{CHILD}." in name})
+    return Expected({name: tensor for name, tensor in model.state_dict().items() if f".{CHILD}." in name})
 
 
 register(Method("adapter", "Bottleneck adapters after attention and/or feed-forward outputs (Houlsby 2019, Pfeiffer 2021)",

@@ -7,39 +7,36 @@ from typing import Any
 
 from peftlab.errors import PeftlabError
 from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, peft_task_type, register
-from peftlab.methods.targets import linear_module_names
+from peftlab.methods.targets import role_modules, target_modules
+
+# Liu et al. 2022 (T-Few): keys and values rescaled on their outputs, the feed-forward down projection on its input
+DEFAULT_ROLES, FEEDFORWARD_ROLES = ["k", "v", "down"], ["down"]
 
 
 @dataclass
 class Ia3Settings:
-    """Liu et al. 2022 (T-Few): keys, values and the FFN's inner activations; peft's per-architecture defaults."""
+    """Keys, values and the FFN's inner activations, found by role in every family (peft's own per-architecture
+    defaults lack some, Phi-3 among them)."""
 
-    target: str = "default"  # default (peft's: k_proj,v_proj,down_proj for Llama; k,v,wo for T5) | module names
-    feedforward: str = ""  # which of the target names are feed-forward layers (scaled on their input); with target names
-
-
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
+    target: str = "default"  # default (roles k, v, down: k_proj,v_proj,down_proj for Llama; k,v,wo for T5) | roles or module names
+    feedforward: str = ""  # which of the targets are feed-forward layers (scaled on their input); with target names
 
 
 def build_ia3(model: Any, settings: Ia3Settings, context: BuildContext) -> Any:
     from peft import IA3Config
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING
 
     if settings.target == "default":
-        model_type = model.config.model_type
-        if model_type not in TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING:
-            raise PeftlabError(f"ia3 has no default targets for model type '{model_type}'; set ia3.target=NAMES and ia3.feedforward=NAMES "
-                               f"(linear layers here: {', '.join(sorted(linear_module_names(model)))})")
-        config = IA3Config(task_type=peft_task_type(context.is_seq2seq))
+        targets = role_modules(model, DEFAULT_ROLES, "ia3.target")
+        feedforward = role_modules(model, FEEDFORWARD_ROLES, "ia3.target")
     else:
-        targets, feedforward = _names(settings.target), _names(settings.feedforward)
-        present = linear_module_names(model)
-        unknown = [name for name in targets if name not in present] + [name for name in feedforward if name not in targets]
-        if unknown or not targets:
-            raise PeftlabError(f"ia3.target / ia3.feedforward name no target linear layer ({', '.join(unknown) or settings.target}); "
-                               f"choose from: {', '.join(sorted(present))} (feedforward must be a subset of target)")
-        config = IA3Config(task_type=peft_task_type(context.is_seq2seq), target_modules=targets, feedforward_modules=feedforward)
+        targets = target_modules(model, settings.target, "ia3.target")
+        if targets == "all-linear":
+            raise PeftlabError("ia3.target=all-linear is not an IA3 choice: name roles or modules (and ia3.feedforward), or use default")
+        feedforward = target_modules(model, settings.feedforward, "ia3.feedforward") if settings.feedforward else []
+        unknown = [name for name in feedforward if name not in targets]
+        if unknown:
+            raise PeftlabError(f"ia3.feedforward must be among ia3.target ({', '.join(targets)}); not there: {', '.join(unknown)}")
+    config = IA3Config(task_type=peft_task_type(context.is_seq2seq), target_modules=targets, feedforward_modules=feedforward)
     return get_peft_model_checked(model, config, "ia3")
 
 

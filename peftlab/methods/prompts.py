@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftlab.artifacts import ADAPTER_CONFIG
+from peftlab.artifacts import read_saved
 from peftlab.errors import PeftlabError
 from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, load_peft, peft_task_type, register
 from peftlab.methods.saved_tensors import check_saved_tensors, peft_saved_tensors
@@ -143,7 +143,7 @@ def load_prompt_learning(base_model: Any, folder: Path) -> Any:
         return load_peft(base_model, folder)
     except (KeyError, RuntimeError):
         empty = get_peft_model(base_model, PeftConfig.from_pretrained(str(folder)))
-        check_saved_tensors(folder, peft_saved_tensors(empty, folder, "default"), ADAPTER_CONFIG)
+        check_saved_tensors(folder, peft_saved_tensors(empty, folder, "default"), read_saved(folder).config_file)
         raise
 
 

@@ -173,10 +173,10 @@ def load_trained_parameters(base_model: Any, folder: Path) -> Any:
 
 
 def trained_parameter_tensors(model: Any, folder: Path, adapter_name: str) -> Expected:
-    """What `save_trained_parameters` writes: the parameters its config lists, in the loaded model's shapes."""
+    """What `save_trained_parameters` writes: the parameters its config lists (those this base has), as loaded."""
     listed = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8")).get("parameters") or []
     parameters = dict(model.named_parameters(remove_duplicate=False))
-    return Expected({name: tuple(parameters[name].shape) if name in parameters else () for name in listed})
+    return Expected({name: parameters[name] for name in listed if name in parameters})
 
 
 # --- LN tuning -------------------------------------------------------------------------------

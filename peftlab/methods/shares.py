@@ -8,6 +8,7 @@ from typing import Any
 
 from peftlab.errors import PeftlabError
 from peftlab.methods.base import BuildContext, get_method, method_names
+from peftlab.methods.targets import describe_family, model_family
 from peftlab.models.parameters import count_parameters
 
 NOMINAL_STEPS = 100  # AdaLoRA's schedule needs a step count; its starting size does not depend on it
@@ -35,17 +36,28 @@ def sample_batch(model: Any) -> dict:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
 
-def trainable_shares(model_name: str | None, dtype: str = "fp32") -> list[Share]:
-    """Build every method with its default settings on (a copy of) the model and count parameters."""
+def projection_roles(model: object) -> str:
+    """How the targets table reads this model: its family and the module of each role."""
+    family = model_family(model)
+    if family is None:
+        return "no known family: roles (qv, ia3's default, adapters) cannot be found; name modules in *.target"
+    return f"family {family.name} ({family.models}); {describe_family(family)}"
+
+
+def trainable_shares(model_name: str | None, dtype: str = "fp32") -> tuple[str, list[Share]]:
+    """Build every method with its default settings on (a copy of) the model and count parameters; also how the
+    targets table reads the model (`projection_roles`)."""
     from peftlab.models import load_model
 
     bases = {}  # a model-loading error is the user's to fix once, so it is not caught here
-    shares = []
+    shares: list[Share] = []
+    roles = ""
     for name in method_names():
         method = get_method(name)
         if method.quantization not in bases:
             bases[method.quantization] = load_model(model_name, dtype, quantization=method.quantization)
         loaded = bases[method.quantization]
+        roles = roles or projection_roles(loaded.model)  # from the first base loaded (not yet adapted)
         # a quantized base is used once (its layers are prepared in place); the others are copied
         base = bases.pop(method.quantization).model if method.quantization else copy.deepcopy(loaded.model)
         context = BuildContext(loaded.is_seq2seq, NOMINAL_STEPS, training_batches=lambda rows: iter([sample_batch(base)]),
@@ -55,4 +67,4 @@ def trainable_shares(model_name: str | None, dtype: str = "fp32") -> list[Share]
             shares.append(Share(name, *count_parameters(model)))
         except PeftlabError as error:
             shares.append(Share(name, problem=str(error)))
-    return shares
+    return roles, shares

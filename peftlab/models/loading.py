@@ -80,11 +80,12 @@ def load_tokenizer(path: str, label: str | None = None) -> Any:
     return tokenizer
 
 
-def load_model(name: str | None, dtype: str = "auto", attn_implementation: str = "sdpa",
+def load_model(name: str | None, dtype: str = "auto", attn_implementation: str = "auto",
                quantization: str | None = None) -> LoadedModel:
     """Load model and tokenizer; seq2seq (T5) or causal is read from the model's config.
 
     quantization: None, "4bit" (NF4 with double quantization, bf16 compute: QLoRA) or "8bit" (LLM.int8()).
+    attn_implementation: "auto" lets transformers choose, as from_pretrained does by default (sdpa, else eager).
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
@@ -100,7 +101,7 @@ def load_model(name: str | None, dtype: str = "auto", attn_implementation: str =
         from peftlab.models.quantization import bitsandbytes_config
 
         extra["quantization_config"] = bitsandbytes_config(quantization, torch.bfloat16)
-    model = _from_pretrained(loader, label, path, dtype=torch_dtype, attn_implementation=attn_implementation, **extra)
+    model = _from_pretrained(loader, label, path, dtype=torch_dtype, attn_implementation=None if attn_implementation == "auto" else attn_implementation, **extra)
     if quantization:
         from peftlab.models.quantization import keep_trainable_layout
 

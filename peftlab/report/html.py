@@ -37,10 +37,11 @@ def _score_rows(results: dict[str, dict[str, Any]], labels: dict[str, str]) -> s
     return f"<table><tr><th>model</th>{head}<th>answers/s</th></tr>{''.join(rows)}</table>"
 
 
-def _confusion_html(results: dict[str, dict[str, Any]]) -> str:
+def confusion_html(results: dict[str, dict[str, Any]]) -> str:
+    """A label task's confusion table for each model or run that has one (true label by predicted label)."""
     parts = []
     for name, row in results.items():
-        if "confusion" not in row:
+        if not row.get("confusion"):
             continue
         columns = list(next(iter(row["confusion"].values())))
         head = "".join(f"<th>{escape(c)}</th>" for c in columns)
@@ -73,7 +74,7 @@ def evaluation_page(title: str, facts: dict[str, Any], results: dict[str, dict[s
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{STYLE}</style></head>
 <body><h1>{escape(title)}</h1>
 <p class="meta">{escape(note)}</p>
-<h2>Scores (%)</h2>{_score_rows(results, labels)}{_confusion_html(results)}
+<h2>Scores (%)</h2>{_score_rows(results, labels)}{confusion_html(results)}
 <h2>Run</h2><table>{fact_rows}</table>
 <h2>Samples</h2>{body}
 </body></html>

@@ -8,7 +8,6 @@ from typing import Any
 
 from peftlab import atomic
 
-QUALITY = "rougeL"  # the quality axis: ROUGE-L F1
 
 
 def _figure():
@@ -35,12 +34,13 @@ def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, fl
 def _scatter(runs: list[dict[str, Any]], x_key: str, x_label: str, log_x: bool):
     plt, figure, axes = _figure()
     points = []
+    quality = runs[0]["primary"]  # the quality axis: the primary metric
     for run in runs:
-        x, y = run.get(x_key), run["rouge"][QUALITY] * 100
+        x, y = run.get(x_key), run["scores"][quality] * 100
         if x is None:
             continue
         points.append((x, y, run["name"]))
-        bounds = (run.get("rouge_interval") or {}).get(QUALITY)
+        bounds = (run.get("score_interval") or {}).get(quality)
         error = [[y - 100 * bounds[0]], [100 * bounds[1] - y]] if bounds else None
         axes.errorbar([x], [y], yerr=error, fmt="o", markersize=5, capsize=3)
         axes.annotate(run["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -51,7 +51,7 @@ def _scatter(runs: list[dict[str, Any]], x_key: str, x_label: str, log_x: bool):
     if log_x:
         axes.set_xscale("log")
     axes.set_xlabel(x_label)
-    axes.set_ylabel("ROUGE-L F1 (%)")
+    axes.set_ylabel(f"{runs[0]['score_labels'][quality]} (%)")
     return plt, figure
 
 
@@ -99,8 +99,9 @@ def plots(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if any(r.get("tuning") for r in trained):
         figures["tuning_history"] = _tuning(trained, "validation_loss", "validation loss")
-    if any(h.get("validation_rouge") is not None for r in trained for h in (r.get("tuning") or {}).get("history", [])):
-        figures["tuning_validation_rouge"] = _tuning(trained, "validation_rouge", "validation ROUGE-L F1 (%)", scale=100)
+    if any(h.get("validation_score") is not None for r in trained for h in (r.get("tuning") or {}).get("history", [])):
+        label = trained[0]["score_labels"][trained[0]["primary"]]
+        figures["tuning_validation_score"] = _tuning(trained, "validation_score", f"validation {label} (%)", scale=100)
     for run in trained:
         run.pop("peak_memory_gib_plot"), run.pop("stored_mb_plot")
     return figures

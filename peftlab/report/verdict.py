@@ -6,17 +6,23 @@ from typing import Any
 
 FORGETTING_LIMIT = 0.1  # general-text loss rise (nats per token) above which a method is said to hurt general text
 MEMORY_SLACK = 1.10  # "within the memory of the cheapest method": at most 10% above its peak
+TASKS_LIMIT = 0.05  # general multiple-choice accuracy lost (share of items) above which a method is named
 TOKEN_SHORTFALL = 0.95  # a run that saw less than this share of the most tokens any run saw is named
 
 
 def _quality(record: dict[str, Any]) -> float:
-    return 100 * record["rouge"]["rougeL"]
+    """The primary metric in percent (the first --metric's deciding key; ROUGE-L by default)."""
+    return 100 * record["scores"][record["primary"]]
+
+
+def metric_label(record: dict[str, Any]) -> str:
+    return record["score_labels"][record["primary"]]
 
 
 def figure(record: dict[str, Any]) -> str:
-    """ROUGE-L with its interval when there is one: 'ROUGE-L 35.2 (95% interval 33.1-37.4)'."""
-    bounds = (record.get("rouge_interval") or {}).get("rougeL")
-    text = f"ROUGE-L {_quality(record):.1f}"
+    """The primary metric with its interval when there is one: 'ROUGE-L 35.2 (95% interval 33.1-37.4)'."""
+    bounds = (record.get("score_interval") or {}).get(record["primary"])
+    text = f"{metric_label(record)} {_quality(record):.1f}"
     return text + (f" (95% interval {100 * bounds[0]:.1f}-{100 * bounds[1]:.1f})" if bounds else "")
 
 
@@ -25,7 +31,7 @@ def _gib(record: dict[str, Any]) -> float:
 
 
 def verdict(records: list[dict[str, Any]], comparisons: list[dict[str, Any]], forgetting_limit: float = FORGETTING_LIMIT) -> list[str]:
-    ranked = sorted(records, key=lambda r: -r["rouge"]["rougeL"])
+    ranked = sorted(records, key=lambda r: -_quality(r))
     trained = [r for r in ranked if r["method"] != "base"]
     best = ranked[0]
     lines = [f"Best quality: {best['name']}, {figure(best)}."]
@@ -51,15 +57,20 @@ def verdict(records: list[dict[str, Any]], comparisons: list[dict[str, Any]], fo
     if base is not None:
         below = []
         for r in trained:
-            if r["rouge"]["rougeL"] < base["rouge"]["rougeL"]:
+            if _quality(r) < _quality(base):
                 test = tested.get((base["name"], r["name"]))
                 test = test or tested.get((r["name"], base["name"]))
                 below.append(r["name"] + ("" if test is None else (" (significant)" if test["significant"] else " (within noise)")))
         if below:
-            lines.append(f"Below the untrained base model on ROUGE-L: {', '.join(below)}.")
+            lines.append(f"Below the untrained base model on {metric_label(base)}: {', '.join(below)}.")
     hurt = [f"{r['name']} ({r['forgetting']:+.3f})" for r in trained if r.get("forgetting") is not None and r["forgetting"] > forgetting_limit]
     lines.append(f"Hurt general text (loss up by more than {forgetting_limit} nats/token): {', '.join(hurt)}." if hurt else
                  f"No method raised the general-text loss by more than {forgetting_limit} nats/token.")
+    lost = [f"{r['name']} ({100 * r['general_tasks_change']:+.1f} points)" for r in trained
+            if r.get("general_tasks_change") is not None and r["general_tasks_change"] < -TASKS_LIMIT]
+    if any(r.get("general_tasks_change") is not None for r in trained):
+        lines.append(f"Lost general multiple-choice accuracy (more than {100 * TASKS_LIMIT:.0f} points below the base): {', '.join(lost)}."
+                     if lost else f"No method lost more than {100 * TASKS_LIMIT:.0f} points of general multiple-choice accuracy.")
     with_tokens = [r for r in trained if r.get("train_tokens")]
     if with_tokens:
         most = max(with_tokens, key=lambda r: r["train_tokens"])

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
+from peftlab.errors import PeftlabError
 from peftlab.serve.jobs import GREEDY, Job, TextStream
 from peftlab.serve.limits import Limits
 from peftlab.serve.openai_api import (ApiError, AssistantMessage, ChatBody, ChatChoice, ChatChunk, ChatCompletion, ChunkChoice,
@@ -29,6 +30,7 @@ class Request:
     stop: list[str]
     stream: bool
     include_usage: bool
+    seed: int | None = None
     id: str = ""
     created: int = 0
 
@@ -63,7 +65,10 @@ def _prompt_ids(body: ChatBody | CompletionBody, engine: Any, limits: Limits) ->
         if len(body.messages) > limits.max_messages:
             raise _too_many("messages", len(body.messages), limits.max_messages, "--max-messages", "messages")
         plain = [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in body.messages]
-        return [engine.prompt_ids("", plain)]
+        try:
+            return [engine.prompt_ids("", plain)]
+        except PeftlabError as refused:  # the chat template's own refusal: the conversation is the client's to fix
+            raise ApiError(400, str(refused), "messages", "invalid_value") from None
     if len(body.prompt) > limits.max_prompts:
         raise _too_many("prompts", len(body.prompt), limits.max_prompts, "--max-prompts", "prompt")
     return [engine.prompt_ids(text) for text in body.prompt]
@@ -75,17 +80,24 @@ def check_request(body: ChatBody | CompletionBody, engine: Any, limits: Limits) 
     max_tokens, stop = _max_tokens(body, limits.max_tokens), _stop(body, limits)
     prompts = _prompt_ids(body, engine, limits)
     param = "messages" if kind == "chat" else "prompt"
+    served = engine.models.get(body.model)  # None when unloaded meanwhile: submit() answers 404
+    virtual = served.virtual_token_count if served else 0
     for ids in prompts:
         if not ids:
             raise ApiError(400, "the prompt is empty after tokenization", param, "invalid_value")
-        if len(ids) + max_tokens > engine.context_tokens:
+        if virtual + len(ids) + max_tokens > engine.context_tokens:
+            soft = f"{virtual} for the adapter's soft prompt, " if virtual else ""
             raise ApiError(400, f"This model's maximum context length is {engine.context_tokens} tokens. However, you requested "
-                           f"{len(ids) + max_tokens} tokens ({len(ids)} in the prompt, {max_tokens} for the completion). "
-                           "Please reduce the length of the prompt or of max_tokens.", param, "context_length_exceeded")
+                           f"{virtual + len(ids) + max_tokens} tokens ({soft}{len(ids)} in the prompt, {max_tokens} for the "
+                           "completion). Please reduce the length of the prompt or of max_tokens.", param, "context_length_exceeded")
     sampling = GREEDY if body.temperature < GREEDY_BELOW else (body.temperature, body.top_p)
+    if body.seed is not None and sampling != GREEDY and engine.loaded.is_seq2seq:
+        # encoder-decoders are served by static batches through transformers' generate, which draws from one RNG
+        raise ApiError(400, "'seed' is honoured on decoder-only models only; this one is an encoder-decoder: leave it out",
+                       "seed", "unsupported_parameter")
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
-    return Request(kind, body.model, prompts, max_tokens, sampling, stop, body.stream, include_usage,
+    return Request(kind, body.model, prompts, max_tokens, sampling, stop, body.stream, include_usage, body.seed,
                    f"{prefix}-{uuid.uuid4().hex}", int(time.time()))
 
 
@@ -103,9 +115,23 @@ class LoopEvents:
             pass
 
 
-def make_jobs(request: Request, tokenizer: Any, events: LoopEvents) -> list[Job]:
-    return [Job(request.model, ids, request.max_tokens, TextStream(tokenizer, request.stop), events, index, request.sampling)  # type: ignore[arg-type]
+def make_jobs(request: Request, tokenizer: Any, events: LoopEvents, device: Any = "cpu") -> list[Job]:
+    """One job per prompt. With a `seed`, each job samples from its own torch.Generator seeded with seed + its index:
+    its draws depend on nothing else in the batch, so the same request gives the same answer (on the same server)."""
+    jobs = [Job(request.model, ids, request.max_tokens, TextStream(tokenizer, request.stop), events, index, request.sampling)  # type: ignore[arg-type]
             for index, ids in enumerate(request.prompts)]
+    if request.seed is not None and request.sampling != GREEDY:
+        import torch
+
+        for job in jobs:
+            job.generator = torch.Generator(device=device).manual_seed((request.seed + job.index) % (1 << 64))
+    return jobs
+
+
+def error_of(event: tuple) -> ApiError:
+    """A job's ("error", index, message, status, code) event as the error answered to the client."""
+    _, _, message, status, code = event
+    return ApiError(status, message, "model" if status == 404 else None, code, "server_error" if status >= 500 else "invalid_request_error")
 
 
 async def job_events(jobs: list[Job], events: LoopEvents, timeout_seconds: float) -> AsyncIterator[tuple]:
@@ -139,7 +165,7 @@ async def answer(request: Request, events: AsyncIterator[tuple]) -> ChatCompleti
         if event[0] == "delta":
             texts[event[1]].append(event[2])
         elif event[0] == "error":
-            raise ApiError(500, event[2], None, "generation_failed", "server_error")
+            raise error_of(event)
         else:
             _, index, reason, prompt_n, completion_n = event
             prompt_tokens, completion_tokens = prompt_tokens + prompt_n, completion_tokens + completion_n
@@ -168,7 +194,7 @@ async def stream(request: Request, events: AsyncIterator[tuple]) -> AsyncIterato
         if event[0] == "delta":
             yield chunk(event[1], event[2], None)
         elif event[0] == "error":
-            yield ApiError(500, event[2], None, "generation_failed", "server_error").body()
+            yield error_of(event).body()
         else:
             _, index, reason, prompt_n, completion_n = event
             prompt_tokens, completion_tokens = prompt_tokens + prompt_n, completion_tokens + completion_n

@@ -10,9 +10,8 @@ from peftlab.errors import PeftlabError
 from peftlab.generation import eos_ids, source_ids
 from peftlab.models.loading import LoadedModel
 from peftlab.generation.soft_prompts import virtual_token_type
-from peftlab.serve.adapters import Prepared, shared_weights_copy, transplant_lora
+from peftlab.serve.adapters import BASE_ROW, Prepared, check_adapter_name, shared_weights_copy, transplant_lora
 
-BASE_ROW = "__base__"  # peft's adapter name for "no adapter" in a mixed batch
 MIXED = "lora"  # the family holding every LoRA adapter that can share a forward pass
 PLAIN = "base"
 
@@ -33,6 +32,7 @@ class ServedModel:
     folder: str | None = None
     method: str | None = None
     virtual_tokens: str | None = None  # PROMPT_TUNING / P_TUNING / PREFIX_TUNING: prefilled with its soft prompt, decoded as the base
+    virtual_token_count: int = 0  # positions the soft prompt takes in the context, before the prompt's own tokens
 
 
 class Engine:
@@ -54,8 +54,7 @@ class Engine:
         return self.install(self.prepare_adapter(name, path))
 
     def check_name(self, name: str) -> None:
-        if not name or name in self.models or name == BASE_ROW:
-            raise PeftlabError(f"adapter name '{name}' is empty or already taken; give each adapter a unique name")
+        check_adapter_name(name, self.models)
 
     def prepare_adapter(self, name: str, path: str) -> Prepared:
         """Check an adapter folder and build its PEFT model on a shared-weights copy of the base: slow, and touches nothing served."""
@@ -90,7 +89,9 @@ class Engine:
         else:
             key = f"adapter:{name}"
             self.families[key] = Family(prepared.model)
-            served = ServedModel(name, key, None, str(prepared.folder), method.name, virtual_token_type(prepared.model))
+            kind = virtual_token_type(prepared.model)
+            count = int(getattr(prepared.model.active_peft_config, "num_virtual_tokens", 0) or 0) if kind else 0
+            served = ServedModel(name, key, None, str(prepared.folder), method.name, kind, count)
         self.models[name] = served
         return served
 
@@ -113,14 +114,20 @@ class Engine:
         return served.family, served.row_name
 
     def prompt_ids(self, text: str, chat_messages: list[dict[str, str]] | None = None) -> list[int]:
-        """Token ids of a completion prompt, or of chat messages through the tokenizer's chat template.
+        """Token ids of a completion prompt, or of chat messages through the tokenizer's chat template (PeftlabError when
+        the template refuses them).
 
         Without a chat template the message contents are joined by blank lines and fed like a
         plain prompt; either way one user message gives exactly the prompt `peftlab train` used.
         """
+        from jinja2 import TemplateError
+
         tokenizer = self.loaded.tokenizer
         if chat_messages is not None and getattr(tokenizer, "chat_template", None) and not self.loaded.is_seq2seq:
-            rendered = tokenizer.apply_chat_template(chat_messages, tokenize=False, add_generation_prompt=True)
+            try:
+                rendered = tokenizer.apply_chat_template(chat_messages, tokenize=False, add_generation_prompt=True)
+            except TemplateError as refused:  # the template's raise_exception(): roles out of order, no system message, ...
+                raise PeftlabError(f"the model's chat template refuses these messages: {refused}") from None
             return tokenizer(rendered, add_special_tokens=False)["input_ids"]
         if chat_messages is not None:
             text = "\n\n".join(message["content"] for message in chat_messages)

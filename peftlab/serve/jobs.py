@@ -24,6 +24,7 @@ class Job:
     events: Any  # anything with put(event): a queue.Queue, or a bridge into an asyncio loop
     index: int = 0
     sampling: tuple[float, float] = GREEDY
+    generator: Any = None  # a torch.Generator seeded from the request's `seed`: its draws depend on nothing else
     cancelled: bool = False  # the client went away: stop spending compute on it
     done: bool = False
     completion_tokens: int = 0
@@ -58,10 +59,14 @@ class Job:
         self.done = True
         self.events.put(("end", self.index, reason, len(self.prompt_ids), self.completion_tokens))
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, status: int = 500, code: str = "generation_failed") -> None:
+        """End the job with an error: a 500 for a failure of ours, a 4xx (`status`, OpenAI `code`) for a refusal."""
         if not self.done:
             self.done = True
-            self.events.put(("error", self.index, message))
+            self.events.put(("error", self.index, message, status, code))
+
+    def unloaded(self) -> None:
+        self.fail(f"the model '{self.model}' was unloaded while this request waited; load it again", 404, "model_not_found")
 
 
 class Busy(Exception):

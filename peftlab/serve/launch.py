@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from peftlab.errors import PeftlabError
-from peftlab.artifacts import adapter_folder, check_base, recorded_model_name
+from peftlab.artifacts import adapter_folder, check_base, recorded_attn_implementation, recorded_model_name
 from peftlab.generation import load_for_generation
 from peftlab.serve import vllm_compat
 from peftlab.serve.engine import Engine
@@ -38,7 +38,9 @@ def load_engine(model: str | None, adapters: list[tuple[str, str]], dtype: str =
     spec = base_model(model, adapters)
     for _, folder in adapters:  # refuse a wrong base before spending the load time
         check_base(adapter_folder(folder), spec)
-    engine = Engine(load_for_generation(spec, dtype), base_name or spec or DEFAULT_BASE_NAME, spec)
+    # the base as the first adapter's training run loaded it (its attention implementation), else transformers' choice
+    attention = recorded_attn_implementation(adapter_folder(adapters[0][1])) if adapters else "auto"
+    engine = Engine(load_for_generation(spec, dtype, attn_implementation=attention), base_name or spec or DEFAULT_BASE_NAME, spec)
     for name, folder in adapters:
         engine.add_adapter(name, folder)
     return engine

@@ -63,6 +63,15 @@ def _refused(value: Any, info: Any) -> Any:
     return None
 
 
+def _refused_if_sent(value: Any, info: Any) -> Any:
+    """Fields whose every value asks for something this server does not do (logprobs: 0 still asks for the chosen
+    token's logprob; response_format {"type": "text"} is the only no-op, and is let through)."""
+    if not (value is None or value is False or value == {"type": "text"}):  # `is`: 0 == False, and 0 is a request
+        raise PydanticCustomError("unsupported_parameter", "'{name}' is not supported by peftlab serve; leave it out",
+                                 {"name": info.field_name})
+    return None
+
+
 def _one_choice(value: int) -> int:
     if value != 1:
         raise PydanticCustomError("unsupported_value", "only n=1 is supported; send several requests instead")
@@ -70,6 +79,7 @@ def _one_choice(value: int) -> int:
 
 
 Refused = Annotated[Any, AfterValidator(_refused)]
+RefusedIfSent = Annotated[Any, AfterValidator(_refused_if_sent)]
 Prompts = Annotated[list[Text], BeforeValidator(_listed), Field(min_length=1)]
 StopStrings = Annotated[list[Text], BeforeValidator(_listed)]
 
@@ -102,8 +112,13 @@ class GenerationBody(Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: Annotated[int, AfterValidator(_one_choice)] = 1
-    logprobs: Refused = None
+    seed: int | None = Field(None, ge=-(1 << 63), le=(1 << 64) - 1)  # honoured: one generator per prompt; torch's seed range
+    logprobs: RefusedIfSent = None
     top_logprobs: Refused = None
+    response_format: RefusedIfSent = None
+    tool_choice: RefusedIfSent = None
+    functions: RefusedIfSent = None
+    function_call: RefusedIfSent = None
     echo: Refused = None
     tools: Refused = None
     suffix: Refused = None

@@ -3,7 +3,11 @@
 Both pieces are hand-written because the maintained ones fall short here: transformers'
 `TextStreamer` re-decodes the whole answer at every token (quadratic), and its `stop_strings`
 criterion only ends generation, it does not cut the text or hold back a stop string's first
-characters from a stream.
+characters from a stream. tokenizers' `decoders.DecodeStream` (which vLLM uses) was tried in place of
+IncrementalDecoder (tokenizers 0.23.3, 260 token sequences of the test tokenizer): the text was identical
+except on the 77 sequences ending inside a multi-byte character, where DecodeStream, which has no flush,
+drops the incomplete character that a full decode (what an answer must equal) shows as U+FFFD. It also
+needs a Rust-backed tokenizer, which slow tokenizers lack. So ours stays.
 """
 
 from __future__ import annotations

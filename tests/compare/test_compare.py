@@ -114,3 +114,38 @@ def test_the_html_report_renders_in_headless_chromium(finished_compare, tmp_path
     shot = subprocess.run([*flags, "--window-size=1200,1800", f"--screenshot={tmp_path / 'report.png'}", page],
                           capture_output=True, text=True, timeout=120)
     assert shot.returncode == 0 and (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_a_label_task_compares_by_accuracy_with_its_confusion_and_general_tasks(tiny_llama, tmp_path):
+    """--metric accuracy: every record, the table, the verdict and the page name accuracy; --general-tasks adds the
+    multiple-choice accuracy and its change against the base."""
+    from tests.conftest import TOY_ROWS, write_jsonl
+
+    rows = [{"dialogue": r["dialogue"], "summary": ["greeting", "travel"][i % 2]} for i, r in enumerate(TOY_ROWS)]
+    data = str(write_jsonl(tmp_path / "labels.jsonl", rows * 2))
+    out = tmp_path / "out"
+    command = [*compare_command(tiny_llama, data, out, methods="base,lora"), "--metric", "accuracy,exact", "--general-tasks"]
+    command[command.index("12")] = "2"  # --budget-steps: two steps are enough to be scored
+    done = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=1800)  # a bound for a hang
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = json.loads((out / "results.json").read_text())
+    assert [r["primary"] for r in records] == ["accuracy", "accuracy"]
+    assert all(set(r["scores"]) == {"accuracy", "exact"} and r["confusion"] for r in records)
+    base, lora = records
+    assert base["general_tasks_change"] == 0 and lora["general_tasks_change"] is not None
+    assert 0 <= lora["general_tasks"]["accuracy"] <= 1
+    table = (out / "results.md").read_text()
+    assert "| accuracy | accuracy 95% | exact match |" in table and "general MC acc. change" in table
+    assert "Best quality:" in table and "accuracy" in table.split("Best quality:")[1].splitlines()[0]
+    page = (out / "report.html").read_text()
+    assert "Confusion" in page and "(other)" in page and "accuracy points, paired bootstrap" not in page  # untuned: no test
+
+
+def test_a_metric_that_cannot_score_refuses_before_training(tiny_llama, tmp_path):
+    from tests.conftest import TOY_ROWS, write_jsonl
+
+    data = str(write_jsonl(tmp_path / "one.jsonl", [{"dialogue": r["dialogue"], "summary": "same"} for r in TOY_ROWS]))
+    out = tmp_path / "out"
+    done = subprocess.run([*compare_command(tiny_llama, data, out), "--metric", "accuracy"], env=environment(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "at least two classes" in done.stderr and not (out / "runs").exists()

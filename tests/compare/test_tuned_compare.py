@@ -58,6 +58,10 @@ def test_two_workers_finish_one_comparison_without_running_anything_twice(shared
     assert sum(f.startswith("runs/") for f in every) <= 2 * len(METHODS)
     for text in printed:
         assert "worker: no work left" in text
+    # each final run recorded once, in a result.json in the folder of the worker that ran it
+    recorded = [json.loads(p.read_text()) for name in ("one", "two") for p in (folder / name / "runs").glob("**/result.json")]
+    assert sorted((r["name"], r.get("seed")) for r in recorded) == [("base", None), ("lora", 42), ("lora", 43)]
+    assert all(r["forgetting"] is None for r in recorded if r["name"] != "base")  # the base may be another worker's
 
 
 def test_the_reporting_command_trained_nothing_and_reports_every_method(shared_study):
@@ -68,17 +72,18 @@ def test_the_reporting_command_trained_nothing_and_reports_every_method(shared_s
     assert [r["name"] for r in results] == ["base", *METHODS]
     for record in results[1:]:
         assert len(record["seeds"]) == 2 and record["seeds"] == [42, 43]
-        low, high = record["rouge_interval"]["rougeL"]
-        assert low <= record["rouge"]["rougeL"] <= high
+        low, high = record["score_interval"]["rougeL"]
+        assert record["primary"] == "rougeL" and low <= record["scores"]["rougeL"] <= high
         history = record["tuning"]["history"]
         assert record["tuning"]["trials"] == 2 and [h["start"] for h in history] == ["default", "higher lr"], history
         assert history[1]["params"]["lr"] == pytest.approx(history[0]["params"]["lr"] * 10 ** 0.5)
         assert record["train_tokens"] > 0 and record["steps"] == 4
+        assert record["forgetting"] == pytest.approx(record["general_text_loss"] - results[0]["general_text_loss"])
         assert record["tuning"]["select_by"] == "rouge" and all(h["state"] == "complete" for h in history)
-        assert all(0 <= h["validation_rouge"] <= 1 and h["validation_loss"] > 0 for h in history)
-        best = max(history, key=lambda h: h["validation_rouge"])  # the first of equals, as Optuna's best trial
-        assert record["chosen_trial"] == best["index"] and record["validation_rouge"] == best["validation_rouge"]
-        assert record["tuning"]["default_validation_rouge"] == history[0]["validation_rouge"]
+        assert all(0 <= h["validation_score"] <= 1 and h["validation_loss"] > 0 for h in history)
+        best = max(history, key=lambda h: h["validation_score"])  # the first of equals, as Optuna's best trial
+        assert record["chosen_trial"] == best["index"] and record["validation_score"] == best["validation_score"]
+        assert record["tuning"]["default_validation_score"] == history[0]["validation_score"]
     verdict = json.loads((report / "verdict.json").read_text())
     assert verdict["verdict"][0].startswith("Best quality: ")
     assert {frozenset((c["first"], c["second"])) for c in verdict["comparisons"]} == {frozenset(("base", "lora"))}
@@ -112,7 +117,7 @@ def test_the_tuned_report_renders_in_headless_chromium(shared_study, tmp_path):
     assert '<table id="differences"' in html and '<table id="tuning"' in html
     assert "<th>chosen val. ROUGE-L</th>" in html and "the highest ROUGE-L of answers generated" in html
     for plot in ("quality vs peak memory", "quality vs stored size", "quality vs training time", "tuning history",
-                 "tuning validation rouge"):
+                 "tuning validation score"):
         assert f"<figcaption>{plot}</figcaption><svg" in html
     shot = subprocess.run([*flags, "--window-size=1200,2400", f"--screenshot={tmp_path / 'report.png'}", page],
                           capture_output=True, text=True, timeout=120)
@@ -139,3 +144,4 @@ def test_a_killed_tuned_comparison_resumes_its_trial_from_the_checkpoint(tiny_ll
     assert len(resumed) == 1 and resumed[0]["step"] >= 2, records  # taken over once stale, resumed, not restarted
     assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
     assert [r["name"] for r in json.loads((tmp_path / "out" / "results.json").read_text())] == ["base", "lora"]
+    assert {p.parent.name for p in (tmp_path / "out" / "runs").glob("**/result.json")} == {"base", "seed-42"}

@@ -161,9 +161,10 @@ def test_paired_differences_tell_a_real_gap_from_noise():
 
 def record(name, rouge_l, memory_gib=None, forgetting=0.0, tokens=None, interval_l=None):
     method = "base" if name == "base" else name
-    return {"name": name, "method": method, "rouge": {"rougeL": rouge_l}, "forgetting": forgetting, "train_tokens": tokens,
+    return {"name": name, "method": method, "scores": {"rougeL": rouge_l}, "primary": "rougeL", "score_labels": {"rougeL": "ROUGE-L"},
+            "forgetting": forgetting, "train_tokens": tokens,
             "peak_memory_bytes": memory_gib * 2**30 if memory_gib else None,
-            "rouge_interval": {"rougeL": interval_l} if interval_l else None}
+            "score_interval": {"rougeL": interval_l} if interval_l else None}
 
 
 def test_the_verdict_names_best_ties_cheapest_harm_and_short_budgets():

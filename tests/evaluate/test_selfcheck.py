@@ -94,3 +94,34 @@ def test_a_disabled_soft_prompt_generates_like_the_base(tiny_llama, method_name)
         got, _ = answers(model, loaded)
     _, want = answers(base, loaded)
     assert got == want
+
+
+def test_the_probe_reaches_past_the_sliding_window(tmp_path, monkeypatch, caplog):
+    """A continuous path that ignores the window (right on prompts inside it) is caught from a prompt shorter than the
+    window: the self-check probes one longer than the window. Generation then falls back to static batches."""
+    from peftlab.generation import continuous
+    from peftlab.models import load_model
+    from tests.evaluate.test_generation_parity import LONG_PROMPT
+    from tests.tiny_models import save_tiny_any
+
+    plain_forward = continuous.forward
+
+    def forward_without_window(model, *args, **kwargs):  # Mistral then masks its layers as full attention
+        config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+        window, config.sliding_window = config.sliding_window, None
+        try:
+            return plain_forward(model, *args, **kwargs)
+        finally:
+            config.sliding_window = window
+
+    monkeypatch.setattr(continuous, "forward", forward_without_window)
+    loaded = load_model(str(save_tiny_any("mistral", tmp_path)), "fp32")
+    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    short, long = (source_ids(tokenizer, text, chat=False, is_seq2seq=False) for text in ["The quick", LONG_PROMPT])
+    assert len(short) + selfcheck.PROBE_TOKENS <= model.config.sliding_window < len(long)
+    with caplog.at_level(logging.WARNING, logger=selfcheck.__name__):
+        got = generate_ids(model, tokenizer, [short, long], False, GenerationSettings(NEW_TOKENS, 1, 2))
+    assert list(selfcheck._verdicts[model].values()) == [False, True]  # continuous refused, static generate used
+    assert "static batches" in caplog.records[0].getMessage()
+    assert until_eos(got[1], tokenizer.eos_token_id) == until_eos(reference_greedy(model, long, NEW_TOKENS, False),
+                                                                  tokenizer.eos_token_id)

@@ -63,19 +63,19 @@ def test_a_base_from_a_gguf_file_keeps_its_tokenizer_fields(tiny_llama, adapter,
     assert copied == original
 
 
-def test_a_model_outside_the_llama_family_is_refused_before_anything_is_written(tiny_t5):
+def test_a_model_llama_cpp_cannot_run_is_refused_before_anything_is_written(tiny_t5):
     from transformers import AutoConfig
 
     from peftlab.export.gguf import check_exportable
 
-    with pytest.raises(PeftlabError, match="supports Llama-family models .* not t5"):
+    with pytest.raises(PeftlabError, match="supports llama, mistral, .* not t5"):
         check_exportable(AutoConfig.from_pretrained(tiny_t5))
 
 
 def test_rotary_row_order_pairs_each_heads_halves():
     import numpy as np
 
-    from peftlab.export.gguf import rotary_row_order
+    from peftlab.export.gguf_families import rotary_row_order
 
     rows = np.arange(8).reshape(8, 1)  # two heads of four rows: halves (0 1 | 2 3) and (4 5 | 6 7)
     assert rotary_row_order(rows, 2).ravel().tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
@@ -85,7 +85,7 @@ def test_a_lora_file_holds_each_layers_update_in_llamacpps_layout(tiny_llama, ad
     import gguf
     import numpy as np
 
-    from peftlab.export.gguf import rotary_row_order
+    from peftlab.export.gguf_families import rotary_row_order
     from peftlab.export.merge import merged_model
     from peftlab.models import load_model
 

@@ -81,3 +81,17 @@ def test_server_mistakes_are_one_line(adapter, server, tmp_path, capsys, monkeyp
     assert "--server-model nobody: the server serves tiny, mine" in capsys.readouterr().err
     assert main(["check", adapter, "--data", str(data), "--server", "http://127.0.0.1:9"]) == 2
     assert "cannot reach http://127.0.0.1:9/v1/models" in capsys.readouterr().err
+
+
+def test_a_seq2seq_adapter_is_checked_against_its_merged_model(tiny_t5, tmp_path, capsys):
+    """T5: the adapter and the merged model answer alike; --gguf is refused in one line (no T5 GGUF export)."""
+    from tests.serve.conftest import train_adapter
+
+    (tmp_path / "t5").mkdir()
+    adapter = train_adapter(tiny_t5, tmp_path / "t5")
+    data = write_jsonl(tmp_path / "rows.jsonl", TOY_ROWS)
+    assert main(["check", adapter, "--data", str(data), "--max-new-tokens", "6"]) == 0
+    printed = capsys.readouterr().out
+    assert "merged: 100% of answers identical to the adapter's" in printed and "check passed" in printed
+    assert main(["check", adapter, "--data", str(data), "--gguf", str(tmp_path / "t5.gguf")]) == 2
+    assert "encoder-decoder" in capsys.readouterr().err

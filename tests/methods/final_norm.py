@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from peftlab.errors import PeftlabError
 from peftlab.methods import BuildContext, Method, register
 from peftlab.methods.saved_tensors import Expected
 
@@ -22,9 +23,11 @@ class FinalNormSettings:
 
 
 def build_final_norm(model, settings: FinalNormSettings, context: BuildContext):
+    norm = getattr(model.get_decoder(), "norm", None)
+    if norm is None:  # as a real method says why it cannot apply (`peftlab methods --model` lists it so)
+        raise PeftlabError(f"final-norm trains a Llama-style final norm, and {type(model).__name__} has none")
     for parameter in model.parameters():
         parameter.requires_grad = False
-    norm = model.get_decoder().norm
     norm.weight = torch.nn.Parameter(norm.weight.detach().clone() * settings.scale)
     return model
 

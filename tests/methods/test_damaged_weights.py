@@ -14,7 +14,8 @@ import torch
 
 from peftlab.cli import main
 from peftlab.errors import PeftlabError
-from peftlab.methods import BuildContext, get_method, load_trained
+from peftlab.generation import load_for_generation
+from peftlab.methods import BuildContext, get_method
 from peftlab.models import load_model
 from tests.conftest import TOY_ROWS, write_jsonl
 from tests.damaged import DAMAGES, damaged_copy
@@ -48,11 +49,13 @@ def saved(tiny_llama, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("name", [name for name, _ in FORMATS])
 def test_every_format_loads_whole_and_refuses_each_damage(name, saved, tiny_llama, tmp_path):
-    load_trained(load_model(tiny_llama, "fp32").model, saved[name])  # the undamaged result loads
+    """Through `load_for_generation`, as generate, eval, check and export load (a tensor of another shape is named
+    there as an adapter that does not fit the base)."""
+    load_for_generation(tiny_llama, "fp32", str(saved[name]))  # the undamaged result loads
     for damage, said in DAMAGES.items():
         copy = damaged_copy(saved[name], tmp_path / damage, damage)
         with pytest.raises(PeftlabError) as refused:
-            load_trained(load_model(tiny_llama, "fp32").model, copy)
+            load_for_generation(tiny_llama, "fp32", copy)
         message = str(refused.value)
         assert copy in message and said in message and "\n" not in message, (damage, message)
 

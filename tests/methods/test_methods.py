@@ -244,8 +244,8 @@ def test_adalora_needs_the_step_count(tiny_llama):
 @pytest.mark.parametrize("method_name, settings, message", [
     ("freeze", {"blocks": 5}, "freeze.blocks=5 but the model has 2 blocks"),
     ("freeze", {"blocks": 0, "modules": "nonexistent"}, "freeze.modules names no parameter"),
-    ("lora", {"target": "nonexistent"}, "lora.target names no linear layer"),
-    ("ia3", {"target": "q_proj", "feedforward": "down_proj"}, "feedforward must be a subset"),
+    ("lora", {"target": "nonexistent"}, "lora.target names no projection"),
+    ("ia3", {"target": "q_proj", "feedforward": "down_proj"}, "feedforward must be among ia3.target"),
 ])
 def test_impossible_settings_are_named(method_name, settings, message, tiny_llama):
     with pytest.raises(PeftlabError, match=message):

@@ -71,3 +71,23 @@ def test_conversion_cache_is_keyed_by_content_and_code_versions(tmp_path, monkey
     monkeypatch.setattr(gguf_cache, "conversion_code_versions", lambda: "transformers=99.0|gguf=99.0")
     upgraded = gguf_cache.converted_folder(model)
     assert upgraded not in (first, second) and len(conversions) == 3
+
+
+def test_attention_is_what_the_model_supports_and_what_the_run_recorded(tmp_path, toy_data):
+    """Gemma 2 has no sdpa in transformers 5.24: "auto" loads it (eager); a run trained with eager is merged,
+    served and checked with eager, as its run.yaml records."""
+    from peftlab.export.merge import merged_model
+    from peftlab.generation import load_for_generation
+    from peftlab.serve.launch import load_engine
+    from tests.tiny_models import save_tiny_any, train_tiny
+
+    gemma2 = str(save_tiny_any("gemma2", tmp_path / "gemma2"))
+    assert load_model(gemma2, "fp32").model.config._attn_implementation == "eager"
+    llama = str(save_tiny_any("llama", tmp_path / "llama"))
+    assert load_model(llama, "fp32").model.config._attn_implementation == "sdpa"
+    train_tiny(llama, toy_data, tmp_path / "run", "model.attn_implementation=eager", "train.max_steps=1")
+    adapter = str(tmp_path / "run" / "adapter")
+    assert load_for_generation(llama, "fp32", adapter).model.config._attn_implementation == "eager"
+    assert merged_model(adapter)[0].config._attn_implementation == "eager"
+    engine = load_engine(None, [("tuned", adapter)], "fp32")
+    assert engine.loaded.model.config._attn_implementation == "eager"

@@ -36,25 +36,25 @@ def scheduler_on(tiny_llama):
 def test_load_use_unload_while_serving(tiny_llama, lora_a, ia3_c, scheduler_on, tmp_path):
     scheduler = scheduler_on()
     engine = scheduler.engine
-    assert scheduler.load_adapter("a", lora_a).result(60).method == "lora"
-    assert scheduler.load_adapter("c", ia3_c).result(60).method == "ia3"
+    assert scheduler.adapters.load("a", lora_a).result(60).method == "lora"
+    assert scheduler.adapters.load("c", ia3_c).result(60).method == "ia3"
     with pytest.raises(PeftlabError, match="already taken"):
-        scheduler.load_adapter("a", lora_a).result(60)
+        scheduler.adapters.load("a", lora_a).result(60)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "adapter_config.json").write_text("{not json")
     with pytest.raises(PeftlabError, match="not readable JSON"):
-        scheduler.load_adapter("broken", str(broken)).result(60)
+        scheduler.adapters.load("broken", str(broken)).result(60)
     assert "broken" not in engine.models
     jobs = run_jobs(scheduler, engine, [("a", PROMPTS[0], 8), ("c", PROMPTS[1], 8), ("tiny", PROMPTS[2], 8)])
     for job, adapter in zip(jobs, [lora_a, ia3_c, None]):
         assert "".join(job.output) == alone(tiny_llama, adapter, job.prompt_ids, 8)
-    assert scheduler.unload_adapter("a").result(60) is True
+    assert scheduler.adapters.unload("a").result(60) is True
     assert "a" not in engine.models and "lora" not in engine.families  # the last LoRA: its shared model is freed
     with pytest.raises(KeyError):
-        scheduler.unload_adapter("a").result(60)
+        scheduler.adapters.unload("a").result(60)
     with pytest.raises(PeftlabError, match="base model"):
-        scheduler.unload_adapter("tiny").result(60)
+        scheduler.adapters.unload("tiny").result(60)
     jobs = run_jobs(scheduler, engine, [("c", PROMPTS[1], 8), ("tiny", PROMPTS[2], 8)])
     assert "".join(jobs[0].output) == alone(tiny_llama, ia3_c, jobs[0].prompt_ids, 8)
 
@@ -62,33 +62,33 @@ def test_load_use_unload_while_serving(tiny_llama, lora_a, ia3_c, scheduler_on, 
 def test_a_second_lora_joins_the_shared_model_and_leaves_it_cleanly(tiny_llama, lora_a, lora_b, scheduler_on):
     scheduler = scheduler_on()
     engine = scheduler.engine
-    scheduler.load_adapter("a", lora_a).result(60)
-    scheduler.load_adapter("b", lora_b).result(60)  # moved into the model that holds "a"
+    scheduler.adapters.load("a", lora_a).result(60)
+    scheduler.adapters.load("b", lora_b).result(60)  # moved into the model that holds "a"
     requests = [("a", PROMPTS[0], 8), ("b", PROMPTS[0], 8), ("tiny", PROMPTS[0], 8)]
     jobs = run_jobs(scheduler, engine, requests)
     assert [("".join(job.output)) for job in jobs] == [alone(tiny_llama, adapter, jobs[0].prompt_ids, 8)
                                                         for adapter in (lora_a, lora_b, None)]
-    scheduler.unload_adapter("a").result(60)
+    scheduler.adapters.unload("a").result(60)
     jobs = run_jobs(scheduler, engine, requests[1:])
     assert "".join(jobs[0].output) == alone(tiny_llama, lora_b, jobs[0].prompt_ids, 8)
 
 
 def test_adapter_dir_loads_on_first_use_and_evicts_the_least_recently_used(tiny_llama, lora_a, lora_b, ia3_c, tmp_path,
                                                                             scheduler_on):
-    for name, folder in (("alpha", lora_a), ("beta", lora_b), ("gamma", ia3_c)):
+    for name, folder in (("alfa", lora_a), ("beta", lora_b), ("gamma", ia3_c)):
         shutil.copytree(folder, tmp_path / name)
     scheduler = scheduler_on(adapter_dir=tmp_path, max_adapters=2)
     engine = scheduler.engine
     assert scheduler.ready("tiny") is None
-    for unknown in ("nope", "../alpha", "alpha/..", ".hidden", ""):
+    for unknown in ("nope", "../alfa", "alfa/..", ".hidden", ""):
         with pytest.raises(KeyError):
             scheduler.ready(unknown)
-    scheduler.ready("alpha").result(60)
+    scheduler.ready("alfa").result(60)
     scheduler.ready("beta").result(60)
-    run_jobs(scheduler, engine, [("alpha", PROMPTS[0], 4)])  # alpha is now the more recently used
+    run_jobs(scheduler, engine, [("alfa", PROMPTS[0], 4)])  # alfa is now the more recently used
     scheduler.ready("gamma").result(60)
-    assert [name for name in engine.models if name != "tiny"] == ["alpha", "gamma"]  # beta went
-    jobs = run_jobs(scheduler, engine, [("gamma", PROMPTS[1], 8), ("alpha", PROMPTS[1], 8)])
+    assert [name for name in engine.models if name != "tiny"] == ["alfa", "gamma"]  # beta went
+    jobs = run_jobs(scheduler, engine, [("gamma", PROMPTS[1], 8), ("alfa", PROMPTS[1], 8)])
     assert "".join(jobs[0].output) == alone(tiny_llama, ia3_c, jobs[0].prompt_ids, 8)
     assert "".join(jobs[1].output) == alone(tiny_llama, lora_a, jobs[1].prompt_ids, 8)
 
@@ -105,7 +105,7 @@ def test_loading_an_adapter_while_16_streams_run_delays_none_by_more_than_a_step
     folders = [save_random_lora(engine.loaded, tmp_path / name, seed) for seed, name in enumerate(("first", "second"))]
     scheduler = Scheduler(engine, max_batch_size=16)
     try:
-        scheduler.load_adapter("first", folders[0]).result(120)
+        scheduler.adapters.load("first", folders[0]).result(120)
         engine.eos_ids = set()  # the streams run until cancelled
         jobs = [StampedJob("first" if i % 2 else engine.base_name, engine.prompt_ids(PROMPTS[i % len(PROMPTS)]), 400,
                            TextStream(engine.loaded.tokenizer, []), queue.Queue()) for i in range(16)]
@@ -113,7 +113,7 @@ def test_loading_an_adapter_while_16_streams_run_delays_none_by_more_than_a_step
         scheduler.submit(jobs)
         wait_until(lambda: min(len(s) for s in stamps) >= 8)
         load_start = time.perf_counter()
-        scheduler.load_adapter("second", folders[1]).result(300)
+        scheduler.adapters.load("second", folders[1]).result(300)
         load_end = time.perf_counter()
         count_at_load_end = [len(s) for s in stamps]
         wait_until(lambda: all(len(s) >= n + 4 for s, n in zip(stamps, count_at_load_end)))

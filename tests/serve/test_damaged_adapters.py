@@ -35,3 +35,18 @@ def test_a_damaged_adapter_stops_the_server_before_it_starts(damage, tiny_llama,
         adapter = damaged_copy(folder, tmp_path / name, damage)
         with pytest.raises(PeftlabError, match=DAMAGES[damage]):
             load_engine(tiny_llama, [(name, adapter)], "fp32", "tiny")
+
+
+def test_a_damaged_adapter_in_adapter_dir_is_a_400_for_the_request_naming_it(tiny_llama, lora_b, tmp_path):
+    from peftlab.serve.http import start, stop
+    from peftlab.serve.launch import load_engine
+    from tests.serve.conftest import API_KEY
+
+    damaged_copy(lora_b, tmp_path / "hurt", "empty")
+    server = start(load_engine(tiny_llama, [], "fp32", "tiny"), "127.0.0.1", 0, API_KEY, adapter_dir=str(tmp_path))
+    try:
+        status, answer = answer_of(server.port, "hurt")
+        assert status == 400 and str(tmp_path / "hurt") in answer["error"]["message"], answer
+        assert DAMAGES["empty"] in answer["error"]["message"] and models(server.port) == ["tiny"]
+    finally:
+        stop(server)

@@ -132,6 +132,8 @@ def test_malformed_json_is_a_400(base_server, raw):
     ({"logprobs": 2}, "logprobs", "unsupported_parameter"),
     ({"echo": True}, "echo", "unsupported_parameter"),
     ({"suffix": "x"}, "suffix", "unsupported_parameter"),
+    ({"seed": 1 << 70}, "seed", "invalid_value"),
+    ({"seed": "7"}, "seed", "invalid_type"),
 ])
 def test_wrong_types_and_values_are_400s_naming_the_field(base_server, change, param, code):
     status, _, body, _ = post_raw(base_server.port, "/v1/completions", json.dumps({**PROMPT, **change}).encode())

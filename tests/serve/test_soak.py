@@ -145,7 +145,7 @@ def settle(server) -> None:
     """Wait until the scheduler is idle and idle connections have timed out, then collect garbage."""
     deadline = time.monotonic() + 60
     scheduler = server.scheduler
-    while scheduler.waiting or scheduler.prefills or scheduler.batches or scheduler.loading or scheduler.unloading:
+    while scheduler.waiting or scheduler.prefills or scheduler.batches or scheduler.adapters.loading or scheduler.adapters.unloading:
         assert time.monotonic() < deadline, "the scheduler never went idle"
         time.sleep(0.05)
     time.sleep(3)  # past the 2 s idle timeout
