@@ -202,9 +202,12 @@ def _add_use_commands(commands: Any) -> None:
     export = commands.add_parser("export", help="an adapter (merged) or a merged model as one GGUF file for llama.cpp and Ollama")
     _shared(export, "--model", "--overwrite", "--push-to-hub", "--public")
     export.add_argument("source", help="adapter folder from `peftlab train`, or a folder from `peftlab merge`")
-    export.add_argument("--format", default=DEFAULT_FORMAT, choices=list(FORMATS), help=formats_help())
+    export.add_argument("--format", default=DEFAULT_FORMAT, choices=[*FORMATS, "lora"],
+                        help=formats_help() + "; lora: a LoHa/LoKr/VeRA/MiSS/SHiRA/RandLoRA/FourierFT adapter converted to a LoRA adapter folder")
     export.add_argument("--type", dest="tensor_type", choices=tensor_type_choices(), help=types_help())
-    export.add_argument("--output", required=True, help="the .gguf file to write (ollama: the folder)")
+    export.add_argument("--output", required=True, help="the .gguf file to write (ollama, lora: the folder)")
+    export.add_argument("--rank", default="32", help="lora: the LoRA rank (e.g. 32), or an energy share in (0, 1] kept per layer "
+                        "(e.g. 0.95: the smallest rank holding 95%% of each update's squared singular values); default 32")
 
     check = commands.add_parser("check", help="parity: the adapter on its base, the merged model, a GGUF file in llama.cpp and a running server answer alike")
     _shared(check, "--model", "--max-samples", max_samples={"help": "prompts to compare (default 24)"})
@@ -452,6 +455,13 @@ def command_merge(args: argparse.Namespace) -> int:
 def command_export(args: argparse.Namespace) -> int:
     from peftlab.export.formats import FORMATS
 
+    if args.format == "lora":  # a folder, not a GGUF file: its own module and a rank instead of a tensor type
+        from peftlab.export.to_lora import export_lora, parse_rank
+
+        api = _hub(args)
+        export_lora(args.source, args.output, parse_rank(args.rank), args.model, args.overwrite, say=_say)
+        _push(args, api, args.output)
+        return 0
     api = _hub(args)
     FORMATS[args.format].write(args.source, args.output, args.tensor_type, args.model, args.overwrite, say=_say)
     _push(args, api, args.output)

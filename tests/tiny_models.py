@@ -145,6 +145,14 @@ def toy_batch(tokenizer, is_seq2seq: bool) -> dict:
     return {"input_ids": torch.tensor(input_ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
 
 
+def toy_context(loaded, total_steps: int = 20):
+    """What `peftlab train` tells a method when building, with the toy rows as the training data."""
+    from peftlab.methods import BuildContext
+
+    return BuildContext(loaded.is_seq2seq, total_steps, training_batches=lambda rows: iter([toy_batch(loaded.tokenizer, loaded.is_seq2seq)]),
+                        tokenizer=loaded.tokenizer)
+
+
 def logits(model, batch):
     """The model's logits for a toy batch in eval mode (T5 gets four decoder positions)."""
     import torch

@@ -1,5 +1,6 @@
 """What tuning varies for each method: its learning rate on a log scale around its default, and the
-capacity and initialisation knobs its settings have (rank, virtual tokens, soft-prompt init, reduction factor).
+capacity and initialisation knobs its settings have (rank, virtual tokens, soft-prompt init, reduction factor,
+OFT's block size, FourierFT's frequencies).
 
 The knobs follow the fields of a method's settings dataclass, so a new method with an `r` is tuned
 without touching this file.
@@ -34,6 +35,8 @@ CAPACITY_KNOBS = {
     "r": lambda d: _halves_and_doubles(d, 2, 1),  # LoRA-family rank
     "num_virtual_tokens": lambda d: _halves_and_doubles(d, 1, 1),  # prompt, prefix and P-tuning
     "reduction_factor": lambda d: _halves_and_doubles(d, 1, 1),  # bottleneck adapters
+    "block_size": lambda d: _halves_and_doubles(d, 1, 1),  # OFT's orthogonal blocks
+    "n_frequency": lambda d: _halves_and_doubles(d, 1, 1),  # FourierFT's learned coefficients per weight
 }
 
 

@@ -1,32 +1,42 @@
-"""The method catalog: importing this package registers every method family found in it.
+"""The method catalog: one import line per family registers its methods, in `peftlab methods` order.
 
-A family module (lora.py, prompts.py, ...) imports `peftlab.methods.base` and registers its
-methods; nothing in `base` imports a family. Adding a method is one new module in this folder
-(it is found and imported here) plus one row in tests/methods/test_methods.py's CASES.
+Owns which methods exist; may import its own modules, peftlab.config, .errors, .artifacts and .models (never train,
+generation, serve or export).
 """
-
-import importlib
-import pkgutil
 
 from peftlab.models.quantization import offline_bitsandbytes
 
 offline_bitsandbytes()  # before anything imports peft, which imports bitsandbytes
 
+# the families, in `peftlab methods` order: adding a method is one file and one line here
+from peftlab.methods import lora  # noqa: E402,F401  lora, dora, rslora, adalora
+from peftlab.methods import pissa  # noqa: E402,F401
+from peftlab.methods import olora  # noqa: E402,F401
+from peftlab.methods import eva  # noqa: E402,F401
+from peftlab.methods import corda  # noqa: E402,F401
+from peftlab.methods import lora_ga  # noqa: E402,F401  lora-ga
+from peftlab.methods import loraplus  # noqa: E402,F401
+from peftlab.methods import lycoris  # noqa: E402,F401  loha, lokr
+from peftlab.methods import quantized  # noqa: E402,F401  qlora, lora-8bit
+from peftlab.methods import loftq  # noqa: E402,F401
+from peftlab.methods import ia3  # noqa: E402,F401
+from peftlab.methods import oft  # noqa: E402,F401
+from peftlab.methods import vera  # noqa: E402,F401
+from peftlab.methods import miss  # noqa: E402,F401
+from peftlab.methods import shira  # noqa: E402,F401
+from peftlab.methods import hira  # noqa: E402,F401
+from peftlab.methods import lily  # noqa: E402,F401
+from peftlab.methods import fourierft  # noqa: E402,F401
+from peftlab.methods import randlora  # noqa: E402,F401
+from peftlab.methods import prompts  # noqa: E402,F401  prompt-tuning, prefix-tuning, p-tuning
+from peftlab.methods import bottleneck  # noqa: E402,F401  adapter
+from peftlab.methods import selective  # noqa: E402,F401  bitfit, ln-tuning, freeze
+from peftlab.methods import trainable_tokens  # noqa: E402,F401  trainable-tokens
+from peftlab.methods import full  # noqa: E402,F401
+
 from peftlab.methods.base import BuildContext, Method, capabilities, get_method, method_names, register, unregister  # noqa: E402
 from peftlab.methods.saved import load_trained, saved_method  # noqa: E402
 from peftlab.models.parameters import count_parameters  # noqa: E402
-
-LIBRARY_MODULES = {"base", "saved", "saved_tensors", "shares", "targets"}  # helpers, not method families
-LISTED_FIRST = ("lora", "lycoris", "quantized", "ia3", "prompts", "bottleneck", "selective")  # `peftlab methods` order
-
-
-def _register_families() -> None:
-    found = {module.name for module in pkgutil.iter_modules(__path__)} - LIBRARY_MODULES
-    for name in [*LISTED_FIRST, *sorted(found - set(LISTED_FIRST))]:
-        importlib.import_module(f"{__name__}.{name}")
-
-
-_register_families()
 
 __all__ = ["BuildContext", "Method", "capabilities", "count_parameters", "get_method", "load_trained", "method_names",
            "register", "saved_method", "unregister"]

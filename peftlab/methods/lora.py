@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from peftlab.errors import PeftlabError
@@ -25,10 +26,10 @@ class LoraSettings:
             raise PeftlabError(f"lora.dropout must be in [0, 1), got {self.dropout}")
 
 
-def build_lora(model: Any, settings: LoraSettings, context: BuildContext, method: str = "lora", **variant: bool) -> Any:
+def lora_config(model: Any, settings: LoraSettings, context: BuildContext, method: str, **variant: Any) -> Any:
     from peft import LoraConfig
 
-    config = LoraConfig(
+    return LoraConfig(
         task_type=peft_task_type(context.is_seq2seq),
         r=settings.r,
         lora_alpha=settings.alpha,
@@ -37,7 +38,71 @@ def build_lora(model: Any, settings: LoraSettings, context: BuildContext, method
         bias="none",
         **variant,
     )
-    return get_peft_model_checked(model, config, method)
+
+
+def build_lora(model: Any, settings: LoraSettings, context: BuildContext, method: str = "lora", **variant: Any) -> Any:
+    return get_peft_model_checked(model, lora_config(model, settings, context, method, **variant), method)
+
+
+# --- initialisations from the training data (EVA, CorDA, LoRA-GA) ------------------------------------
+
+def initialisation_batches(model: Any, context: BuildContext, method: str, rows: int) -> list[dict]:
+    """The first `rows` rows of the run's training data as batches on the model's device, announced to the person waiting."""
+    if context.training_batches is None:
+        raise PeftlabError(f"{method} initialises its adapter from the training data; build it in `peftlab train` (no data here)")
+    device = next(model.parameters()).device
+    batches = [{key: value.to(device) for key, value in batch.items()} for batch in context.training_batches(rows)]
+    if not batches:
+        raise PeftlabError(f"{method} needs training rows for its initialisation, and the training data has none")
+    context.say(f"{method}: initialising the adapter from {sum(len(b['input_ids']) for b in batches)} training rows "
+                f"({len(batches)} batches)...")
+    return batches
+
+
+def preprocessing_config(model: Any, config: Any, method: str, r_times: int = 1) -> Any:
+    """The config for peft's preprocessing before the adapter exists (CorDA, LoRA-GA): target names spelled out, rank checked.
+
+    peft 0.21 expands `all-linear` only inside get_peft_model, which runs after the preprocessing; and a rank above
+    the narrowest weight fails deep inside it. Decomposition inits need r_times * r singular vectors of every weight.
+    """
+    import torch
+    from peft.tuners.lora.model import LoraModel
+    from peft.tuners.tuners_utils import _maybe_include_all_linear_layers
+
+    config = _maybe_include_all_linear_layers(config, model)
+    widths = [min(module.in_features, module.out_features) for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear) and LoraModel._check_target_module_exists(config, name)]
+    if widths and r_times * config.r > min(widths):
+        raise PeftlabError(f"{method}.r={config.r} needs {r_times * config.r} singular vectors, and the narrowest adapted layer "
+                           f"has {min(widths)}; set {method}.r to at most {min(widths) // r_times}")
+    return config
+
+
+# --- initialisations that move the base weights (PiSSA, OLoRA, CorDA, LoRA-GA) ----------------------
+# They start A and B from a decomposition of the base weight W and train on W_res = W - scale * B0 A0. Saved as
+# they are, the adapter would need W_res, not the base model users have; peft converts it to a plain LoRA of
+# twice the rank on W itself (dW = BA - B0A0), given the initial A0, B0 in a folder
+# (`save_pretrained(path_initial_model_for_weight_conversion=...)`, peft 0.21).
+
+def remember_initial_adapter(model: Any) -> Any:
+    """Keep A0 and B0 (in memory) for the conversion at save."""
+    from peft import get_peft_model_state_dict
+
+    model.peftlab_initial_adapter = {name: tensor.detach().clone() for name, tensor in get_peft_model_state_dict(model).items()}
+    return model
+
+
+def save_as_plain_lora(model: Any, folder: Path) -> None:
+    """Save the trained adapter as a plain LoRA on the unmodified base: it loads, merges and serves like `lora`."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as scratch:
+        initial = Path(scratch) / "initial"  # peft loads it as an adapter named after the folder, then deletes it
+        initial.mkdir()
+        save_file({name: t.contiguous() for name, t in model.peftlab_initial_adapter.items()}, str(initial / "adapter_model.safetensors"))
+        model.save_pretrained(folder, path_initial_model_for_weight_conversion=str(initial))
 
 
 @dataclass
@@ -95,7 +160,7 @@ register(Method("lora", "Low-rank adapters on the chosen projections (Hu et al. 
                 mixable=True, vllm=True, **LORA_CAPABILITIES))
 register(Method("dora", "LoRA with a learned magnitude per output (Liu et al. 2024)", LoraSettings,
                 lambda model, s, context: build_lora(model, s, context, "dora", use_dora=True), peft_flags=("use_dora",),
-                **LORA_CAPABILITIES))  # peft's mixed batches raise for DoRA (FACTS.md)
+                **LORA_CAPABILITIES))  # peft 0.21's mixed batches (generate(adapter_names=...)) raise for DoRA
 register(Method("rslora", "LoRA scaled by alpha/sqrt(r), stable at high rank (Kalajdzievski 2023)", LoraSettings,
                 lambda model, s, context: build_lora(model, s, context, "rslora", use_rslora=True), peft_flags=("use_rslora",),
                 mixable=True, vllm=True, **LORA_CAPABILITIES))

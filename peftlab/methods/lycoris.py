@@ -60,6 +60,6 @@ def build_lokr(model: Any, settings: LokrSettings, context: BuildContext) -> Any
 
 
 register(Method("loha", "Low-rank Hadamard product of two LoRA pairs: higher rank for the same size (FedPara / LyCORIS)",
-                LohaSettings, build_loha, peft_type="LOHA", mergeable=True))
+                LohaSettings, build_loha, peft_type="LOHA", mergeable=True, lora_conversion=True))
 register(Method("lokr", "Low-rank Kronecker product update (LyCORIS LoKr)", LokrSettings, build_lokr,
-                peft_type="LOKR", mergeable=True))
+                peft_type="LOKR", mergeable=True, lora_conversion=True))

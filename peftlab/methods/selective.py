@@ -1,12 +1,12 @@
-"""Selective and full fine-tuning: BitFit, LayerNorm tuning, freezing all but some blocks, and the full baseline.
+"""Selective fine-tuning: BitFit, LayerNorm tuning, and freezing all but some blocks.
 
 BitFit and freeze save only the tensors they trained (peftlab-specific format):
 - `trained_parameters.safetensors`: the trained tensors under the base model's parameter names (fp32),
 - `trained_parameters.json`: {"format": "peftlab-selective", "method", "parameters": [names],
   "added_biases": [linear modules given a bias the base model lacks], "base_model_name_or_path"}.
-Full fine-tuning saves a complete transformers model (`save_pretrained`); LN tuning uses peft's format.
+LN tuning uses peft's format.
 
-bf16 base models are trained (and reloaded) in fp32 by bitfit, freeze, ln-tuning and full: small updates
+bf16 base models are trained (and reloaded) in fp32 by bitfit, freeze and ln-tuning: small updates
 to bf16 weights round away.
 """
 
@@ -19,21 +19,13 @@ from typing import Any
 
 from peftlab.artifacts import TRAINED_PARAMETERS
 from peftlab.errors import PeftlabError
-from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, load_peft, peft_task_type, register
-from peftlab.methods.saved_tensors import Expected, whole_model_tensors
+from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, in_fp32, load_peft, peft_task_type, register
+from peftlab.methods.saved_tensors import Expected
 
 FORMAT = "peftlab-selective"
 CONFIG_FILE = TRAINED_PARAMETERS  # what a folder holding trained tensors is recognised by
 WEIGHTS_FILE = "trained_parameters.safetensors"
 BLOCK_LISTS = ("layers", "block", "blocks", "h")  # names of the list of transformer blocks
-
-
-def _in_fp32(model: Any) -> Any:
-    import torch
-
-    if any(p.dtype in (torch.bfloat16, torch.float16) for p in model.parameters()):
-        model = model.float()
-    return model
 
 
 def _train_only(model: Any, names: set[str]) -> Any:
@@ -78,7 +70,7 @@ def build_bitfit(model: Any, settings: BitfitSettings, context: BuildContext) ->
                                "or choose ln-tuning, ia3 or lora")
         added = [name for name, module in _linear_layers(model) if module.bias is None]
         add_biases(model, added)
-    model = _in_fp32(model)
+    model = in_fp32(model)
     model.added_biases = added
     return _train_only(model, {name for name, _ in model.named_parameters() if name.endswith("bias")})
 
@@ -123,7 +115,7 @@ def build_freeze(model: Any, settings: FreezeSettings, context: BuildContext) ->
     if unmatched:
         raise PeftlabError(f"freeze.modules names no parameter of this model: {', '.join(unmatched)}; examples of names: {', '.join(sorted(names)[-3:])}")
     trained = {name for name in names if name.startswith(tuple(prefixes)) or any(w in name for w in wanted)}
-    model = _in_fp32(model)
+    model = in_fp32(model)
     model.added_biases = []
     return _train_only(model, trained)
 
@@ -167,7 +159,7 @@ def load_trained_parameters(base_model: Any, folder: Path) -> Any:
     config = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
     tensors = load_file(str(Path(folder) / WEIGHTS_FILE))
     if any(t.dtype == torch.float32 for t in tensors.values()):
-        base_model = _in_fp32(base_model)  # as it was trained
+        base_model = in_fp32(base_model)  # as it was trained
     try:
         add_biases(base_model, config["added_biases"])
         parameters = dict(base_model.named_parameters(remove_duplicate=False))
@@ -187,7 +179,7 @@ def trained_parameter_tensors(model: Any, folder: Path, adapter_name: str) -> Ex
     return Expected({name: parameters[name] for name in listed if name in parameters})
 
 
-# --- LN tuning and full fine-tuning -------------------------------------------------------------
+# --- LN tuning -------------------------------------------------------------------------------
 
 @dataclass
 class LnTuningSettings:
@@ -198,30 +190,8 @@ def build_ln_tuning(model: Any, settings: LnTuningSettings, context: BuildContex
     from peft import LNTuningConfig
 
     # peft trains copies of the norms in the model's dtype, and updates of ~1e-3 to weights near 1 round away in bf16
-    model = _in_fp32(model)
+    model = in_fp32(model)
     return get_peft_model_checked(model, LNTuningConfig(task_type=peft_task_type(context.is_seq2seq)), "ln-tuning")
-
-
-@dataclass
-class FullSettings:
-    """Every weight trained (fp32); the baseline the other methods are measured against."""
-
-
-def build_full(model: Any, settings: FullSettings, context: BuildContext) -> Any:
-    model = _in_fp32(model)
-    for parameter in model.parameters():
-        parameter.requires_grad = True
-    return model
-
-
-def save_full(model: Any, folder: Path) -> None:
-    model.save_pretrained(folder)
-
-
-def load_full(base_model: Any, folder: Path) -> Any:
-    """The saved model replaces the base: same class, the saved dtype. A weight of another shape than config.json gives
-    is left at its initial value here, and named by the check every load passes (`load_trained`)."""
-    return type(base_model).from_pretrained(str(folder), dtype="auto", ignore_mismatched_sizes=True)
 
 
 # small updates to bf16 weights round away: these train (and reload) in fp32
@@ -230,10 +200,8 @@ register(Method("bitfit", "Bias terms only (Ben Zaken et al. 2022); models witho
                 BitfitSettings, build_bitfit, save=lambda model, folder: save_trained_parameters(model, folder, "bitfit"),
                 load=load_trained_parameters, saved_tensors=trained_parameter_tensors, **WHOLE_WEIGHTS))
 register(Method("ln-tuning", "Normalization layers only (Zhao et al. 2024)", LnTuningSettings, build_ln_tuning,
-                load=lambda base_model, folder: load_peft(_in_fp32(base_model), folder), peft_type="LN_TUNING",
+                load=lambda base_model, folder: load_peft(in_fp32(base_model), folder), peft_type="LN_TUNING",
                 mergeable=True, trains_in_fp32=True))
 register(Method("freeze", "Only the last N blocks (and named modules) train; the rest is frozen", FreezeSettings, build_freeze,
                 save=lambda model, folder: save_trained_parameters(model, folder, "freeze"), load=load_trained_parameters,
                 saved_tensors=trained_parameter_tensors, lr=5e-5, **WHOLE_WEIGHTS))
-register(Method("full", "Full fine-tuning of every weight in fp32 (the baseline)", FullSettings, build_full,
-                save=save_full, load=load_full, saved_tensors=whole_model_tensors, lr=5e-5, **WHOLE_WEIGHTS))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 from peftlab.errors import PeftlabError
 from peftlab.methods.base import BuildContext, get_method, method_names
@@ -11,6 +12,7 @@ from peftlab.methods.targets import describe_family, model_family
 from peftlab.models.parameters import count_parameters
 
 NOMINAL_STEPS = 100  # AdaLoRA's schedule needs a step count; its starting size does not depend on it
+SAMPLE_ROWS, SAMPLE_TOKENS = 4, 128  # enough tokens for EVA's SVD at its default rank (r * rho = 64)
 
 
 @dataclass
@@ -23,6 +25,15 @@ class Share:
     @property
     def percent(self) -> float:
         return 100 * self.trainable / self.total if self.total else 0.0
+
+
+def sample_batch(model: Any) -> dict:
+    """Random tokens standing in for training data, for the methods initialised from data (their size may depend on it)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.get_input_embeddings().num_embeddings, (SAMPLE_ROWS, SAMPLE_TOKENS), generator=generator)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
 
 def projection_roles(model: object) -> str:
@@ -49,8 +60,10 @@ def trainable_shares(model_name: str | None, dtype: str = "fp32") -> tuple[str, 
         roles = roles or projection_roles(loaded.model)  # from the first base loaded (not yet adapted)
         # a quantized base is used once (its layers are prepared in place); the others are copied
         base = bases.pop(method.quantization).model if method.quantization else copy.deepcopy(loaded.model)
+        context = BuildContext(loaded.is_seq2seq, NOMINAL_STEPS, training_batches=lambda rows: iter([sample_batch(base)]),
+                               tokenizer=loaded.tokenizer)
         try:
-            model = method.build(base, method.parse_settings({}), BuildContext(loaded.is_seq2seq, NOMINAL_STEPS))
+            model = method.build(base, method.parse_settings({}), context)
             shares.append(Share(name, *count_parameters(model)))
         except PeftlabError as error:
             shares.append(Share(name, problem=str(error)))

@@ -17,8 +17,9 @@ def offline_bitsandbytes() -> None:
 
     On CPUs with AVX512-BF16, importing bitsandbytes (which importing peft does) tries
     `kernels.get_kernel("kernels-community/quantization-bitsandbytes")`, a hub download, and logs a
-    warning when that fails. Its built-in CPU ops are the fallback and work (see FACTS.md), so
-    we import it once with the `kernels` package hidden and silence that warning.
+    warning when that fails. Its built-in CPU ops are the fallback and work (bitsandbytes 0.50.2:
+    NF4 and int8 bases train with LoRA, losses within about 1e-3 of fp32), so we import it once
+    with the `kernels` package hidden and silence that warning.
     """
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     if "bitsandbytes" in sys.modules or importlib.util.find_spec("bitsandbytes") is None:

@@ -112,7 +112,9 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False, callba
         raise PeftlabError("train.batching=packed works for causal LMs only; use length for seq2seq models")
     train_set, eval_set = _load_data(config, loaded, say)
 
-    model = method.build(loaded.model, settings, BuildContext(loaded.is_seq2seq, total_steps(config, len(train_set.features), processes.num_processes)))
+    context = BuildContext(loaded.is_seq2seq, total_steps(config, len(train_set.features), processes.num_processes),
+                           training_batches=first_batches(train_set, loaded, config.train.batch_size), tokenizer=loaded.tokenizer, say=say)
+    model = method.build(loaded.model, settings, context)
     if config.train.batching == "packed" and method.prompt_learning:
         raise PeftlabError(f"{method.name} prepends virtual tokens to each row, which packed batches cannot hold; use train.batching=length")
     trainable, total = count_parameters(model)
@@ -126,7 +128,7 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False, callba
     trainer, clock = _trainer(config, out, model, loaded, train_set, eval_set, lr,
                               [StopOnNonFinite(), *method.callbacks(model), *trackers.callbacks(cfg.trackers(config.train), out),
                                *callbacks],
-                              method.answer_only_logits)
+                              method.answer_only_logits, method.optimizer(model, lr, config.train.weight_decay) if method.optimizer else None)
     try:
         start = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -226,8 +228,19 @@ def _load_data(config: RunConfig, loaded: Any, say: Callable[[str], None]) -> tu
     return train_set, eval_set
 
 
+def first_batches(train_set: TokenizedSet, loaded: Any, batch_size: int) -> Callable[[int], Any]:
+    """The first rows of the training data, padded into batches as training pads them (for methods initialised from data)."""
+    def batches(rows: int) -> Any:
+        collator = CountingCollator(loaded.tokenizer, loaded.is_seq2seq)
+        features = train_set.features[:rows]
+        for start in range(0, len(features), batch_size):
+            yield collator(features[start:start + batch_size])
+    return batches
+
+
 def _trainer(config: RunConfig, out: Path, model: Any, loaded: Any, train_set: TokenizedSet,
-             eval_set: TokenizedSet | None, lr: float, callbacks: list, answer_only_logits: bool) -> tuple[Any, StepClock]:
+             eval_set: TokenizedSet | None, lr: float, callbacks: list, answer_only_logits: bool,
+             optimizer: Any = None) -> tuple[Any, StepClock]:
     from transformers import EarlyStoppingCallback, PrinterCallback
 
     from peftlab.train.trainer import PeftlabTrainer
@@ -243,6 +256,7 @@ def _trainer(config: RunConfig, out: Path, model: Any, loaded: Any, train_set: T
         data_collator=collator,
         processing_class=loaded.tokenizer,
         callbacks=[ProgressBar(collator.count), LossLog(out / artifacts.LOSS_LOG), *early_stop, *callbacks],
+        optimizers=(optimizer, None),  # None: the Trainer's AdamW; the schedule is the Trainer's either way
         eval_collator=CountingCollator(loaded.tokenizer, loaded.is_seq2seq, packed),
         length_grouped=not packed,
         answer_only_logits=answer_only_logits,

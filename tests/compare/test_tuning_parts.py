@@ -75,6 +75,32 @@ def test_each_method_searches_its_learning_rate_and_its_own_knobs(method, knobs)
     assert cfg.load(None, ["data.train=x.jsonl", *space.overrides(space.defaults)]).train.lr == pytest.approx(default_lr)
 
 
+@pytest.mark.parametrize("method, knob", [
+    ("pissa", "r"),
+    ("olora", "r"),
+    ("eva", "r"),
+    ("corda", "r"),
+    ("lora-ga", "r"),
+    ("loraplus", "r"),
+    ("loftq", "r"),
+    ("oft", "block_size"),
+    ("vera", "r"),
+    ("miss", "r"),
+    ("shira", "r"),
+    ("hira", "r"),
+    ("lily", "r"),
+    ("fourierft", "n_frequency"),
+    ("randlora", "r"),
+])
+def test_the_newer_methods_search_their_rate_and_main_capacity_setting(method, knob):
+    from peftlab.methods import get_method
+
+    space = search_space(method, cfg.load(None, ["data.train=x.jsonl"]))
+    default = get_method(method).defaults()[knob]
+    assert space.lr == get_method(method).lr and list(space.knobs) == [knob]
+    assert default in space.knobs[knob] and min(space.knobs[knob]) < default < max(space.knobs[knob])
+
+
 def test_a_soft_prompt_can_start_from_the_task_text_of_the_template():
     space = search_space("prompt-tuning", cfg.load(None, ["data.train=x.jsonl"]))
     assert space.init_text == "Summarize the following conversation."

@@ -8,11 +8,23 @@ import torch
 from peftlab.generation import GenerationSettings, generate_ids, selfcheck, source_ids
 from tests.reference_decoding import reference_greedy
 from tests.tiny_models import FAMILIES, save_tiny_any
-from peftlab.methods import BuildContext, get_method, method_names
+from peftlab.methods import get_method
 from peftlab.models import load_model
+from tests.methods import catalog_methods
+from tests.tiny_models import toy_context
 
 NEW_TOKENS = 10
-SETTINGS = {"bitfit": {"add_missing_biases": True}}  # Llama and T5 have no biases of their own
+# Llama and T5 have no biases of their own; the tiny models' layers (32 wide) are narrower than some defaults allow
+SETTINGS = {
+    "bitfit": {"add_missing_biases": True},
+    "eva": {"r": 4, "init_rows": 4},
+    "corda": {"r": 4},
+    "lora-ga": {"r": 4},
+    "miss": {"r": 4},
+    "shira": {"r": 2},
+    "fourierft": {"n_frequency": 16},
+    "trainable-tokens": {"tokens": ",".join(map(str, range(200)))},  # the tiny Llama sees its added tokens only last
+}
 PROMPTS = [  # different lengths, so a batch is padded
     "#Person1#: Can I book a table for two at seven? #Person2#: Sure, under what name?",
     "Hello, how are you today?",
@@ -26,7 +38,7 @@ def perturbed_model(method_name: str, path: str):
     loaded = load_model(path, "fp32", quantization=method.quantization)
     torch.manual_seed(0)
     settings = method.parse_settings(SETTINGS.get(method_name, {}))
-    model = method.build(loaded.model, settings, BuildContext(loaded.is_seq2seq, total_steps=10))
+    model = method.build(loaded.model, settings, toy_context(loaded, total_steps=10))
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.requires_grad:
@@ -55,7 +67,7 @@ def int8_without_outliers(monkeypatch):
         load_in_8bit=True, llm_int8_threshold=0.0) if kind == "8bit" else plain(kind, dtype))
 
 
-@pytest.mark.parametrize("method_name", method_names())
+@pytest.mark.parametrize("method_name", catalog_methods())
 def test_generation_equals_uncached_forward_passes(tiny_model, method_name, int8_without_outliers):
     loaded, model = perturbed_model(method_name, tiny_model)
     tokenizer, is_seq2seq = loaded.tokenizer, loaded.is_seq2seq

@@ -1,70 +1,33 @@
-"""A method defined here, not in peftlab: registered from the test, it trains, saves, reloads, evaluates,
-and `serve` / `merge` treat it by the capabilities it declares, without any change to peftlab."""
+"""A method defined outside peftlab (tests/methods/final_norm.py), added by one import line: it trains, saves,
+reloads, evaluates, and `serve` / `merge` treat it by the capabilities it declares, without any change to peftlab."""
 
 from __future__ import annotations
 
 import dataclasses
-import queue
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
 from peftlab.errors import PeftlabError
-from peftlab.methods import BuildContext, Method, get_method, load_trained, register, saved_method, unregister
+from peftlab.methods import get_method, load_trained, register, saved_method, unregister
 from peftlab.models import load_model
 from tests.conftest import TOY_ROWS, write_jsonl
+from tests.methods import alone, answer
+from tests.methods.final_norm import FINAL_NORM, WEIGHTS  # the one line that adds the method "final-norm"
 from tests.tiny_models import train_tiny
 
-WEIGHTS = "final_norm.safetensors"
 
-
-@dataclass
-class FinalNormSettings:
-    """Train only the final normalization weight of a Llama-style model."""
-
-    scale: float = 1.0  # multiplies the starting weight
-
-
-def build_final_norm(model, settings: FinalNormSettings, context: BuildContext):
-    for parameter in model.parameters():
-        parameter.requires_grad = False
-    norm = model.get_decoder().norm
-    norm.weight = torch.nn.Parameter(norm.weight.detach().clone() * settings.scale)
-    return model
-
-
-def save_final_norm(model, folder: Path) -> None:
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({"weight": model.get_decoder().norm.weight.detach().contiguous()}, str(folder / WEIGHTS))
-
-
-def load_final_norm(base_model, folder: Path):
-    from safetensors.torch import load_file
-
-    # a new Parameter, not a copy into the old one: `serve` shares the base's tensors between models
-    base_model.get_decoder().norm.weight = torch.nn.Parameter(load_file(str(folder / WEIGHTS))["weight"], requires_grad=False)
-    return base_model
-
-
-FINAL_NORM = Method("final-norm", "Only the final norm's weight (a test fixture)", FinalNormSettings, build_final_norm,
-                    save=save_final_norm, load=load_final_norm, lr=0.1, servable=True)
+def test_registering_a_name_twice_raises():
+    with pytest.raises(ValueError, match="'final-norm' is already registered"):
+        register(dataclasses.replace(FINAL_NORM, description="another method under the same name"))
+    assert get_method("final-norm") is FINAL_NORM  # the first stays
+    with pytest.raises(ValueError, match="'lora' is already registered"):
+        register(dataclasses.replace(get_method("lora")))
 
 
 @pytest.fixture(scope="module")
-def final_norm():
-    register(FINAL_NORM)
-    try:
-        yield FINAL_NORM
-    finally:
-        unregister(FINAL_NORM.name)
-
-
-@pytest.fixture(scope="module")
-def trained(final_norm, tiny_llama, tmp_path_factory) -> Path:
+def trained(tiny_llama, tmp_path_factory) -> Path:
     tmp_path = tmp_path_factory.mktemp("final-norm")
     data = write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS * 2)
     summary = train_tiny(tiny_llama, data, tmp_path / "run", "method=final-norm", "final-norm.scale=1.5", "train.batch_size=4")
@@ -91,33 +54,7 @@ def test_trains_saves_reloads_and_evaluates(trained, tiny_llama, tmp_path):
     assert set(result["results"]) == {"base", "tuned"} and (tmp_path / "eval" / "metrics.json").is_file()
 
 
-def answer(engine, model: str, ids: list[int]) -> str:
-    from peftlab.serve.jobs import Job, TextStream
-
-    from peftlab.serve.scheduler import Scheduler
-
-    scheduler = Scheduler(engine)
-    try:
-        job = Job(model, ids, 6, TextStream(engine.loaded.tokenizer, []), queue.Queue())
-        scheduler.submit([job])
-        while job.events.get(timeout=60)[0] == "delta":
-            pass
-    finally:
-        scheduler.close()
-    assert job.done
-    return "".join(job.output)
-
-
-def alone(model: str, adapter: str | None, ids: list[int]) -> str:
-    """A fresh base (+ adapter), greedy, one prompt, no server."""
-    from peftlab.generation import load_for_generation
-
-    loaded = load_for_generation(model, "fp32", adapter)
-    out = loaded.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
-    return loaded.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
-
-
-def test_serve_follows_the_declared_capabilities(trained, final_norm, tiny_llama, capsys):
+def test_serve_follows_the_declared_capabilities(trained, tiny_llama, capsys):
     from peftlab.cli import main
     from peftlab.serve.launch import load_engine
 
@@ -128,11 +65,13 @@ def test_serve_follows_the_declared_capabilities(trained, final_norm, tiny_llama
     assert answer(engine, "norm", ids) == alone(tiny_llama, str(trained), ids)
     assert answer(engine, "tiny", ids) == alone(tiny_llama, None, ids)  # the shared base weights are untouched
 
-    register(dataclasses.replace(final_norm, servable=False))
+    unregister(FINAL_NORM.name)
+    register(dataclasses.replace(FINAL_NORM, servable=False))
     try:
         with pytest.raises(PeftlabError, match="final-norm cannot be served"):
             load_engine(tiny_llama, [("norm", str(trained))], "fp32", "tiny")
     finally:
-        register(final_norm)
+        unregister(FINAL_NORM.name)
+        register(FINAL_NORM)
     assert main(["merge", "--adapter", str(trained), "--output", str(trained.parent / "merged")]) == 2
     assert "final-norm cannot be merged" in capsys.readouterr().err

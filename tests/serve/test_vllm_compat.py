@@ -1,4 +1,4 @@
-"""Adapters saved by peftlab against vLLM's documented LoRA rules (FACTS.md): which methods vLLM can serve."""
+"""Adapters saved by peftlab against vLLM's LoRA rules (read in vLLM 0.33's vllm/lora/peft_helper.py): which methods vLLM can serve."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from tests.serve.conftest import train_adapter
 
 
 def test_peftlab_lora_adapter_passes_vllms_documented_rules(lora_a):
-    """vLLM is not run here (CUDA only): the adapter is checked against its rules as FACTS.md records them."""
+    """vLLM is not run here (CUDA only): the adapter is checked against its rules: no modules_to_save, no DoRA,
+    bias "none", rank within --max-lora-rank, lora_A/lora_B tensors only (vllm/lora/peft_helper.py, vLLM 0.33)."""
     assert vllm_compat.problems(lora_a) == []
     assert vllm_compat.required_max_lora_rank(lora_a) == 8  # r=4: the smallest rank vLLM offers that holds it
     assert vllm_compat.check(lora_a) == "vLLM: yes"
