@@ -93,6 +93,18 @@ def read_run_info(folder: Path) -> dict[str, Any] | None:
     return read_json(path) if path.is_file() else None
 
 
+def write_run_info(folder: Path, info: dict[str, Any]) -> None:
+    """peftlab.json of a result folder peftlab wrote, listing the files it wrote there (itself too)."""
+    info = {**info, "files": sorted({entry.name for entry in Path(folder).iterdir()} | {RUN_INFO})}
+    (Path(folder) / RUN_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+
+# a LoRA adapter written by `peftlab export --format lora`: a PEFT folder whose peftlab.json lists its files
+CONVERTED_LORA = outputs.OutputKind("converted LoRA adapter", (ADAPTER_CONFIG,),
+                                    (ADAPTER_CONFIG, "adapter_model.safetensors", RUN_INFO, RUN_FILE),
+                                    lambda folder: (read_run_info(folder) or {}).get("files", []))
+
+
 def run_config_path(folder: Path) -> str | None:
     """run.yaml of a run or adapter folder, to load with overrides (None when the folder records none)."""
     path = Path(folder) / RUN_FILE

@@ -8,19 +8,15 @@ original adapter's, on a probe prompt, are measured and recorded; `peftlab check
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from peftlab import outputs
-from peftlab.artifacts import ADAPTER_CONFIG, RUN_FILE, RUN_INFO, adapter_folder, read_run_info, recorded_model_name
+from peftlab.artifacts import (CONVERTED_LORA, RUN_FILE, adapter_folder, read_adapter_config, read_run_info, recorded_model_name,
+                               write_run_info)
 from peftlab.errors import PeftlabError
 from peftlab.export.merge import PROBE_TEXT, relative_difference
-
-LORA_FOLDER = outputs.OutputKind("converted LoRA adapter", (ADAPTER_CONFIG,), (ADAPTER_CONFIG, "adapter_model.safetensors", RUN_INFO, RUN_FILE),
-                                 lambda folder: (read_run_info(folder) or {}).get("files", []))
-
 
 def parse_rank(text: str) -> int | float:
     """`--rank 16` (a fixed rank) or `--rank 0.95` (the smallest rank holding that share of each update's energy)."""
@@ -42,7 +38,7 @@ def convertible_method(folder: Path) -> Any:
     from peftlab.methods import get_method, method_names, saved_method
 
     method = saved_method(folder)
-    if method.peft_type == "LORA":
+    if method.plain_lora:
         raise PeftlabError(f"{folder} is already a LoRA adapter ({method.name}); serve or export it as it is (--format gguf-lora)")
     if not method.lora_conversion:
         convertible = ", ".join(name for name in method_names() if get_method(name).lora_conversion)
@@ -74,13 +70,13 @@ def export_lora(source: str, output: str, rank: int | float, model: str | None =
 
     folder = adapter_folder(source)
     method = convertible_method(folder)
-    out = outputs.check_folder(output, overwrite, LORA_FOLDER, outputs.inputs(adapter=folder, model=model))
+    out = outputs.check_folder(output, overwrite, CONVERTED_LORA, outputs.inputs(adapter=folder, model=model))
     name = model or recorded_model_name(folder)
     loaded = load_for_generation(name, "fp32", str(folder))
     original = probe_logits(loaded.model.eval(), loaded.tokenizer)
     say(f"export: {method.name} adapter {folder} as a LoRA adapter (rank {rank}) in {out}")
     try:
-        with outputs.replaced_folder(out, LORA_FOLDER) as tmp:
+        with outputs.replaced_folder(out, CONVERTED_LORA) as tmp:
             try:
                 save_as_lora(str(tmp), loaded.model, rank=rank)
             except (TypeError, ValueError) as error:
@@ -90,12 +86,11 @@ def export_lora(source: str, output: str, rank: int | float, model: str | None =
             loaded.tokenizer.save_pretrained(tmp)
             if (folder / RUN_FILE).is_file():
                 shutil.copyfile(folder / RUN_FILE, tmp / RUN_FILE)
-            lora = json.loads((tmp / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+            lora = read_adapter_config(tmp) or {}
             info = {**(read_run_info(folder) or {}), "method": "lora", "converted_from": method.name, "rank": rank,
                     "lora_rank": lora.get("r"), "rank_pattern": bool(lora.get("rank_pattern")),
                     "relative_logit_difference": difference}
-            info["files"] = sorted([entry.name for entry in tmp.iterdir()] + [RUN_INFO])
-            (tmp / RUN_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+            write_run_info(tmp, info)
     except OSError as error:
         raise PeftlabError(f"cannot write {out}: {error.strerror}; choose another --output") from None
     say(f"export: LoRA adapter in {out}; its logits differ from the {method.name} adapter's by {difference:.2e} (relative, "

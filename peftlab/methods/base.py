@@ -72,6 +72,11 @@ class Method:
     # that tell a variant apart (DoRA: use_dora); None = only peftlab.json names it
     peft_type: str | None = None
     peft_flags: tuple[str, ...] = ()
+
+    @property
+    def plain_lora(self) -> bool:
+        """Saved as a LoRA adapter in peft's format (lora, rslora, dora, the initialisations...): nothing to convert."""
+        return self.peft_type == "LORA"
     # --- capabilities: what the saved result can do ----------------------------------------------
     mergeable: bool = False  # merge_and_unload folds it into the base weights (`peftlab merge`)
     not_mergeable_because: str = "its trained weights are not a PEFT weight update"
