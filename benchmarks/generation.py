@@ -8,12 +8,13 @@ and writes JSON. Run: python benchmarks/generation.py [--rows 64] [--dtype fp32]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+
+from machine import write_results  # benchmarks/machine.py: the results file names its machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,7 +37,6 @@ def main() -> int:
 
     import torch
 
-    from peftlab import atomic
     from peftlab.config import DataConfig
     from peftlab.data.readers import read_rows
     from peftlab.data.tokenize import uses_chat_template
@@ -73,7 +73,7 @@ def main() -> int:
         print(f"{mode:<14}{seconds:>10.1f}{len(prompts) / seconds:>14.3f}{runs['one at a time'][1] / seconds:>17.2f}x"
               f"{result['identical_to_one_at_a_time'][mode]:>8}/{len(prompts)}")
     print(f"continuous vs static: {runs['static'][1] / runs['continuous'][1]:.2f}x ({loaded.dtype}, batch size {args.batch_size})")
-    atomic.write_text(args.json, json.dumps(result, indent=2) + "\n")
+    write_results(args.json, result)
     print(f"written: {args.json}")
     return 0 if not any(differing.values()) else 1
 

@@ -9,12 +9,13 @@ and write JSON. Run: python benchmarks/gguf_parity.py --adapter runs/demo/train/
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import write_results  # benchmarks/machine.py: the results file names its machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,7 +36,6 @@ def main() -> int:
         print("skipped: llama-cpp-python is not installed (pip install llama-cpp-python; it compiles llama.cpp)")
         return 0
 
-    from peftlab import atomic
     from peftlab.data.readers import read_rows
     from peftlab.evaluate.references import eval_examples
     from peftlab.evaluate.metrics import mean_scores
@@ -90,7 +90,7 @@ def main() -> int:
               f"{row['seconds']:>8.1f} {size:>8}  {parts}")
     result = {"adapter": args.adapter, "data": args.data, "max_new_tokens": args.max_new_tokens, "machine": platform.processor() or platform.machine(),
               "llama_cpp_python": llama_cpp.__version__, "rows": rows}
-    atomic.write_text(Path(args.json), json.dumps(result, indent=2))
+    write_results(args.json, result)
     print(f"wrote {args.json}")
     return 0
 

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import write_results  # benchmarks/machine.py: the results file names its machine
+
 ROOT = Path(__file__).resolve().parents[1]
 DIALOGSUM = ROOT.parent / "shared" / "data" / "dialogsum" / "train.jsonl"
 METHODS = {"lora": [], "qlora": ["--set", "qlora.r=16"]}
@@ -126,7 +128,7 @@ def main() -> int:
               f"{g['single_per_second']:.2f}; {g['identical']}/{g['of']} identical (bf16 padding may change a few), "
               f"{g['non_empty']}/{g['of']} non-empty")
     (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "gpu_check.json").write_text(json.dumps(results, indent=2))
+    write_results(ROOT / "benchmarks" / "results" / "gpu_check.json", results)
     passed = all(r.get("loss_falls") and r.get("reload_identical") for r in results["runs"]) and g.get("non_empty", 0) > 0
     print("all checks passed" if passed else "SOME CHECKS FAILED")
     return 0 if passed else 1

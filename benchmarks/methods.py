@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from machine import write_results  # benchmarks/machine.py: the results file names its machine
+
 EXTRA = {"bitfit": ["--set", "bitfit.add_missing_biases=true"]}  # Llama has no biases of its own
 
 MEASURE_BASE = """
@@ -81,7 +83,7 @@ def main() -> None:
     for base in bases:
         print(f"{base['base']:<10} {base['weights_bytes'] / 2**20:>12.1f} {base['rss_growth_bytes'] / 2**20:>15.0f} "
               f"{base['peak_rss_bytes'] / 2**20:>13.0f} {base['load_seconds']:>7.1f}")
-    Path(args.json).write_text(json.dumps({"methods": rows, "base_memory": bases}, indent=2) + "\n")
+    write_results(args.json, {"methods": rows, "base_memory": bases})
     print(f"\nwritten: {args.json}")
 
 

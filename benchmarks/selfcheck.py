@@ -9,12 +9,13 @@ summaries/s of both; writes JSON. Run: python benchmarks/selfcheck.py [--rows 4]
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from machine import write_results  # benchmarks/machine.py: the results file names its machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,7 +43,6 @@ def main() -> int:
 
     import torch
 
-    from peftlab import atomic
     from peftlab.config import DataConfig
     from peftlab.data.readers import read_rows
     from peftlab.data.tokenize import uses_chat_template
@@ -80,7 +80,7 @@ def main() -> int:
               f"{row['cached_summaries_per_second']:.3f}  uncached {row['uncached_summaries_per_second']:.3f}", flush=True)
     report = {"rows": args.rows, "max_new_tokens": args.max_new_tokens, "machine": platform.processor() or platform.machine(),
               "torch_threads": torch.get_num_threads(), "results": results}
-    atomic.write_text(Path(args.json), json.dumps(report, indent=2) + "\n")
+    write_results(args.json, report)
     print(f"wrote {args.json}")
     return 0
 

@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from machine import write_results  # benchmarks/machine.py: the results file names its machine
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DIALOGSUM = ROOT.parent / "shared" / "data" / "dialogsum" / "test.jsonl"
@@ -205,7 +207,6 @@ def main() -> int:
 
     import torch
 
-    from peftlab import atomic
     from peftlab.serve.http import start, stop
     from peftlab.serve.launch import load_engine
 
@@ -262,7 +263,7 @@ def main() -> int:
               "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
                           "torch": torch.__version__},
               "runs": runs}
-    atomic.write_text(args.json, json.dumps(result, indent=2) + "\n")
+    write_results(args.json, result)
     print(f"written: {args.json}")
     return 0
 

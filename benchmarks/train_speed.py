@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import write_results  # benchmarks/machine.py: the results file names its machine
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dialogsum" / "train.jsonl"
 LORA = {"r": 32, "lora_alpha": 32, "lora_dropout": 0.05}
 BATCH, LR = 8, 1e-3
@@ -276,7 +278,7 @@ def main() -> None:
             print(f"peftlab against {theirs['recipe']}: {ours['real_tokens_per_second'] / theirs['real_tokens_per_second']:.1f}x "
                   f"the real tokens/s{steady} at {ours['peak_memory_bytes'] / theirs['peak_memory_bytes']:.2f}x the peak memory")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,83 @@
+"""Render the results tables that README.md and docs/ quote from the benchmark results files, so a figure cannot go stale.
+
+A page marks a rendered table with <!-- results:NAME --> ... <!-- /results:NAME -->; NAME is a
+renderer below, reading benchmarks/results/NAME.json (which names the machine it ran on).
+
+Run: python scripts/render_results.py          (rewrites the marked tables)
+     python scripts/render_results.py --check  (exit 1 when a marked table differs from its results file)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+MARKED = re.compile(r"(<!-- results:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
+TRAIN_ROWS = {"classic": "classic notebook recipe", "trl": "TRL SFTTrainer, no packing", "peftlab": "**peftlab**",
+              "peftlab-all": "**peftlab**, one epoch", "peftlab-all-unbounded": "peftlab, `train.max_batch_tokens=0`"}
+
+
+def machine_line(machine: dict) -> str:
+    flags = ", ".join(machine.get("cpu_flags") or []) or "no AVX2"
+    bf16 = "native bf16" if machine.get("native_bf16") else "no native bf16"
+    gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
+    libraries = ", ".join(f"{k} {v}" for k, v in (machine.get("libraries") or {}).items())
+    return f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores ({flags}; {bf16}){gpu}; {libraries}."
+
+
+def train_speed(result: dict) -> str:
+    limit = result["limit"]
+    lines = ["| recipe | rows | real tok/s | of fp32 limit | peak GiB | final loss |", "|---|---|---|---|---|---|"]
+    for key, label in TRAIN_ROWS.items():
+        if key in result:
+            r = result[key]
+            lines.append(f"| {label} | {r['rows']} | {r['real_tokens_per_second']:.1f} | {100 * r['share_of_limit']:.1f}% | "
+                         f"{r['peak_memory_bytes'] / 2**30:.2f} | {r['final_loss']:.3f} |")
+    lines.append("")
+    lines.append(f"Source: `benchmarks/results/train_speed.json` (`python benchmarks/train_speed.py --rows 64 --all-rows`); "
+                 f"fp32 limit {limit['limit_tokens_per_second']['fp32']:.0f} tokens/s from the same run's matmul rate. "
+                 + machine_line(result.get("machine", {})))
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"train_speed": train_speed}
+
+
+def render(text: str) -> str:
+    def replace(match: re.Match) -> str:
+        name = match.group("name")
+        result = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+        return match.group(1) + RENDERERS[name](result) + match.group(4)
+
+    return MARKED.sub(replace, text)
+
+
+def stale_pages() -> list[str]:
+    return [str(page.relative_to(ROOT)) for page in PAGES if page.is_file()
+            and render(page.read_text(encoding="utf-8")) != page.read_text(encoding="utf-8")]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="compare instead of writing; exit 1 on a difference")
+    args = parser.parse_args()
+    if args.check:
+        stale = stale_pages()
+        if stale:
+            print(f"stale results tables in {', '.join(stale)}; run python scripts/render_results.py", file=sys.stderr)
+        return 1 if stale else 0
+    for page in PAGES:
+        if page.is_file():
+            text = page.read_text(encoding="utf-8")
+            page.write_text(render(text), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

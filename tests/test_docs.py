@@ -1,0 +1,76 @@
+"""The documentation cannot drift: every flag and setting is documented, and the generated reference pages are current."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import docs_reference  # noqa: E402
+
+# results written before the benchmarks recorded their machine (measured on other CPUs in earlier rounds); rerun them to drop a name here
+LEGACY_RESULTS = {"generation.json", "gguf_parity.json", "serving.json", "train_speed_before.json"}
+
+
+def test_every_flag_of_every_command_says_what_it_does():
+    from peftlab.cli import build_parser
+
+    assert docs_reference.undocumented_flags(build_parser()) == []
+
+
+def test_every_setting_has_a_comment_that_documents_it():
+    assert docs_reference.undocumented_settings() == []
+
+
+def test_the_reference_pages_are_what_the_code_gives():
+    """Fails after a flag, setting or method changed without `python scripts/docs_reference.py` being rerun."""
+    stale = [name for name, text in docs_reference.pages().items()
+             if (docs_reference.PAGES / name).read_text(encoding="utf-8") != text]
+    assert not stale, f"rerun python scripts/docs_reference.py: {stale} differ from the code"
+
+
+def test_a_flag_without_help_is_caught():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers()
+    sub = commands.add_parser("x", help="a command")
+    sub.add_argument("--said", help="something")
+    sub.add_argument("--silent")
+    assert docs_reference.undocumented_flags(parser) == ["peftlab x --silent"]
+
+
+@pytest.mark.skipif(shutil.which("mkdocs") is None and subprocess.run([sys.executable, "-c", "import mkdocs"]).returncode,
+                    reason="mkdocs is not installed (pip install -c constraints.txt -e '.[docs]')")
+def test_the_site_builds_strictly(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_quoted_results_tables_are_rendered_from_their_results_files():
+    """A table between <!-- results:NAME --> markers must be exactly what benchmarks/results/NAME.json gives."""
+    import render_results
+
+    assert render_results.stale_pages() == []
+    assert "<!-- results:train_speed -->" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_a_changed_figure_is_caught():
+    import render_results
+
+    page = "<!-- results:train_speed -->\n| a table typed by hand |\n<!-- /results:train_speed -->"
+    assert render_results.render(page) != page
+
+
+def test_every_results_file_names_its_machine():
+    results = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+    unnamed = [p.name for p in results if "machine" not in json.loads(p.read_text(encoding="utf-8"))]
+    assert not unnamed or set(unnamed) <= LEGACY_RESULTS, f"results files without their machine: {unnamed}"
