@@ -28,41 +28,41 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     train: str | None = None  # JSONL / CSV / Parquet file, or hub:NAME[:SPLIT]
-    eval: str | None = None
+    eval: str | None = None  # validation rows for the eval loss, early stopping and tuning (same formats as train)
     # template field -> column of the file; `response` is the target the model learns to write
     columns: dict[str, str] = field(default_factory=lambda: {"prompt": "dialogue", "response": "summary"})
-    template: str = DEFAULT_TEMPLATE
+    template: str = DEFAULT_TEMPLATE  # the prompt: {field} / {column} placeholders filled from each row (template format)
     # auto (detected from the first row's columns) | template | text | prompt-completion | messages | sharegpt | alpaca
     format: str = "auto"
     train_on: str = "assistant"  # conversations: the loss on every assistant turn | the last one | all tokens
     chat_template: str = "auto"  # auto (use the tokenizer's when it has one) | on | off
     answer_only: bool = True  # loss on the response tokens only
     max_length: int = 1024  # tokens per example (seq2seq: per source and per target)
-    max_samples: int | None = None
+    max_samples: int | None = None  # use at most this many rows (after `every`); None: all
     every: int = 1  # keep every K-th row
     max_row_bytes: int = 1_048_576  # a row (one line, one Parquet row) over this is refused before it is parsed or tokenized
 
 
 @dataclass
 class TrainConfig:
-    epochs: float = 1.0
+    epochs: float = 1.0  # passes over the training rows (fractions allowed)
     max_steps: int = -1  # > 0 overrides epochs
-    batch_size: int = 8
-    grad_accum: int = 1
+    batch_size: int = 8  # rows per optimizer step (times grad_accum)
+    grad_accum: int = 1  # batches whose gradients add up before each optimizer step
     lr: float | None = None  # None: the method's own rate (1e-3 for LoRA-style, 5e-5 for full, 3e-2 for prompt tuning)
-    scheduler: str = "linear"
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    scheduler: str = "linear"  # the learning-rate schedule, one of transformers' SchedulerType names (linear, cosine, constant...)
+    warmup_ratio: float = 0.0  # share of the steps over which the learning rate rises from 0
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    max_grad_norm: float = 1.0  # gradients are clipped to this norm
     batching: str = "length"  # length (group by length, pad little) | packed (no padding at all)
     # a batch whose padded tokens exceed this runs as several micro-batches of whole rows (causal LMs), one optimizer
     # step, the loss normalised over the whole batch's answer tokens: memory bounded, results as with one batch; 0: off
     max_batch_tokens: int = 2048
-    eval_steps: int = 50
-    save_steps: int = 50
-    save_total_limit: int = 2
+    eval_steps: int = 50  # evaluate the eval loss every N optimizer steps (with data.eval)
+    save_steps: int = 50  # write a checkpoint (complete or absent) every N optimizer steps, for --resume
+    save_total_limit: int = 2  # checkpoints kept, newest first
     patience: int | None = None  # early stop after this many evals without improvement
-    seed: int = 42
+    seed: int = 42  # drives every RNG (Python, NumPy, torch) and the data order
     report_to: str = "none"  # experiment trackers, comma-separated: tensorboard (in the run folder), mlflow, trackio, wandb
 
 
@@ -70,11 +70,11 @@ class TrainConfig:
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    method: str = "lora"
+    method: str = "lora"  # the training method (`peftlab methods` lists them)
     # per-method settings, e.g. {"lora": {"r": 8}}; checked against the method's own dataclass
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
-    output: str | None = None
+    output: str | None = None  # the run folder (adapter/, run.yaml, log.jsonl, summary.json, checkpoints/)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -37,7 +37,7 @@ def train_speed(result: dict) -> str:
     for key, label in TRAIN_ROWS.items():
         if key in result:
             r = result[key]
-            lines.append(f"| {label} | {r['rows']} | {r['real_tokens_per_second']:.1f} | {100 * r['share_of_limit']:.1f}% | "
+            lines.append(f"| {label} | {r['rows'] or 'all 500'} | {r['real_tokens_per_second']:.1f} | {100 * r['share_of_limit']:.1f}% | "
                          f"{r['peak_memory_bytes'] / 2**30:.2f} | {r['final_loss']:.3f} |")
     lines.append("")
     lines.append(f"Source: `benchmarks/results/train_speed.json` (`python benchmarks/train_speed.py --rows 64 --all-rows`); "

@@ -1,6 +1,6 @@
 """The family matrix: a tiny random model of every family through every command (train with five methods, eval,
 merge, export, check, serve). Run it alone with `pytest -m families`; with $PEFTLAB_FAMILY_MATRIX set, each cell's
-outcome is written to that JSON file, from which `scripts/family-matrix` writes the README's table.
+outcome is written to that JSON file, from which `scripts/family-matrix` writes the documentation's table (docs/concepts/families.md).
 
 A cell passes when the command works, or when it is refused (one line, exit 2) for a reason in LIBRARY_LIMITS: a
 thing a library, not peftlab, cannot do. Any other refusal or error fails the cell.
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.families
 
 METHODS = ["lora", "ia3", "prompt-tuning", "adapter", "dora"]  # adapter: the bottleneck (Houlsby) adapter
 COMMANDS = [*(f"train {method}" for method in METHODS), "eval", "merge", "export", "check", "serve"]
-# (family, command) -> why a library cannot do it; the README's matrix lists each such cell with its reason
+# (family, command) -> why a library cannot do it; the documentation's matrix lists each such cell with its reason
 LIBRARY_LIMITS = {
     ("opt", "export"): "GGUF: neither the gguf package nor llama.cpp has an OPT architecture",
     ("t5", "export"): "GGUF: llama.cpp runs T5 through llama_encode, which llama-cpp-python 0.3.36's Llama.generate "

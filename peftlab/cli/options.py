@@ -18,7 +18,7 @@ SHARED_FLAGS: dict[str, dict[str, Any]] = {
               "help": "override any setting, e.g. --set train.lr=1e-4 --set lora.r=8 (repeatable)"},
     "--max-samples": {"type": int, "help": "use at most N rows"},
     "--batch-size": {"type": int, "help": "training batch size"},
-    "--seed": {"type": int},
+    "--seed": {"type": int, "help": "seed of every RNG and of the data order (train.seed, default 42)"},
     "--overwrite": {"action": "store_true", "help": "replace what an earlier run of this command wrote in --output"},
     "--push-to-hub": {"metavar": "OWNER/NAME", "help": "upload the result to this Hugging Face repository (private; token from HF_TOKEN "
                       "or `hf auth login`), checked reachable before any work starts"},
@@ -50,7 +50,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="run config YAML; flags and --set override it")
     parser.add_argument("--target", help="modules the method adapts: qv, all-linear or names, e.g. q_proj,v_proj")
     parser.add_argument("--every", type=int, help="use every K-th row")
-    parser.add_argument("--epochs", type=float)
+    parser.add_argument("--epochs", type=float, help="passes over the training rows (default 1; fractions allowed)")
     parser.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides --epochs)")
     parser.add_argument("--lr", type=float, help="learning rate")
 
@@ -199,7 +199,7 @@ def _add_use_commands(commands: Any) -> None:
     serve.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="serve an adapter as model NAME (repeatable)")
     serve.add_argument("--name", help="the base model's name in requests (default: --model, or SmolLM2-135M-Instruct)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default 8000)")
     serve.add_argument("--api-key-file", metavar="PATH", help="require 'Authorization: Bearer KEY', KEY read from this file "
                        "(default: $PEFTLAB_API_KEY)")
     serve.add_argument("--api-key", nargs="?", const="", dest="refused_api_key", help=argparse.SUPPRESS)  # refused: argv is public
