@@ -53,7 +53,8 @@ def run_generate(config: RunConfig, adapter: str | None, prompt: str | None, dat
     ids, _ = encode_prompts(loaded, texts, "off" if config.data.format == "text" else config.data.chat_template)
     say(f"generate: {len(ids)} prompt(s) on {loaded.spec} ({loaded.dtype})" + (f" + adapter {adapter}" if adapter else ""))
     outputs = generate(loaded.model, loaded.tokenizer, ids, loaded.is_seq2seq, settings,
-                       progress=lambda done: say(f"  {done}/{len(ids)} generated") if len(ids) > settings.batch_size else None)
+                       progress=lambda done: say(f"  {done}/{len(ids)} generated") if len(ids) > settings.batch_size else None,
+                       labels=[row.where for row in rows])
     records = [{"where": row.where, "input": text, "output": out} for row, text, out in zip(rows, texts, outputs)]
     if output:
         try:

@@ -27,7 +27,7 @@ def score_generations(name: str, loaded: Any, prompts: list[list[int]], examples
     metrics = metrics or [ROUGE]
     start = time.perf_counter()
     texts = generate(loaded.model, loaded.tokenizer, prompts, loaded.is_seq2seq, settings,
-                     progress=lambda done: say(f"  {name}: {done}/{len(prompts)} generated"))
+                     progress=lambda done: say(f"  {name}: {done}/{len(prompts)} generated"), labels=[e.where for e in examples])
     seconds = time.perf_counter() - start
     references = [e.references for e in examples]
     context = ScoringContext([e.prompt for e in examples], texts if name == "base" else base_texts)

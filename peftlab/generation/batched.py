@@ -7,6 +7,7 @@ import copy
 from typing import Any, Callable
 
 from peftlab.errors import PeftlabError
+from peftlab.generation.context import check_context
 from peftlab.generation.continuous import batches_continuously, generate_continuously
 from peftlab.generation.sampler import sampled_token_processor, sampling_of
 from peftlab.generation.selfcheck import cache_checked, cached_generate, continuous_checked
@@ -31,7 +32,8 @@ def generate_new_tokens(model: Any, ids: Any, mask: Any, config: Any, is_seq2seq
 
 
 def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2seq: bool,
-                 settings: GenerationSettings, progress: Callable[[int], None] = lambda done: None) -> list[list[int]]:
+                 settings: GenerationSettings, progress: Callable[[int], None] = lambda done: None,
+                 labels: list[str] | None = None) -> list[list[int]]:
     """The new token ids (up to eos; pad tokens after it in static batches) generated for token-id prompts, in order.
 
     Greedy decoding of a causal LM batches continuously (continuous.py); beam search and
@@ -44,6 +46,7 @@ def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2se
     settings.check()
     if any(not ids for ids in prompts):
         raise PeftlabError("a prompt is empty after tokenization; check the template and the prompt column")
+    check_context(model, prompts, settings.max_new_tokens, labels)  # the rule serve applies: refused, never run past
     model.eval()
     if settings.continuous and not is_seq2seq and settings.num_beams == 1 and batches_continuously(model) \
             and continuous_checked(model, tokenizer, prompts[0], settings):
@@ -63,7 +66,8 @@ def generate_ids(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2se
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[list[int]], is_seq2seq: bool,
-             settings: GenerationSettings, progress: Callable[[int], None] = lambda done: None) -> list[str]:
-    """Decoded completions of token-id prompts, in the prompts' order (see generate_ids)."""
+             settings: GenerationSettings, progress: Callable[[int], None] = lambda done: None,
+             labels: list[str] | None = None) -> list[str]:
+    """Decoded completions of token-id prompts, in the prompts' order (see generate_ids; `labels` name rows in errors)."""
     return [tokenizer.decode(tokens, skip_special_tokens=True).strip()
-            for tokens in generate_ids(model, tokenizer, prompts, is_seq2seq, settings, progress)]
+            for tokens in generate_ids(model, tokenizer, prompts, is_seq2seq, settings, progress, labels)]

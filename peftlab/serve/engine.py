@@ -10,6 +10,7 @@ from peftlab.data.chat import chat_prompt_ids, has_chat_template
 from peftlab.errors import PeftlabError
 from peftlab.generation import eos_ids, source_ids
 from peftlab.models.loading import LoadedModel
+from peftlab.generation.context import context_tokens
 from peftlab.generation.soft_prompts import virtual_token_type
 from peftlab.serve.adapters import BASE_ROW, Prepared, check_adapter_name, shared_weights_copy, transplant_lora
 
@@ -46,8 +47,7 @@ class Engine:
         self.families: dict[str, Family] = {PLAIN: Family(loaded.model)}
         self.models: dict[str, ServedModel] = {base_name: ServedModel(base_name, PLAIN)}
         self.base_name = base_name
-        config = loaded.model.config
-        self.context_tokens = int(getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 2048)
+        self.context_tokens = context_tokens(loaded.model) or 2048  # encoder-decoders: no fixed context, a generous bound
         self.eos_ids = eos_ids(loaded.model, loaded.tokenizer)
 
     def add_adapter(self, name: str, path: str) -> ServedModel:
