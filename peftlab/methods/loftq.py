@@ -47,6 +47,9 @@ def fit_quantization_error(model: Any, folder: Path) -> None:
                 continue
             original = weights.get_tensor(name[len(prefix):] + ".weight").to(torch.float32)
             quantized = module.get_base_layer().weight
+            shape = (module.out_features, module.in_features)
+            if tuple(original.shape) != shape and tuple(original.T.shape) == shape:
+                original = original.T  # GPT-2's Conv1D stores (in, out); its 4-bit layer is (out, in)
             error = original.to(quantized.device) - bnb.functional.dequantize_4bit(quantized.data, quantized.quant_state).to(torch.float32)
             split = _low_rank_decomposition(error, reduced_rank=module.r["default"])
             lora_a, lora_b = module.lora_A["default"].weight, module.lora_B["default"].weight
