@@ -169,13 +169,12 @@ def _add_use_commands(commands: Any) -> None:
     merge.add_argument("--output", required=True, help="folder for the merged model")
     merge.add_argument("--dtype", choices=["auto", "fp32", "bf16"], help="dtype to merge and save in (default: the training run's)")
 
-    from peftlab.export.formats import DEFAULT_FORMAT, FORMATS, formats_help, tensor_type_choices, types_help
+    from peftlab.export.formats import DEFAULT_FORMAT, format_choices, formats_help, tensor_type_choices, types_help
 
     export = commands.add_parser("export", help="an adapter (merged) or a merged model as one GGUF file for llama.cpp and Ollama")
     _shared(export, "--model", "--overwrite", "--push-to-hub", "--public")
     export.add_argument("source", help="adapter folder from `peftlab train`, or a folder from `peftlab merge`")
-    export.add_argument("--format", default=DEFAULT_FORMAT, choices=[*FORMATS, "lora"],
-                        help=formats_help() + "; lora: a LoHa/LoKr/VeRA/MiSS/SHiRA/RandLoRA/FourierFT adapter converted to a LoRA adapter folder")
+    export.add_argument("--format", default=DEFAULT_FORMAT, choices=format_choices(), help=formats_help())
     export.add_argument("--type", dest="tensor_type", choices=tensor_type_choices(), help=types_help())
     export.add_argument("--output", required=True, help="the .gguf file to write (ollama, lora: the folder)")
     export.add_argument("--rank", default="32", help="lora: the LoRA rank (e.g. 32), or an energy share in (0, 1] kept per layer "

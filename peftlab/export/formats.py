@@ -32,6 +32,12 @@ FORMATS = {fmt.name: fmt for fmt in (
                  "the LoRA file and a Modelfile on the base's own GGUF file (FROM base, ADAPTER)"),
 )}
 DEFAULT_FORMAT = "gguf"
+# formats written by a writer of their own (export/to_lora.py: a folder and a rank, not a GGUF tensor type)
+CONVERSIONS = {"lora": "a LoHa/LoKr/VeRA/MiSS/SHiRA/RandLoRA/FourierFT adapter converted to a LoRA adapter folder (--rank)"}
+
+
+def format_choices() -> list[str]:
+    return [*FORMATS, *CONVERSIONS]
 
 
 def tensor_type_choices() -> list[str]:
@@ -39,7 +45,7 @@ def tensor_type_choices() -> list[str]:
 
 
 def formats_help() -> str:
-    return "; ".join(f"{fmt.name}: {fmt.help}" for fmt in FORMATS.values())
+    return "; ".join([*(f"{fmt.name}: {fmt.help}" for fmt in FORMATS.values()), *(f"{name}: {text}" for name, text in CONVERSIONS.items())])
 
 
 def types_help() -> str:

@@ -6,12 +6,12 @@ from __future__ import annotations
 def test_the_cli_offers_the_export_table_and_each_format_has_a_writer():
     from peftlab.cli import build_parser
     from peftlab.export import exporting
-    from peftlab.export.formats import FORMATS, tensor_type_choices
+    from peftlab.export.formats import CONVERSIONS, FORMATS, format_choices, tensor_type_choices
 
     parser = build_parser()
     export = parser._subparsers._group_actions[0].choices["export"]
     options = {action.dest: action for action in export._actions}
-    assert options["format"].choices == list(FORMATS) and options["format"].default == "gguf"
+    assert options["format"].choices == format_choices() == [*FORMATS, *CONVERSIONS] and options["format"].default == "gguf"
     assert options["tensor_type"].choices == tensor_type_choices()
     for fmt in FORMATS.values():
         assert callable(getattr(exporting, fmt.writer)) and fmt.default_type in fmt.types
