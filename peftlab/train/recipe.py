@@ -232,7 +232,9 @@ def first_batches(train_set: TokenizedSet, loaded: Any, batch_size: int) -> Call
     """The first rows of the training data, padded into batches as training pads them (for methods initialised from data)."""
     def batches(rows: int) -> Any:
         collator = CountingCollator(loaded.tokenizer, loaded.is_seq2seq)
-        features = train_set.features[:rows]
+        # row by row: the prepared set is an Arrow dataset (a slice of it is a dict of columns, not a list of rows)
+        features = [{key: train_set.features[i][key] for key in ("input_ids", "labels")}
+                    for i in range(min(rows, len(train_set.features)))]
         for start in range(0, len(features), batch_size):
             yield collator(features[start:start + batch_size])
     return batches
