@@ -9,15 +9,11 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 from peftlab.errors import PeftlabError
+from peftlab.generation.sampler import GREEDY_BELOW  # the sampler's own bound: a request below it is greedy
 from peftlab.serve.jobs import GREEDY, Job, TextStream
 from peftlab.serve.limits import Limits
 from peftlab.serve.openai_api import (ApiError, AssistantMessage, ChatBody, ChatChoice, ChatChunk, ChatCompletion, ChunkChoice,
                                       Completion, CompletionBody, Delta, TextChoice, Usage)
-
-# Below this temperature sampling is greedy. Logits divided by 1e-300 overflow to inf and softmax
-# turns them into NaN, which torch.multinomial refuses (a 500); at such temperatures sampling
-# would pick the most likely token anyway.
-GREEDY_BELOW = 1e-3
 
 
 @dataclass
