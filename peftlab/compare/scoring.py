@@ -46,7 +46,7 @@ def scoring_for(setup: CompareSetup) -> Scoring:
     """The setup's metrics resolved (a user function imported, a judge configured), before anything slow."""
     judge = JudgeSettings(**setup.judge) if setup.judge else JudgeSettings()
     scoring = Scoring(resolve_metrics(setup.metrics, judge), setup.general_tasks)
-    if setup.select_by in ("metric", "rouge") and setup.trials and any(m.name == "judge-pairwise" for m in scoring.metrics[:1]):
+    if setup.select_by in ("metric", "rouge") and setup.trials and scoring.metrics[0].name == "judge-pairwise":
         raise PeftlabError("--select-by metric cannot use judge-pairwise (the validation rows have no base answers to "
                            "compare with); put another metric first, or select by loss")
     return scoring
