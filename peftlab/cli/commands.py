@@ -131,13 +131,14 @@ def command_demo(args: argparse.Namespace) -> int:
 
 
 def command_compare(args: argparse.Namespace) -> int:
+    from peftlab import config as cfg
     from peftlab.compare.comparison import run_compare
     from peftlab.config import CompareSetup
     from peftlab.evaluate.metrics import split_names
 
     flags = config_flags(args, skip=("output",))
     settings = generation_settings(args, default_max_new_tokens=64)
-    setup = CompareSetup([f"{key}={value}" for key, value in flags.items() if value is not None] + overrides(args),
+    setup = CompareSetup([cfg.assignment(key, value) for key, value in flags.items() if value is not None] + overrides(args),
                          args.test_data, args.eval_samples, {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams},
                          trials=args.trials, seeds=args.seeds, val_share=args.val_share,
                          select_by=args.select_by, metrics=split_names(args.metric), general_tasks=args.general_tasks,

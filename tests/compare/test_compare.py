@@ -149,3 +149,23 @@ def test_a_metric_that_cannot_score_refuses_before_training(tiny_llama, tmp_path
     done = subprocess.run([*compare_command(tiny_llama, data, out), "--metric", "accuracy"], env=environment(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "at least two classes" in done.stderr and not (out / "runs").exists()
+
+
+def test_a_template_with_a_colon_and_blank_lines_reaches_the_runs_as_written(tiny_llama, tmp_path):
+    """--template goes into the comparison's recorded settings quoted as YAML: written plainly, `Topic: {prompt}` read
+    back as a mapping and a template with blank lines failed to parse (ScannerError, exit 1)."""
+    import yaml
+
+    from peftlab import config as cfg
+    from tests.conftest import TOY_ROWS, write_jsonl
+
+    data = str(write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS))
+    out = tmp_path / "out"
+    template = "Which topic: travel, food or work?\n\n{prompt}\n\nTopic:"
+    command = [*compare_command(tiny_llama, data, out, methods="base,lora"), "--template", template, "--eval-samples", "2"]
+    command[command.index("12")] = "1"  # --budget-steps: the template, not the training, is under test
+    done = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=600)  # a bound for a hang
+    assert done.returncode == 0, done.stderr[-2000:]
+    recorded = yaml.safe_load((out / "compare.yaml").read_text())["overrides"]
+    assert cfg.load(None, recorded).data.template == template
+    assert json.loads((out / "results.json").read_text())[0]["primary"] == "rougeL"
