@@ -219,7 +219,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
 
 
-def assignment(key: str, value: Any) -> str:
+def flag_assignment(key: str, value: Any) -> str:
     """A flag's value as a --set assignment that reads back as the same value: quoted as YAML, so a template with a
     colon or a newline stays a string (written plainly, `Topic: {prompt}` would be read as a mapping). A value that
     reads back as itself is written plainly, as before, so the setups recorded by earlier comparisons still match."""
@@ -235,7 +235,7 @@ def load(path: str | None, overrides: list[str] = (), base: dict[str, Any] | Non
     raw = read_config_file(path) if path else {}
     for key, value in (base or {}).items():
         if value is not None:
-            apply_override(raw, assignment(key, value))
+            apply_override(raw, flag_assignment(key, value))
     for assignment in overrides:
         apply_override(raw, assignment)
     config = from_dict(raw)

@@ -138,7 +138,7 @@ def command_compare(args: argparse.Namespace) -> int:
 
     flags = config_flags(args, skip=("output",))
     settings = generation_settings(args, default_max_new_tokens=64)
-    setup = CompareSetup([cfg.assignment(key, value) for key, value in flags.items() if value is not None] + overrides(args),
+    setup = CompareSetup([cfg.flag_assignment(key, value) for key, value in flags.items() if value is not None] + overrides(args),
                          args.test_data, args.eval_samples, {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams},
                          trials=args.trials, seeds=args.seeds, val_share=args.val_share,
                          select_by=args.select_by, metrics=split_names(args.metric), general_tasks=args.general_tasks,
