@@ -88,6 +88,12 @@ def test_a_position_biased_judge_cancels_out(judge_server, tmp_path):
     assert judged("judge-pairwise", judge_server, tmp_path) == [{"judge_win": 0.5, "judge_agreement": 0.0}] * 2
 
 
+def test_a_verdict_given_alone_counts(judge_server, tmp_path):
+    """SmolLM2-135M-Instruct answers the default pairwise prompt with the letter alone ('A'), without 'Verdict:'."""
+    judge_server.reply = lambda prompt: "A" if fair_reply(prompt) == "Verdict: A" else " B."
+    assert judged("judge-pairwise", judge_server, tmp_path) == [{"judge_win": 1.0, "judge_agreement": 1.0}] * 2
+
+
 def test_ties_count_half(judge_server, tmp_path):
     judge_server.reply = lambda prompt: "Verdict: tie"
     assert judged("judge-pairwise", judge_server, tmp_path) == [{"judge_win": 0.5, "judge_agreement": 1.0}] * 2
@@ -103,6 +109,7 @@ def test_the_base_against_itself_is_a_tie_without_asking(judge_server, tmp_path)
     ("unauthorized", None, "refused the key"),
     ("malformed-json", None, "not an OpenAI chat completion"),
     ("fair", "I like the second one better", "no 'Verdict: A', 'B' or 'tie'"),
+    ("fair", "A or B", "no 'Verdict: A', 'B' or 'tie'"),
 ])
 def test_a_judge_failure_is_one_line_and_scores_nothing(judge_server, tmp_path, mode, reply, message):
     judge_server.mode = mode

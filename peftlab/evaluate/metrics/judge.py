@@ -34,6 +34,8 @@ TIMEOUT_SECONDS = 120
 MAX_ANSWER_BYTES = 1 << 20
 _SCORE = re.compile(r"score\s*[:=]\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _VERDICT = re.compile(r"verdict\s*[:=]\s*\[?\s*(A|B|tie)\b", re.IGNORECASE)
+# a reply that is the verdict alone ("A", "B.", "**tie**"): what small judges (SmolLM2-135M-Instruct, observed) answer
+_BARE_VERDICT = re.compile(r"^\W*(A|B|tie)\W*$", re.IGNORECASE)
 
 
 @dataclass
@@ -133,7 +135,7 @@ def rubric_score(reply: str, row: int) -> float:
 
 
 def pairwise_verdict(reply: str, row: int) -> str:
-    match = _VERDICT.search(reply)
+    match = _VERDICT.search(reply) or _BARE_VERDICT.match(reply)
     if not match:
         raise PeftlabError(f"the judge's reply for test row {row} has no 'Verdict: A', 'B' or 'tie': {reply[:120]!r}; "
                            "use a stronger judge or a clearer --judge-prompt")
