@@ -46,7 +46,22 @@ def train_speed(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"train_speed": train_speed}
+def topic_accuracy(result: dict) -> str:
+    summary = result["summary"]
+    lines = ["| run | accuracy | 95% interval | answers that are a class name |", "|---|---|---|---|"]
+    for name, run in summary["runs"].items():
+        low, high = run["interval_95"]
+        lines.append(f"| {name} | {100 * run['accuracy']:.1f} | {100 * low:.1f} - {100 * high:.1f} | {100 * run['answers_that_are_a_class']:.0f}% |")
+    lines.append(f"| always `everyday` (the majority class) | {100 * summary['majority_class_rate']:.1f} | - | 100% |")
+    lines.append("")
+    lines.append(f"Source: `benchmarks/results/topic_accuracy.json` (`python benchmarks/topic_accuracy.py`: {len(result['labels'])} topic "
+                 f"classes, trained {result['steps']} steps x {result['batch_size']} rows, {result['test_rows']} test rows); quality "
+                 "figures from a loaded machine (speed not judged). "
+                 + machine_line(result.get("machine", {})))
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"train_speed": train_speed, "topic_accuracy": topic_accuracy}
 
 
 def render(text: str) -> str:
