@@ -61,7 +61,35 @@ def topic_accuracy(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"train_speed": train_speed, "topic_accuracy": topic_accuracy}
+def judge_pairwise(result: dict) -> str:
+    summary = result["summary"]
+    low, high = summary["win_rate_interval_95"]
+    lines = ["| judged | LoRA's win rate over the base | 95% interval | the two orders agree | ROUGE-L base / LoRA |", "|---|---|---|---|---|",
+             f"| {summary['rows']} DialogSum test rows | {100 * summary['win_rate']:.1f} | {100 * low:.1f} - {100 * high:.1f} | "
+             f"{100 * summary['order_agreement']:.0f}% | {100 * summary['rouge_l']['base']:.1f} / {100 * summary['rouge_l']['lora']:.1f} |", ""]
+    lines.append(f"Source: `benchmarks/results/judge_pairwise.json` (`python benchmarks/judge_pairwise.py`: the judge is {result['judge']}; "
+                 f"LoRA trained {result['steps']} steps x {result['batch_size']} rows); quality figures from a loaded machine (speed not "
+                 "judged). " + machine_line(result.get("machine", {})))
+    return "\n".join(lines) + "\n"
+
+
+def lora_conversion(result: dict) -> str:
+    lines = ["| method | LoRA rank | logit difference, converted vs trained | same top token | identical answers: converted (torch) | "
+             "llama.cpp (base GGUF + LoRA file) | base without adapter |", "|---|---|---|---|---|---|---|"]
+    for method, r in result["methods"].items():
+        logits, same = r["logits_converted_vs_trained"], list(r["identical_to_trained"].values())
+        lines.append(f"| {method} | {r['conversion']['lora_rank']} | {logits['relative_logit_difference']:.2e} | "
+                     f"{100 * logits['same_top_token']:.2f}% | " + " | ".join(f"{n}/{r['prompts']}" for n in same) + " |")
+    lines.append("")
+    lines.append(f"Source: `benchmarks/results/lora_conversion.json` (`python benchmarks/lora_conversion.py`: each method trained "
+                 f"{result['steps']} steps x {result['batch_size']} rows on DialogSum, `--rank {result['rank']}`, the demo's test "
+                 f"prompts, greedy, {result['max_new_tokens']} new tokens; identical = the trained adapter's answer token for token). "
+                 + machine_line(result.get("machine", {})))
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"train_speed": train_speed, "topic_accuracy": topic_accuracy, "judge_pairwise": judge_pairwise,
+             "lora_conversion": lora_conversion}
 
 
 def render(text: str) -> str:
