@@ -77,7 +77,9 @@ def lora_conversion(result: dict) -> str:
     lines = ["| method | LoRA rank | logit difference, converted vs trained | same top token | identical answers: converted (torch) | "
              "llama.cpp (base GGUF + LoRA file) | base without adapter |", "|---|---|---|---|---|---|---|"]
     for method, r in result["methods"].items():
-        logits, same = r["logits_converted_vs_trained"], list(r["identical_to_trained"].values())
+        logits, identical = r["logits_converted_vs_trained"], r["identical_to_trained"]
+        llama = next(key for key in identical if key.startswith("llama.cpp"))
+        same = [identical["converted LoRA (torch)"], identical[llama], identical["base (no adapter)"]]
         lines.append(f"| {method} | {r['conversion']['lora_rank']} | {logits['relative_logit_difference']:.2e} | "
                      f"{100 * logits['same_top_token']:.2f}% | " + " | ".join(f"{n}/{r['prompts']}" for n in same) + " |")
     lines.append("")
