@@ -68,9 +68,16 @@ class StepClock(TrainerCallback):
         self.steps = 0
         self.first_end: tuple[float, float] | None = None  # (time, paused seconds) when the first step ended
         self.steady_seconds: float | None = None  # from the first step's end to the last's, pauses left out
+        # when the first step began, in Unix seconds: another process (a benchmark that started this one) reads its time
+        # to the first step against its own clock, so everything before it counts: imports, model, data
+        self.first_step_started_at: float | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_step = state.global_step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.first_step_started_at is None:
+            self.first_step_started_at = time.time()
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.perf_counter(), self.paused_seconds()

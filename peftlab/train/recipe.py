@@ -110,7 +110,9 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False, callba
     loaded.tokenizer.padding_side = "right"
     if config.train.batching == "packed" and loaded.is_seq2seq:
         raise PeftlabError("train.batching=packed works for causal LMs only; use length for seq2seq models")
+    data_start = time.perf_counter()
     train_set, eval_set = _load_data(config, loaded, say)
+    data_seconds = time.perf_counter() - data_start  # preparing the rows, or mapping them from the cache
 
     context = BuildContext(loaded.is_seq2seq, total_steps(config, len(train_set.features), processes.num_processes),
                            training_batches=first_batches(train_set, loaded, config.train.batch_size), tokenizer=loaded.tokenizer, say=say)
@@ -143,6 +145,7 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False, callba
             **clock.warm_up_split(seconds, real_tokens, first_step_tokens),
             "peak_memory_bytes": peak_memory_bytes(), "train_loss": _last(trainer.state.log_history, "loss"),
             "train_loss_mean": result.training_loss, "eval_loss": _final_eval_loss(trainer) if eval_set else None,
+            "data_rows": train_set.rows, "data_seconds": data_seconds, "first_step_started_at": clock.first_step_started_at,
             "rows_truncated": train_set.truncated, "rows_dropped_no_labels": train_set.no_labels,
             "trackers": trackers.locations(cfg.trackers(config.train), folder.final),
         }

@@ -1,6 +1,7 @@
 """Tokens per step and the warm-up: counted from the batches the steps used, the first step timed apart."""
 
 import math
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -10,7 +11,7 @@ from peftlab.data.collator import TokenCount
 from peftlab.train import callbacks
 from peftlab.train.callbacks import StepClock
 from peftlab.train.recipe import run
-from tests.conftest import write_jsonl
+from tests.conftest import TOY_ROWS, write_jsonl
 from tests.tiny_models import tiny_run_config, train_tiny
 
 
@@ -63,5 +64,9 @@ def test_the_summary_counts_the_tokens_the_model_trained_on(tiny_llama, tmp_path
 
 
 def test_one_step_has_no_steady_figure(tiny_llama, toy_data, tmp_path):
+    started = time.time()
     summary = train_tiny(tiny_llama, toy_data, tmp_path / "out", "train.max_steps=1")
     assert summary["steps"] == 1 and summary["steady_tokens_per_second"] is None and summary["first_step_seconds"] is None
+    # when the first step began, on the wall clock another process reads: after the data was prepared
+    assert started + summary["data_seconds"] < summary["first_step_started_at"] < time.time()
+    assert summary["data_rows"] == len(TOY_ROWS * 2)
