@@ -27,8 +27,10 @@ def metric_options(args: argparse.Namespace) -> list[Any]:
 def metric_tables(result: dict[str, Any]) -> str:
     """The scores table by the recorded metrics, then the confusion table of each model scored for accuracy."""
     from peftlab.evaluate.metrics import described_keys
-    from peftlab.report.tables import confusion_table, scores_table
+    from peftlab.report.tables import confusion_table, loss_table, scores_table
 
+    if result.get("primary") == "loss":  # text rows: held-out loss and perplexity, nothing generated
+        return loss_table(result["results"])
     text = scores_table(result["results"], described_keys(result["metrics"]))
     for name, row in result["results"].items():
         if "confusion" in row:
@@ -107,7 +109,7 @@ def command_eval(args: argparse.Namespace) -> int:
     result = evaluate(config, args.data, args.output, args.adapter, generation_settings(args), not args.skip_base, say=_say,
                       overwrite=args.overwrite, metrics=metrics)
     _say("\n" + metric_tables(result))
-    if args.samples:
+    if args.samples and result.get("primary") != "loss":
         _say("\n" + samples_text(result["records"], args.samples))
     if args.output:
         _say(f"\npredictions and metrics: {args.output}")

@@ -12,6 +12,7 @@ from peftlab.compare.runs import (COMPARISON, base_result, check_comparison_outp
                                   result_record, train, write_result)
 from peftlab.compare.scoring import score, scoring_for, stored_bytes, test_examples
 from peftlab.config import CompareSetup
+from peftlab.evaluate import held_out
 from peftlab.evaluate.metrics import check_references
 from peftlab.generation import GenerationSettings
 
@@ -28,6 +29,9 @@ def run_compare(setup: CompareSetup, methods: list[str], sweeps: list[str], outp
     scoring = scoring_for(setup)  # a metric that cannot score is one line before anything slow
     check_comparison_output(final, setup, overwrite, launcher_config)
     examples = test_examples(shared, setup.eval_data, setup.eval_rows)
+    scoring = scoring.for_rows(examples)
+    if held_out.is_text(examples):
+        say(f"compare: {held_out.NOTE}")
     check_references(scoring.metrics, [e.references for e in examples])
     out = prepare_output(final, setup, overwrite)
     say(f"compare: {len(runs)} trained run(s) + base on {len(examples)} test rows; output {final}"

@@ -136,6 +136,7 @@ def result_record(name: str, method: str, settings: dict[str, str], scored: Scor
         "forgetting": None if base_loss is None else scored.general_loss - base_loss,
         "general_tasks": scored.general_tasks,
         "confusion": scored.confusion,
+        "held_out": scored.held_out,  # text test rows: pooled loss and perplexity beside the ranked 1/perplexity
         "general_tasks_change": None if base_tasks is None or scored.general_tasks is None
         else scored.general_tasks["accuracy"] - base_tasks,
         "train_loss": summary.get("train_loss"), "eval_loss": summary.get("eval_loss"),

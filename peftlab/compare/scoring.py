@@ -12,6 +12,7 @@ from peftlab.compare.forgetting import general_text_loss
 from peftlab.config import CompareSetup, RunConfig
 from peftlab.data.readers import read_rows
 from peftlab.errors import PeftlabError
+from peftlab.evaluate import held_out
 from peftlab.evaluate.metrics import JudgeSettings, Metric, described_keys, describe, resolve_metrics
 from peftlab.evaluate.metrics.rouge import ROUGE
 from peftlab.evaluate.predictions import score_generations
@@ -37,6 +38,10 @@ class Scoring:
     def labels(self) -> dict[str, str]:
         return described_keys(describe(self.metrics))
 
+    def for_rows(self, examples: list[EvalExample]) -> Scoring:
+        """Text rows have no reference to generate against: every run is then ranked by its held-out 1/perplexity."""
+        return dataclasses.replace(self, metrics=[held_out.HELD_OUT]) if held_out.is_text(examples) else self
+
     def stamp(self) -> dict[str, object]:
         """What each record carries so that reports name the metric without knowing it (report never imports evaluate)."""
         return {"primary": self.primary, "score_labels": self.labels}
@@ -61,6 +66,7 @@ class Scored:
     eval_seconds: float
     general_tasks: dict | None = None  # accuracy over the general multiple-choice items, and per task
     confusion: dict | None = None  # label tasks (--metric accuracy): counts per true label of each predicted label
+    held_out: dict | None = None  # text rows: the pooled held-out loss per token, its perplexity, the tokens scored
 
 
 def test_examples(config: RunConfig, data: str, max_rows: int | None) -> list[EvalExample]:
@@ -78,15 +84,21 @@ def score(config: RunConfig, examples: list[EvalExample], settings: GenerationSe
     scoring = scoring or Scoring()
     model = config.model
     loaded = load_for_generation(model.name, model.dtype, trained, model.attn_implementation)
-    prompts, _ = encode_prompts(loaded, [e.prompt for e in examples], config.data.chat_template)
-    texts, per_example, summary = score_generations("base" if trained is None else trained, loaded, prompts, examples, settings,
-                                                    lambda text: None, scoring.metrics, base_answers)
+    if held_out.is_text(examples):  # text rows: nothing to generate, each row scored by its held-out loss
+        per_example, summary = held_out.score_text(loaded, examples, config.data)
+        texts = [""] * len(examples)
+    else:
+        prompts, _ = encode_prompts(loaded, [e.prompt for e in examples], config.data.chat_template)
+        texts, per_example, summary = score_generations("base" if trained is None else trained, loaded, prompts, examples,
+                                                        settings, lambda text: None, scoring.metrics, base_answers)
     general = general_text_loss(loaded.model, loaded.tokenizer, loaded.is_seq2seq) if forgetting else float("nan")
     tasks = general_task_accuracy(loaded.model, loaded.tokenizer, loaded.is_seq2seq) if forgetting and scoring.general_tasks else None
     del loaded
     gc.collect()
     keys = [key for metric in scoring.metrics for key in metric.keys]
-    return Scored(texts, per_example, {k: summary[k] for k in keys}, general, summary["seconds"], tasks, summary.get("confusion"))
+    pooled = {k: summary[k] for k in ("loss", "perplexity", "tokens")} if held_out.is_text(examples) else None
+    return Scored(texts, per_example, {k: summary[k] for k in keys}, general, summary["seconds"], tasks, summary.get("confusion"),
+                  pooled)
 
 
 def stored_bytes(folder: Path) -> int:

@@ -126,6 +126,7 @@ def run_tuned_compare(setup: CompareSetup, methods: list[str], output: str, sett
 
     examples = test_examples(setup.shared_config(), setup.eval_data, setup.eval_rows)
     tuned, final_out = open_comparison(setup, methods, output, sharing, settings, launcher_config, overwrite, say)
+    tuned.scoring = tuned.scoring.for_rows(examples)
     check_references(tuned.scoring.metrics, [e.references for e in examples])
     guide = f"validation {tuned.scoring.labels[tuned.scoring.primary]}" if selects_by_metric(setup) else "validation loss"
     say(f"compare: {len(tuned.spaces)} method(s) x {setup.trials} trial(s) chosen by {guide} on {len(tuned.validation_examples)} "
