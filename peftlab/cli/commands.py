@@ -229,7 +229,7 @@ def command_export(args: argparse.Namespace) -> int:
 
 
 def command_check(args: argparse.Namespace) -> int:
-    from peftlab.data.examples import fill_template, subsample
+    from peftlab.data.examples import scored_prompts, subsample
     from peftlab.data.readers import read_rows
     from peftlab.evaluate.settings import generate_config
     from peftlab.export.parity import Server, check_parity, table
@@ -244,7 +244,7 @@ def command_check(args: argparse.Namespace) -> int:
     if args.server_model and not args.server:
         raise PeftlabError("--server-model names a model on a server: pass --server URL too")
     server = Server(args.server, args.server_model, os.environ.get("PEFTLAB_API_KEY")) if args.server else None
-    parity = check_parity(config, args.adapter, [fill_template(row, config.data) for row in rows], settings, args.gguf,
+    parity = check_parity(config, args.adapter, scored_prompts(rows, config.data), settings, args.gguf,
                           say=_say, server=server)
     _say(table(parity))
     failures = [f"{runtime}: {100 * parity.agreement(runtime):.0f}% identical, below {100 * args.min_agreement:.0f}%"

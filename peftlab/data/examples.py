@@ -148,11 +148,29 @@ def generation_prompts(rows: list[Row], data: DataConfig) -> list[str | list[dic
             messages = check_messages(raw, row.where, column, need_assistant=False)
             ends_on_answer = messages[-1]["role"] == "assistant" and len(messages) > 1
             prompts.append(messages[:-1] if ends_on_answer else messages)
-        elif name == "text":
-            raise PeftlabError(f"{row.where}: a text row has no prompt to answer; give prompt/completion or messages rows")
         else:
-            prompts.append(row_example(row, name, data).prompt if name != "template" else fill_template(row, data))
+            prompts.append(_row_prompt(row, name, data))
     return prompts
+
+
+def scored_prompts(rows: list[Row], data: DataConfig) -> list[str | list[dict[str, Any]]]:
+    """What `eval` scores for each row, without needing its reference: a conversation up to its last assistant turn
+    (every message before the turn eval scores), else the row's prompt."""
+    name = file_format(rows, data)
+    prompts = []
+    for row in rows:
+        if is_conversation(row, name):
+            messages, trained = conversation(row, name, "last")
+            prompts.append(messages[:trained[-1]])
+        else:
+            prompts.append(_row_prompt(row, name, data))
+    return prompts
+
+
+def _row_prompt(row: Row, name: str, data: DataConfig) -> str:
+    if name == "text":
+        raise PeftlabError(f"{row.where}: a text row has no prompt to answer; give prompt/completion or messages rows")
+    return row_example(row, name, data).prompt if name != "template" else fill_template(row, data)
 
 
 def bare_prompt(prompt: str, data: DataConfig) -> str | list[dict[str, Any]]:
