@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--limit-rows", type=int, default=100_000, help="rows the tokenizer's limit is measured on")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--note", help="a sentence kept in the JSON and under the docs' table (e.g. the machine was not quiet)")
     parser.add_argument("--dialogsum", type=Path, default=DIALOGSUM, help="DialogSum's train.jsonl")
     args = parser.parse_args()
     if not args.dialogsum.is_file():
@@ -129,7 +130,7 @@ def main() -> None:
         results = [measure(count, Path(folder), args.dialogsum, args.limit_rows) for count in args.rows]
     print_table(results)
     if args.json:
-        write_results(args.json, {"benchmark": "data_prep", "load_average_at_end": os.getloadavg(), "results": results})
+        write_results(args.json, {"benchmark": "data_prep", "note": args.note, "load_average_at_end": os.getloadavg(), "results": results})
 
 
 if __name__ == "__main__":

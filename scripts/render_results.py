@@ -46,7 +46,38 @@ def train_speed(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"train_speed": train_speed}
+def data_prep(result: dict) -> str:
+    lines = ["| rows | preparation rows/s | tokenizer alone rows/s | share | peak RSS GiB | first step s, empty cache | "
+             "first step s, cache filled |", "|---|---|---|---|---|---|---|"]
+    for r in result["results"]:
+        lines.append(f"| {r['rows']:,} | {r['cold']['rows_per_second']:,.0f} | {r['tokenizer']['rows_per_second']:,.0f} | "
+                     f"{100 * r['peftlab_share_of_tokenizer_limit']:.0f}% | {r['cold']['peak_rss_bytes'] / 2**30:.2f} | "
+                     f"{r['cold']['time_to_first_step_seconds']:.1f} | {r['warm']['time_to_first_step_seconds']:.1f} |")
+    lines.append("")
+    lines.append("Source: `benchmarks/results/data_prep.json` (`python benchmarks/data_prep.py`). "
+                 + (f"{result['note']} " if result.get("note") else "") + machine_line(result.get("machine", {})))
+    return "\n".join(lines) + "\n"
+
+
+def formats(result: dict) -> str:
+    def cell(step: dict) -> str:
+        if step["exit_code"]:
+            return f"exit {step['exit_code']}"
+        metric = step.get("metric", {})
+        figure = f"{metric['value']:.3f}" if "value" in metric else f"base {metric['base']:.3f}, lora {metric['lora']:.3f}"
+        return f"ok, {step['seconds']:.0f} s, {metric.get('metric', '')} {figure}"
+
+    lines = ["| format | train --max-steps 3 | eval, 4 rows | compare base,lora |", "|---|---|---|---|"]
+    for r in result["results"]:
+        lines.append(f"| `{r['format']}` | {cell(r['train'])} | {cell(r['eval'])} | {cell(r['compare'])} |")
+    lines.append("")
+    lines.append(f"Source: `benchmarks/results/formats.json` (`python benchmarks/formats.py`), {result['train_rows']} training "
+                 f"rows, {result['wall_seconds']:.0f} s in all. " + (f"{result['note']} " if result.get("note") else "")
+                 + machine_line(result.get("machine", {})))
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"train_speed": train_speed, "data_prep": data_prep, "formats": formats}
 
 
 def render(text: str) -> str:
