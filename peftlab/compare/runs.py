@@ -179,4 +179,4 @@ def write_result(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def examples_info(examples: list[Any]) -> list[dict[str, Any]]:
-    return [{"where": e.where, "input": e.prompt, "references": e.references} for e in examples]
+    return [{"where": e.where, "input": e.prompt if e.text is None else e.text, "references": e.references} for e in examples]
