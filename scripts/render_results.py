@@ -46,7 +46,17 @@ def train_speed(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"train_speed": train_speed}
+def demo(result: dict) -> str:
+    minutes, seconds = divmod(round(result["seconds"]), 60)
+    conversion = ", the model's first conversion included" if result.get("first_conversion_included") else ""
+    stages = ", ".join(f"{name} {value:.0f} s" for name, value in result["stages"].items())
+    return (f"Measured: **{minutes} min {seconds:02d} s**{conversion}, the install not ({stages}); "
+            f"ROUGE-L {result['base']:.1f} for the base, {result['tuned']:.1f} tuned, on {result['test_rows']} test rows after "
+            f"{result['training_steps']} training steps. Source: `benchmarks/results/demo.json` (`python benchmarks/demo_time.py`, "
+            f"load average {result['load_average_at_start'][0]:.2f} at the start). {machine_line(result.get('machine', {}))}\n")
+
+
+RENDERERS = {"train_speed": train_speed, "demo": demo}
 
 
 def render(text: str) -> str:
