@@ -1,7 +1,8 @@
 """Render the results tables that README.md and docs/ quote from the benchmark results files, so a figure cannot go stale.
 
-A page marks a rendered table with <!-- results:NAME --> ... <!-- /results:NAME -->; NAME is a
-renderer below, reading benchmarks/results/NAME.json (which names the machine it ran on).
+A page marks a rendered table with <!-- results:NAME --> ... <!-- /results:NAME -->, filled from
+benchmarks/results/NAME.json (which names the machine it ran on): by a renderer below when NAME has
+one, else from the file's "table": {"header": [...], "rows": [[...], ...]}, with its "command".
 
 Run: python scripts/render_results.py          (rewrites the marked tables)
      python scripts/render_results.py --check  (exit 1 when a marked table differs from its results file)
@@ -23,7 +24,9 @@ TRAIN_ROWS = {"classic": "classic notebook recipe", "trl": "TRL SFTTrainer, no p
               "peftlab-all": "**peftlab**, one epoch", "peftlab-all-unbounded": "peftlab, `train.max_batch_tokens=0`"}
 
 
-def machine_line(machine: dict) -> str:
+def machine_line(machine: dict | str) -> str:
+    if isinstance(machine, str):  # a transcribed result: what was recorded about the machine, in words
+        return f"Machine: {machine.rstrip('.')}."
     flags = ", ".join(machine.get("cpu_flags") or []) or "no AVX2"
     bf16 = "native bf16" if machine.get("native_bf16") else "no native bf16"
     gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
@@ -46,6 +49,17 @@ def train_speed(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def results_table(name: str, result: dict) -> str:
+    """The file's own table, as stored: header, rows, then its source, command and machine."""
+    table = result["table"]
+    lines = ["| " + " | ".join(map(str, table["header"])) + " |", "|" + "---|" * len(table["header"])]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table["rows"]]
+    command = f" (`{result['command']}`)" if result.get("command") else ""
+    transcribed = f" Transcribed {result['transcribed']}." if result.get("transcribed") else ""
+    lines += ["", f"Source: `benchmarks/results/{name}.json`{command}. {machine_line(result.get('machine', {}))}{transcribed}"]
+    return "\n".join(lines) + "\n"
+
+
 RENDERERS = {"train_speed": train_speed}
 
 
@@ -53,7 +67,8 @@ def render(text: str) -> str:
     def replace(match: re.Match) -> str:
         name = match.group("name")
         result = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
-        return match.group(1) + RENDERERS[name](result) + match.group(4)
+        text = RENDERERS[name](result) if name in RENDERERS else results_table(name, result)
+        return match.group(1) + text + match.group(4)
 
     return MARKED.sub(replace, text)
 
