@@ -45,7 +45,7 @@ NOT_FIGURES = [
     re.compile(r"et al\. \d{4}"), re.compile(r"\b\d{4}-\d\d-\d\d\b"),               # citations, dates
     re.compile(r"\b95%"),                                                           # the confidence level of an interval
     re.compile(r"(?:`, |` \(|\(default )[-+]?\d[\d.,]*(?:e-?\d+)?(?:\s*[A-Za-z]+)?"),  # a setting's value after its name
-    re.compile(r"\d+-(?=[A-Za-z])"), re.compile(r"(?<=[A-Za-z]-)\d+"),             # 2-core, 240-token, AVX-512
+    re.compile(r"\d+-(?=[A-Za-z])"), re.compile(r"(?<![\d.]e-)(?<=[A-Za-z]-)\d+"),             # 2-core, 240-token, AVX-512
 ]
 
 
