@@ -3,7 +3,7 @@
 What counts as a figure block:
 - a Markdown table with a cell that is a number (bold, or with a unit, allowed);
 - a paragraph or list item with a measured quantity: a rate (tokens/s, summaries/s, rows/s, req/s,
-  GFLOP/s), a GiB figure, a ratio (2.7x), a duration in min or h, or "about N <unit>".
+  GFLOP/s), a GiB figure, a ratio (2.7x), a duration in min or h, "about N <unit>" or "took N".
 Such a block names its source, `benchmarks/results/NAME.json`: in a "Source:" paragraph right after
 a table, in the paragraph or list item that introduces it, or in the block itself. Every number in
 the block must be one of the file's numbers (numbers inside its strings count too), printed as
@@ -36,7 +36,7 @@ FIX = ("fix: run the benchmark so it writes benchmarks/results/NAME.json with wr
 NUMBER = re.compile(r"(?<![\w.])(?P<core>[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:e-?\d+)?)(?:\s*(?:%|GiB|MB|GFLOP|x(?!\w)))?(?!\w)")
 SOURCE = re.compile(RESULTS_DIR + r"/([\w.-]+\.json)")
 MEASURED = re.compile(r"\d\s*(?:tokens/s|tok/s|summaries/s|rows/s|req/s|requests/s|GFLOP/s|GiB\b|x\b|min\b|minutes\b|h\b)"
-                      r"|\babout \d[\d.,]*\s*(?:s|ms|MB|GB)\b")
+                      r"|\babout \d[\d.,]*\s*(?:s|ms|MB|GB)\b|\btook (?:about )?\d")
 UNITS = {"%": [1, 100], "GiB": [1, 2**-30], "MB": [1, 1e-6, 2**-20], "GFLOP": [1, 1e-9], "x": [1]}  # printed = value * scale
 CODE = re.compile(r"`[^`]*`")
 NOT_FIGURES = [
