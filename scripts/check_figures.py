@@ -10,7 +10,8 @@ the block must be one of the file's numbers (numbers inside its strings count to
 - the value rounded to the printed decimals (1,234 reads as 1234);
 - with %, the value or 100x the value; with GiB, bytes / 2**30; with MB, bytes / 10**6 or 2**20;
   with GFLOP, FLOPs / 10**9; a bare number in a table column takes the unit its header names;
-- with x, the ratio of two values stored under the same key (a.real_tokens_per_second / b.real_tokens_per_second).
+- with x, the ratio of two values under the same key (classic.real_tokens_per_second / peftlab.real_tokens_per_second)
+  or in the same object (summaries_per_second.continuous / summaries_per_second.static).
 Not figures (no check): numbers in `code`, inside a word (SmolLM2-135M, Q4_1, 2-core, AVX-512), versions
 (5.24.0, "peft 0.21"), years after "et al.", the 95% of an interval, a setting's value right after its
 `name` ("`--body-timeout`, 30 s", "(default 32)"), and numbers that the block's `command` also holds.
@@ -142,18 +143,18 @@ def _number(token: str) -> float | None:
         return None
 
 
-def flatten(value, key: str = "") -> list[tuple[str, float]]:
-    """Every number of a results file with the key it is stored under; numbers written inside strings count too."""
+def flatten(value, path: tuple = ()) -> list[tuple[tuple, float]]:
+    """Every number of a results file with its key path; numbers written inside strings count too."""
     if isinstance(value, bool) or value is None:
         return []
     if isinstance(value, (int, float)):
-        return [(key, float(value))]
+        return [(path, float(value))]
     if isinstance(value, str):
         numbers = (_number(token) for token in re.findall(r"\d[\d,]*(?:\.\d+)?(?:e-?\d+)?", value))
-        return [(key, number) for number in numbers if number is not None]
+        return [(path, number) for number in numbers if number is not None]
     if isinstance(value, dict):
-        return [pair for item_key, item in value.items() for pair in flatten(item, str(item_key))]
-    return [pair for item in value for pair in flatten(item, key)]
+        return [pair for key, item in value.items() for pair in flatten(item, (*path, str(key)))]
+    return [pair for item in value for pair in flatten(item, path)]
 
 
 def printed_as(value: float, printed: str) -> bool:
@@ -166,33 +167,34 @@ def printed_as(value: float, printed: str) -> bool:
     return abs(round(value, decimals) - target) < 1e-9 * max(1.0, target)
 
 
-def found_in(figure: str, numbers: list[tuple[str, float]]) -> bool:
+def found_in(figure: str, numbers: list[tuple[tuple, float]]) -> bool:
     unit = next((u for u in UNITS if figure.endswith(u)), "")
     printed = figure[: len(figure) - len(unit)]
     scales = UNITS.get(unit, [1])
     if any(printed_as(value * scale, printed) for _, value in numbers for scale in scales):
         return True
     if unit == "x":
-        by_key: dict[str, list[float]] = {}
-        for key, value in numbers:
-            by_key.setdefault(key, []).append(value)
-        return any(printed_as(a / b, printed) for values in by_key.values() for a in values for b in values if b)
+        groups: dict[tuple, list[float]] = {}  # values under the same key (a.rate, b.rate) or in the same object (rate.a, rate.b)
+        for path, value in numbers:
+            groups.setdefault(("key", *path[-1:]), []).append(value)
+            groups.setdefault(("object", *path[:-1]), []).append(value)
+        return any(printed_as(a / b, printed) for values in groups.values() for a in values for b in values if b)
     return False
 
 
 def sources_of(found: list[Block], index: int) -> list[str]:
     """The results files a block names: its own; for a table, a "Source:" paragraph right after it or the
-    paragraph that introduces it; for a list item's text after its table, the item's."""
-    block, own = found[index], SOURCE.findall(found[index].text)
-    if own or not (block.is_table or block.text[:1].isspace()):
-        return sorted(set(own))
+    paragraph that introduces it; for a list item's text after its table, also the item's."""
+    block, own = found[index], set(SOURCE.findall(found[index].text))
     after = found[index + 1].text.strip() if index + 1 < len(found) else ""
     if block.is_table and after.startswith("Source:"):
-        return sorted(set(SOURCE.findall(after)))
-    before = index - 1
-    while before >= 0 and found[before].is_table:
-        before -= 1
-    return sorted(set(SOURCE.findall(found[before].text))) if before >= 0 else []
+        return sorted(own | set(SOURCE.findall(after)))
+    if block.is_table and not own or block.text[:1].isspace():  # a table's intro; an indented item's own text
+        before = index - 1
+        while before >= 0 and found[before].is_table:
+            before -= 1
+        own |= set(SOURCE.findall(found[before].text)) if before >= 0 else set()
+    return sorted(own)
 
 
 def problems_in(page: Path) -> list[str]:

@@ -2,7 +2,7 @@
 
 A page marks a rendered table with <!-- results:NAME --> ... <!-- /results:NAME -->, filled from
 benchmarks/results/NAME.json (which names the machine it ran on): by a renderer below when NAME has
-one, else from the file's "table": {"header": [...], "rows": [[...], ...]}, with its "command".
+one (NAME.VIEW: another renderer of the same file), else from the file's "table": {"header": [...], "rows": [[...], ...]}, with its "command".
 
 Run: python scripts/render_results.py          (rewrites the marked tables)
      python scripts/render_results.py --check  (exit 1 when a marked table differs from its results file)
@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-MARKED = re.compile(r"(<!-- results:(?P<name>[a-z0-9_]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
+MARKED = re.compile(r"^(?P<indent> *)(?P<open><!-- results:(?P<name>[a-z0-9_]+(?:\.[a-z0-9_]+)?) -->\n)(?P<body>.*?)(?P<close>(?P=indent)<!-- /results:(?P=name) -->)",
+                    re.S | re.M)  # an indented marker (inside a list item) gets its table indented alike
 TRAIN_ROWS = {"classic": "classic notebook recipe", "trl": "TRL SFTTrainer, no packing", "peftlab": "**peftlab**",
               "peftlab-all": "**peftlab**, one epoch", "peftlab-all-unbounded": "peftlab, `train.max_batch_tokens=0`"}
 
@@ -34,14 +35,17 @@ def machine_line(machine: dict | str) -> str:
     return f"Machine: {machine.get('cpu')}, {machine.get('cores')} cores ({flags}; {bf16}){gpu}; {libraries}."
 
 
-def train_speed(result: dict) -> str:
+def train_speed(result: dict, steps: bool = False) -> str:
+    """The README's table; with steps (train_speed.steps), also the first step's seconds and the steady rate after it."""
     limit = result["limit"]
-    lines = ["| recipe | rows | real tok/s | of fp32 limit | peak GiB | final loss |", "|---|---|---|---|---|---|"]
+    step_header, step_rule = (" 1st step s | steady tok/s |", "---|---|") if steps else ("", "")
+    lines = [f"| recipe | rows | real tok/s | of fp32 limit |{step_header} peak GiB | final loss |", f"|---|---|---|---|{step_rule}---|---|"]
     for key, label in TRAIN_ROWS.items():
         if key in result:
             r = result[key]
-            lines.append(f"| {label} | {r['rows'] or 'all 500'} | {r['real_tokens_per_second']:.1f} | {100 * r['share_of_limit']:.1f}% | "
-                         f"{r['peak_memory_bytes'] / 2**30:.2f} | {r['final_loss']:.3f} |")
+            step_cells = f" {r['first_step_seconds']:.1f} | {r['steady_tokens_per_second']:.1f} |" if steps else ""
+            lines.append(f"| {label} | {r['rows'] or 'all 500'} | {r['real_tokens_per_second']:.1f} | {100 * r['share_of_limit']:.1f}% |"
+                         f"{step_cells} {r['peak_memory_bytes'] / 2**30:.2f} | {r['final_loss']:.3f} |")
     lines.append("")
     lines.append(f"Source: `benchmarks/results/train_speed.json` (`python benchmarks/train_speed.py --rows 64 --all-rows`); "
                  f"fp32 limit {limit['limit_tokens_per_second']['fp32']:.0f} tokens/s from the same run's matmul rate. "
@@ -60,15 +64,16 @@ def results_table(name: str, result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"train_speed": train_speed}
+RENDERERS = {"train_speed": train_speed, "train_speed.steps": lambda result: train_speed(result, steps=True)}
 
 
 def render(text: str) -> str:
     def replace(match: re.Match) -> str:
-        name = match.group("name")
-        result = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+        name = match.group("name")  # NAME, or NAME.VIEW for another table from the same file
+        result = json.loads((RESULTS / f"{name.split('.')[0]}.json").read_text(encoding="utf-8"))
         text = RENDERERS[name](result) if name in RENDERERS else results_table(name, result)
-        return match.group(1) + text + match.group(4)
+        indented = "".join(match.group("indent") + line if line.strip() else line for line in text.splitlines(keepends=True))
+        return match.group("indent") + match.group("open") + indented + match.group("close")
 
     return MARKED.sub(replace, text)
 
