@@ -9,7 +9,7 @@ a table, in the paragraph or list item that introduces it, or in the block itsel
 the block must be one of the file's numbers (numbers inside its strings count too), printed as
 - the value rounded to the printed decimals (1,234 reads as 1234);
 - with %, the value or 100x the value; with GiB, bytes / 2**30; with MB, bytes / 10**6 or 2**20;
-  with GFLOP, FLOPs / 10**9; a bare number in a table column takes the unit its header names;
+  with GFLOP, FLOPs / 10**9; with k, thousands (12.5k); a bare number in a table column takes the unit its header names;
 - with x, the ratio of two values under the same key (classic.real_tokens_per_second / peftlab.real_tokens_per_second)
   or in the same object (summaries_per_second.continuous / summaries_per_second.static).
 Not figures (no check): numbers in `code`, inside a word (SmolLM2-135M, Q4_1, 2-core, AVX-512), versions
@@ -34,11 +34,11 @@ RESULTS_DIR = "benchmarks/results"
 FIX = ("fix: run the benchmark so it writes benchmarks/results/NAME.json with write_results (benchmarks/machine.py) "
        "and name it in a 'Source:' line, render the table from it (scripts/render_results.py), or remove the figure")
 
-NUMBER = re.compile(r"(?<![\w.])(?P<core>[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:e-?\d+)?)(?:\s*(?:%|GiB|MB|GFLOP|x(?!\w)))?(?!\w)")
+NUMBER = re.compile(r"(?<![\w.])(?P<core>[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:e-?\d+)?)(?:\s*(?:%|GiB|MB|GFLOP|k(?!\w)|x(?!\w)))?(?!\w)")
 SOURCE = re.compile(RESULTS_DIR + r"/([\w.-]+\.json)")
 MEASURED = re.compile(r"\d\s*(?:tokens/s|tok/s|summaries/s|rows/s|req/s|requests/s|GFLOP/s|GiB\b|x\b|min\b|minutes\b|h\b)"
                       r"|\babout \d[\d.,]*\s*(?:s|ms|MB|GB)\b|\btook (?:about )?\d")
-UNITS = {"%": [1, 100], "GiB": [1, 2**-30], "MB": [1, 1e-6, 2**-20], "GFLOP": [1, 1e-9], "x": [1]}  # printed = value * scale
+UNITS = {"%": [1, 100], "GiB": [1, 2**-30], "MB": [1, 1e-6, 2**-20], "GFLOP": [1, 1e-9], "k": [1, 1e-3], "x": [1]}  # printed = value * scale
 CODE = re.compile(r"`[^`]*`")
 NOT_FIGURES = [
     re.compile(r"\b\d+\.\d+\.\d+\b"),                                              # versions
