@@ -3,7 +3,8 @@
 What counts as a figure block:
 - a Markdown table with a cell that is a number (bold, or with a unit, allowed);
 - a paragraph or list item with a measured quantity: a rate (tokens/s, summaries/s, rows/s, req/s,
-  GFLOP/s), a GiB figure, a ratio (2.7x), a duration in min or h, "about N <unit>" or "took N".
+  GFLOP/s), a GiB figure, a ratio (2.7x), a duration in min or h, "about N <unit>", "took N", "ROUGE-L N",
+  "scored N", "Measured" or "measured on/at/in one/N".
 Such a block names its source, `benchmarks/results/NAME.json`: in a "Source:" paragraph right after
 a table, in the paragraph or list item that introduces it, or in the block itself. Every number in
 the block must be one of the file's numbers (numbers inside its strings count too), printed as
@@ -37,7 +38,7 @@ FIX = ("fix: run the benchmark so it writes benchmarks/results/NAME.json with wr
 NUMBER = re.compile(r"(?<![\w.])(?P<core>[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:e-?\d+)?)(?:\s*(?:%|GiB|MB|GFLOP|k(?!\w)|x(?!\w)))?(?!\w)")
 SOURCE = re.compile(RESULTS_DIR + r"/([\w.-]+\.json)")
 MEASURED = re.compile(r"\d\s*(?:tokens/s|tok/s|summaries/s|rows/s|req/s|requests/s|GFLOP/s|GiB\b|x\b|min\b|minutes\b|h\b)"
-                      r"|\babout \d[\d.,]*\s*(?:s|ms|MB|GB)\b|\btook (?:about )?\d")
+                      r"|\babout \d[\d.,]*\s*(?:s|ms|MB|GB)\b|\btook (?:about )?\d|\bMeasured\b|\bmeasured (?:on|at|in one|\d)|\bROUGE(?:-\w+)? \d|\bscored \d")
 UNITS = {"%": [1, 100], "GiB": [1, 2**-30], "MB": [1, 1e-6, 2**-20], "GFLOP": [1, 1e-9], "k": [1, 1e-3], "x": [1]}  # printed = value * scale
 CODE = re.compile(r"`[^`]*`")
 NOT_FIGURES = [
@@ -45,7 +46,7 @@ NOT_FIGURES = [
     re.compile(r"\b(?:torch|transformers|peft|accelerate|datasets|bitsandbytes|gguf|Python|numpy) \d+(?:\.\d+)?"),
     re.compile(r"et al\. \d{4}"), re.compile(r"\b\d{4}-\d\d-\d\d\b"),               # citations, dates
     re.compile(r"\b95%"),                                                           # the confidence level of an interval
-    re.compile(r"(?:`, |` \(|\(default )[-+]?\d[\d.,]*(?:e-?\d+)?(?:\s*[A-Za-z]+)?"),  # a setting's value after its name
+    re.compile(r"(?:(?<=`, )|(?<=` \()|(?<=\(default ))[-+]?\d[\d.,]*(?:e-?\d+)?(?:\s*[A-Za-z]+)?"),  # a setting's value after its name
     re.compile(r"\d+-(?=[A-Za-z])"), re.compile(r"(?<![\d.]e-)(?<=[A-Za-z]-)\d+"),             # 2-core, 240-token, AVX-512
 ]
 
@@ -105,9 +106,9 @@ def _blank(match: re.Match) -> str:
 def figures(text: str) -> list[tuple[int, str]]:
     """(line offset, number) for each figure of a block, the number with its unit (%, GiB, MB or x) when it has one."""
     command_numbers = set(re.findall(r"\d[\d.]*", " ".join(CODE.findall(text))))
-    text = CODE.sub(_blank, text).replace("**", "  ")
-    for pattern in NOT_FIGURES:
+    for pattern in NOT_FIGURES:  # before the code is blanked: a setting's value is recognised by its `name`
         text = pattern.sub(_blank, text)
+    text = CODE.sub(_blank, text).replace("**", "  ")
     units = table_units(text)
     found = []
     for match in NUMBER.finditer(text):
