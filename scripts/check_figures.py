@@ -59,8 +59,19 @@ class Block:
     is_table: bool
 
 
+def _kind(stripped: str) -> str:
+    if not stripped:
+        return "blank"
+    if stripped.startswith("#"):
+        return "heading"
+    if stripped.startswith("|"):
+        return "table"
+    return "item" if re.match(r"[-*] |\d+\. ", stripped) else "text"
+
+
 def blocks(text: str, page: str) -> list[Block]:
-    """Paragraphs, list items and tables outside fenced code and rendered results, with their first line number."""
+    """Paragraphs, list items (with their indented lines), tables and headings (empty blocks, so that
+    nothing is looked up across them) outside fenced code and rendered results, with their first line."""
     found: list[Block] = []
     current: list[str] = []
     start, kind, fenced, rendered = 0, "", False, False
@@ -72,28 +83,22 @@ def blocks(text: str, page: str) -> list[Block]:
 
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
-        if stripped.startswith("```"):
+        if stripped.startswith("```") or re.match(r"<!-- /?results:", stripped):
             close()
-            fenced = not fenced
-            continue
-        if re.match(r"<!-- /?results:", stripped):
-            close()
-            rendered = not stripped.startswith("<!-- /")
+            fenced = not fenced if stripped.startswith("```") else fenced
+            rendered = stripped.startswith("<!-- results:") or (rendered and not stripped.startswith("<!-- /results:"))
             continue
         if fenced or rendered:
             continue
-        line_kind = ("table" if stripped.startswith("|") else "" if not stripped else
-                     "item" if re.match(r"[-*] |\d+\. ", stripped) or stripped.startswith("#") else "text")
-        if line_kind != "text" and not (line_kind == "table" and kind == "table"):
+        line_kind = _kind(stripped)
+        if line_kind in ("blank", "heading", "item") or (line_kind == "table") != (kind == "table"):
             close()
-            start, kind = number, line_kind
-        elif not current:
-            start, kind = number, line_kind
-        if stripped and not stripped.startswith("#"):
-            current.append(line)
-        elif stripped.startswith("#"):
+            kind = line_kind
+        if line_kind == "heading":
             found.append(Block(page, number, "", False))
-            kind = ""
+        elif line_kind != "blank":
+            start = start if current else number
+            current.append(line)
     close()
     return found
 
