@@ -10,7 +10,8 @@ a table, in the paragraph or list item that introduces it, or in the block itsel
 the block must be one of the file's numbers (numbers inside its strings count too), printed as
 - the value rounded to the printed decimals (1,234 reads as 1234);
 - with %, the value or 100x the value; with GiB, bytes / 2**30; with MB, bytes / 10**6 or 2**20;
-  with GFLOP, FLOPs / 10**9; with k, thousands (12.5k); a bare number in a table column takes the unit its header names;
+  with GFLOP, FLOPs / 10**9; with k, thousands (12.5k); with min, minutes or seconds / 60; "3 min 12 s" as
+  192 (seconds) and "1 h 55 min" as 115 min; a bare number in a table column takes the unit its header names;
 - with x, the ratio of two values under the same key (classic.real_tokens_per_second / peftlab.real_tokens_per_second)
   or in the same object (summaries_per_second.continuous / summaries_per_second.static).
 Not figures (no check): numbers in `code`, inside a word (SmolLM2-135M, Q4_1, 2-core, AVX-512), versions
@@ -35,11 +36,13 @@ RESULTS_DIR = "benchmarks/results"
 FIX = ("fix: run the benchmark so it writes benchmarks/results/NAME.json with write_results (benchmarks/machine.py) "
        "and name it in a 'Source:' line, render the table from it (scripts/render_results.py), or remove the figure")
 
-NUMBER = re.compile(r"(?<![\w.])(?P<core>[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:e-?\d+)?)(?:\s*(?:%|GiB|MB|GFLOP|k(?!\w)|x(?!\w)))?(?!\w)")
+NUMBER = re.compile(r"(?<![\w.])(?P<core>[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:e-?\d+)?)(?:\s*(?:%|GiB|MB|GFLOP|min(?:utes)?(?!\w)|k(?!\w)|x(?!\w)))?(?!\w)")
+DURATION = re.compile(r"(?<![\w.])(?:(?P<hours>\d+) h (?P<minutes>\d+) min|(?P<whole_minutes>\d+) min (?P<seconds>\d+) s)(?!\w)")
 SOURCE = re.compile(RESULTS_DIR + r"/([\w.-]+\.json)")
 MEASURED = re.compile(r"\d\s*(?:tokens/s|tok/s|summaries/s|rows/s|req/s|requests/s|GFLOP/s|GiB\b|x\b|min\b|minutes\b|h\b)"
                       r"|\babout \d[\d.,]*\s*(?:s|ms|MB|GB)\b|\btook (?:about )?\d|\bMeasured\b|\bmeasured (?:on|at|in one|\d)|\bROUGE(?:-\w+)? \d|\bscored \d")
-UNITS = {"%": [1, 100], "GiB": [1, 2**-30], "MB": [1, 1e-6, 2**-20], "GFLOP": [1, 1e-9], "k": [1, 1e-3], "x": [1]}  # printed = value * scale
+UNITS = {"%": [1, 100], "GiB": [1, 2**-30], "MB": [1, 1e-6, 2**-20], "GFLOP": [1, 1e-9], "k": [1, 1e-3], "min": [1, 1 / 60],
+         "x": [1]}  # printed = value * scale
 CODE = re.compile(r"`[^`]*`")
 NOT_FIGURES = [
     re.compile(r"\b\d+\.\d+\.\d+\b"),                                              # versions
@@ -109,19 +112,30 @@ def _blank(match: re.Match) -> str:
 
 
 def figures(text: str) -> list[tuple[int, str]]:
-    """(line offset, number) for each figure of a block, the number with its unit (%, GiB, MB or x) when it has one."""
+    """(line offset, number) for each figure of a block, the number with its unit (one of UNITS) when it has one."""
     command_numbers = set(re.findall(r"\d[\d.]*", " ".join(CODE.findall(text))))
     for pattern in NOT_FIGURES:  # before the code is blanked: a setting's value is recognised by its `name`
         text = pattern.sub(_blank, text)
     text = CODE.sub(_blank, text).replace("**", "  ")
     units = table_units(text)
-    found = []
+    found = durations(text)
+    text = DURATION.sub(_blank, text)
     for match in NUMBER.finditer(text):
         if match.group("core").lstrip("+-") in command_numbers:
             continue
-        figure, line_start = match.group(0).replace(" ", ""), text.rfind("\n", 0, match.start()) + 1
+        figure, line_start = match.group(0).replace(" ", "").replace("minutes", "min"), text.rfind("\n", 0, match.start()) + 1
         if units and figure == match.group("core"):  # a bare number in a table takes its column's unit
             figure += units.get(text.count("|", line_start, match.start()), "")
+        found.append((text.count("\n", 0, match.start()), figure))
+    return found
+
+
+def durations(text: str) -> list[tuple[int, str]]:
+    """(line offset, figure) per two-part duration: "1 h 55 min" reads as 115min, "3 min 12 s" as 192 (seconds)."""
+    found = []
+    for match in DURATION.finditer(text):
+        hours, minutes, whole_minutes, seconds = (int(group or 0) for group in match.group("hours", "minutes", "whole_minutes", "seconds"))
+        figure = f"{60 * hours + minutes}min" if match.group("hours") else str(60 * whole_minutes + seconds)
         found.append((text.count("\n", 0, match.start()), figure))
     return found
 
@@ -156,7 +170,8 @@ def flatten(value, path: tuple = ()) -> list[tuple[tuple, float]]:
     if isinstance(value, (int, float)):
         return [(path, float(value))]
     if isinstance(value, str):
-        numbers = (_number(token) for token in re.findall(r"\d[\d,]*(?:\.\d+)?(?:e-?\d+)?", value))
+        numbers = [_number(token) for token in re.findall(r"\d[\d,]*(?:\.\d+)?(?:e-?\d+)?", value)]
+        numbers += [float(figure.removesuffix("min")) for _, figure in durations(value)]  # "1 h 55 min" holds 115
         return [(path, number) for number in numbers if number is not None]
     if isinstance(value, dict):
         return [pair for key, item in value.items() for pair in flatten(item, (*path, str(key)))]

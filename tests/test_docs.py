@@ -111,6 +111,13 @@ def test_a_figure_its_results_file_lacks_is_caught_with_its_line():
     assert len(problems) == 1 and problems[0].startswith("page.md:5: 10.43GiB is not in train_speed.json; fix: ")
 
 
+def test_durations_percentages_and_ratios_are_read_as_printed():
+    numbers = check_figures.flatten({"seconds": 191.7, "share": 0.269, "a": {"rate": 216.3}, "b": {"rate": 80.5}})
+    printed = [figure for _, figure in check_figures.figures("3 min 12 s, 3.2 min, 26.9%, 2.7x; 3 min 13 s, 27.0%, 2.6x")]
+    assert printed == ["192", "193", "3.2min", "26.9%", "2.7x", "27.0%", "2.6x"]
+    assert [check_figures.found_in(figure, numbers) for figure in printed] == [True, False, True, True, True, False, False]
+
+
 def test_a_measured_figure_without_a_source_is_caught():
     problems = check_figures.problems_in_text("Intro.\n\n- peftlab trains at 216.3 tokens/s here.\n", "page.md")
     assert len(problems) == 1 and problems[0].startswith("page.md:3: measured figures without a source")
