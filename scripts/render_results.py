@@ -28,6 +28,8 @@ TRAIN_ROWS = {"classic": "classic notebook recipe", "trl": "TRL SFTTrainer, no p
 def machine_line(machine: dict | str) -> str:
     if isinstance(machine, str):  # a transcribed result: what was recorded about the machine, in words
         return f"Machine: {machine.rstrip('.')}."
+    if "cpu" not in machine:  # written before write_results: only what that run recorded
+        return "Machine, as recorded: " + ", ".join(f"{key} {value}" for key, value in machine.items()) + "."
     flags = ", ".join(machine.get("cpu_flags") or []) or "no AVX2"
     bf16 = "native bf16" if machine.get("native_bf16") else "no native bf16"
     gpu = f", GPU {machine['gpu']}" if machine.get("gpu") else ""
@@ -53,6 +55,24 @@ def train_speed(result: dict, steps: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+SERVING_MODES = {"continuous": "continuous", "static": "static", "one-at-a-time": "one at a time"}
+
+
+def serving(result: dict) -> str:
+    """benchmarks/serving.py's runs: per load (closed loops of N clients, Poisson arrivals), the three modes."""
+    lines = ["| load | mode | req/s | out tok/s | TTFT p50 | TTFT p95 | ITL p50 | ITL p95 |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    seconds = lambda value: f"{value:.2f}" if value < 10 else f"{value:.1f}"  # noqa: E731 - three significant digits, as read
+    for load in result["runs"]["continuous"]:
+        label = load.replace("closed 1 clients", "1 client").replace("closed ", "").replace("open ", "Poisson ")
+        for mode, mode_label in SERVING_MODES.items():
+            r = result["runs"][mode][load]
+            lines.append(f"| {label} | {mode_label} | {r['requests_per_second']:.2f} | {r['output_tokens_per_second']:.1f} | "
+                         f"{seconds(r['ttft_p50'])} | {seconds(r['ttft_p95'])} | {r['itl_p50']:.3f} | {r['itl_p95']:.3f} |".replace("|  |", "| |"))
+            label = ""
+    lines += ["", "Source: `benchmarks/results/serving.json` (`python benchmarks/serving.py`). " + machine_line(result["machine"])]
+    return "\n".join(lines) + "\n"
+
+
 def results_table(name: str, result: dict) -> str:
     """The file's own table, as stored: header, rows, then its source, command and machine."""
     table = result["table"]
@@ -64,7 +84,7 @@ def results_table(name: str, result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"train_speed": train_speed, "train_speed.steps": lambda result: train_speed(result, steps=True)}
+RENDERERS = {"serving": serving, "train_speed": train_speed, "train_speed.steps": lambda result: train_speed(result, steps=True)}
 
 
 def render(text: str) -> str:
