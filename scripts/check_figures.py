@@ -6,8 +6,9 @@ What counts as a figure block:
   GFLOP/s), a GiB figure, a ratio (2.7x), a duration in min or h, "about N <unit>", "took N", "ROUGE-L N",
   "scored N", "Measured" or "measured on/at/in one/N".
 Such a block names its source, `benchmarks/results/NAME.json`: in a "Source:" paragraph right after
-a table, in the paragraph or list item that introduces it, or in the block itself. Every number in
-the block must be one of the file's numbers (numbers inside its strings count too), printed as
+a table, in the paragraph or list item that introduces it, or in the block itself; that file names
+its machine (names_its_machine). Every number in the block must be one of the file's numbers
+(numbers inside its strings count too), printed as
 - the value rounded to the printed decimals (1,234 reads as 1234);
 - with %, the value or 100x the value; with GiB, bytes / 2**30; with MB, bytes / 10**6 or 2**20;
   with GFLOP, FLOPs / 10**9; with k, thousands (12.5k); with min, minutes or seconds / 60; "3 min 12 s" as
@@ -203,6 +204,15 @@ def found_in(figure: str, numbers: list[tuple[tuple, float]]) -> bool:
     return False
 
 
+def names_its_machine(result: dict) -> bool:
+    """write_results' machine (CPU model and flags, bf16, libraries), or what an older or transcribed
+    file recorded of it with a note that says what is missing ("transcribed" or "machine_note")."""
+    machine = result.get("machine")
+    if isinstance(machine, dict) and machine.get("cpu"):
+        return True
+    return bool(machine) and bool(result.get("transcribed") or result.get("machine_note"))
+
+
 def sources_of(found: list[Block], index: int) -> list[str]:
     """The results files a block names: its own; for a table, a "Source:" paragraph right after it or the
     paragraph that introduces it; for a list item's text after its table, also the item's."""
@@ -237,7 +247,7 @@ def problems_in_text(text: str, name: str) -> list[str]:
         for source in sources:
             path = ROOT / RESULTS_DIR / source
             result = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-            if not isinstance(result, dict) or not result.get("machine"):
+            if not isinstance(result, dict) or not names_its_machine(result):
                 problems.append(f"{name}:{block.line}: {RESULTS_DIR}/{source} is missing or names no machine; {FIX}")
                 bad_source = True
                 continue
