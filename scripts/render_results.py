@@ -2,7 +2,8 @@
 
 A page marks a rendered table with <!-- results:NAME --> ... <!-- /results:NAME -->, filled from
 benchmarks/results/NAME.json (which names the machine it ran on): by a renderer below when NAME has
-one (NAME.VIEW: another renderer of the same file), else from the file's "table": {"header": [...], "rows": [[...], ...]}, with its "command".
+one (NAME.VIEW: another renderer of the same file), else from the file's own
+"table": {"header": [...], "rows": [[...], ...]}, with its "command".
 
 Run: python scripts/render_results.py          (rewrites the marked tables)
      python scripts/render_results.py --check  (exit 1 when a marked table differs from its results file)
