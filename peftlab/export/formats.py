@@ -18,10 +18,11 @@ class ExportFormat:
     types: tuple[str, ...]
     help: str
 
-    def write(self, source: str, output: str, tensor_type: str | None, model: str | None, overwrite: bool, say: Any) -> dict[str, Any]:
+    def write(self, source: str, output: str, tensor_type: str | None, model: str | None, overwrite: bool, say: Any,
+              device: str = "auto") -> dict[str, Any]:
         from peftlab.export import exporting
 
-        return getattr(exporting, self.writer)(source, output, tensor_type or self.default_type, model, overwrite, say=say)
+        return getattr(exporting, self.writer)(source, output, tensor_type or self.default_type, model, overwrite, say=say, device=device)
 
 
 FORMATS = {fmt.name: fmt for fmt in (
