@@ -108,6 +108,8 @@ class CompareSetup:
 
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
+        # where the runs compute is not part of the comparison: it may continue on another machine or device
+        record["overrides"] = [o for o in record["overrides"] if not o.startswith("model.device=")]
         # added later: recorded only when set, so comparisons begun before them still resume
         for name, default in (("select_by", "loss"), ("metrics", ["rouge"]), ("judge", {}), ("general_tasks", False)):
             if record[name] == default:
