@@ -213,15 +213,27 @@ def command_merge(args: argparse.Namespace) -> int:
 def command_export(args: argparse.Namespace) -> int:
     from peftlab.export.formats import FORMATS
 
+    device = args.device or "auto"
+    if args.format == "vllm":  # several adapters on one base, and the command line that serves them
+        from peftlab.export.to_lora import parse_rank
+        from peftlab.export.to_vllm import export_vllm
+
+        api = _hub(args)
+        export_vllm(args.source, args.output, parse_rank(args.rank), args.model, args.overwrite, say=_say, device=device)
+        _push(args, api, args.output)
+        return 0
+    if len(args.source) > 1:
+        raise PeftlabError(f"--format {args.format} exports one source; got {len(args.source)} (--format vllm takes several)")
+    args.source = args.source[0]
     if args.format == "lora":  # a folder, not a GGUF file: its own module and a rank instead of a tensor type
         from peftlab.export.to_lora import export_lora, parse_rank
 
         api = _hub(args)
-        export_lora(args.source, args.output, parse_rank(args.rank), args.model, args.overwrite, say=_say, device=args.device or "auto")
+        export_lora(args.source, args.output, parse_rank(args.rank), args.model, args.overwrite, say=_say, device=device)
         _push(args, api, args.output)
         return 0
     api = _hub(args)
-    FORMATS[args.format].write(args.source, args.output, args.tensor_type, args.model, args.overwrite, say=_say, device=args.device or "auto")
+    FORMATS[args.format].write(args.source, args.output, args.tensor_type, args.model, args.overwrite, say=_say, device=device)
     _push(args, api, args.output)
     return 0
 

@@ -176,11 +176,12 @@ def _add_use_commands(commands: Any) -> None:
 
     export = commands.add_parser("export", help="an adapter (merged) or a merged model as one GGUF file for llama.cpp and Ollama")
     _shared(export, "--model", "--device", "--overwrite", "--push-to-hub", "--public")
-    export.add_argument("source", help="adapter folder from `peftlab train`, or a folder from `peftlab merge`")
+    export.add_argument("source", nargs="+", help="adapter folder from `peftlab train`, or a folder from `peftlab merge`; "
+                        "vllm: one or more adapters, as DIR or NAME=DIR")
     export.add_argument("--format", default=DEFAULT_FORMAT, choices=format_choices(), help=formats_help())
     export.add_argument("--type", dest="tensor_type", choices=tensor_type_choices(), help=types_help())
-    export.add_argument("--output", required=True, help="the .gguf file to write (ollama, lora: the folder)")
-    export.add_argument("--rank", default="32", help="lora: the LoRA rank (e.g. 32), or an energy share in (0, 1] kept per layer "
+    export.add_argument("--output", required=True, help="the .gguf file to write (ollama, lora, vllm: the folder)")
+    export.add_argument("--rank", default="32", help="lora (and vllm, for adapters converted to LoRA): the LoRA rank (e.g. 32), or an energy share in (0, 1] kept per layer "
                         "(e.g. 0.95: the smallest rank holding 95%% of each update's squared singular values); default 32")
 
     check = commands.add_parser("check", help="parity: the adapter on its base, the merged model, a GGUF file in llama.cpp and a running server answer alike")

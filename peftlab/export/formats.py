@@ -34,7 +34,9 @@ FORMATS = {fmt.name: fmt for fmt in (
 )}
 DEFAULT_FORMAT = "gguf"
 # formats written by a writer of their own (export/to_lora.py: a folder and a rank, not a GGUF tensor type)
-CONVERSIONS = {"lora": "a LoHa/LoKr/VeRA/MiSS/SHiRA/RandLoRA/FourierFT adapter converted to a LoRA adapter folder (--rank)"}
+CONVERSIONS = {"lora": "a LoHa/LoKr/VeRA/MiSS/SHiRA/RandLoRA/FourierFT adapter converted to a LoRA adapter folder (--rank)",
+               "vllm": "one or more adapters (LoRA, or converted to it) in a folder with serve.sh: the `vllm serve --enable-lora` "
+                       "command that serves them"}
 
 
 def format_choices() -> list[str]:
