@@ -203,3 +203,11 @@ def test_compare_passes_the_device_to_its_runs_and_resumes_on_another():
     setup = CompareSetup(["data.train=train.jsonl", "model.device=cpu"], "test.jsonl")
     assert setup.shared_config().model.device == "cpu"  # each run's config.yaml, and the scoring, carry it
     assert setup.to_dict() == CompareSetup(["data.train=train.jsonl", "model.device=cuda"], "test.jsonl").to_dict()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU: gpu_check.py runs for real")
+def test_gpu_check_without_a_gpu_says_so_in_one_line_and_exits_2():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT / "benchmarks", env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2 and done.stdout.strip().splitlines() == [
+        "gpu_check: no CUDA GPU is visible to torch here; run it on a machine with an NVIDIA GPU and a CUDA build of torch"]

@@ -51,7 +51,7 @@ def common_base(named: list[tuple[str, Path]], model: str | None) -> str:
     if len(bases) > 1:
         raise PeftlabError(f"the adapters were trained on different bases ({', '.join(sorted(map(str, bases)))}); "
                            "vLLM serves adapters of one base: export each base's adapters separately")
-    label, path = resolve_source(bases.pop())
+    _, path = resolve_source(bases.pop())
     return str(Path(path).resolve()) if Path(path).exists() else path
 
 
