@@ -94,7 +94,7 @@ def test_placement_attention_and_quantization(machine, monkeypatch):
     machine(cuda=2)
     cuda = torch.device("cuda", 0)
     assert devices.placement(torch.device("cpu")) == {}
-    assert devices.placement(cuda) == {"device_map": {"": cuda}}
+    assert devices.placement(cuda) == {"device_map": {"": "cuda:0"}}
     assert devices.placement(cuda, spread=True) == {"device_map": "auto"}
     assert devices.spreads("auto", cuda) and not devices.spreads("cuda", cuda)
     monkeypatch.setattr(devices.importlib.util, "find_spec", lambda name: object() if name == "flash_attn" else None)

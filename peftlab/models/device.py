@@ -147,7 +147,7 @@ def placement(device: Any, spread: bool = False) -> dict[str, Any]:
         return {"device_map": "auto"}
     if device.type == "cpu":
         return {}
-    return {"device_map": {"": device}}
+    return {"device_map": {"": str(device)}}  # e.g. {"": "cuda:0"}: every module on that device
 
 
 def training_arguments(device: Any, dtype: str) -> dict[str, Any]:
