@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from peftlab.errors import PeftlabError
+from peftlab.models.device import DTYPES
 
 # The summarization prompt of the classic Flan-T5 / DialogSum notebook recipe.
 DEFAULT_TEMPLATE = "Summarize the following conversation.\n\n{prompt}\n\nSummary: "
@@ -279,7 +280,7 @@ def validate(config: RunConfig) -> None:
     """Reject impossible settings with the setting's name and a fix."""
     t, d = config.train, config.data
     checks = [
-        (config.model.dtype in ("auto", "fp32", "bf16", "fp16"), f"model.dtype '{config.model.dtype}' is not one of auto, fp32, bf16, fp16"),
+        (config.model.dtype in DTYPES, f"model.dtype '{config.model.dtype}' is not one of {', '.join(DTYPES)}"),
         (bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(config.model.device))),
          f"model.device (--device) '{config.model.device}' is not one of auto, cpu, cuda, cuda:N, mps"),
         (t.lr is None or t.lr > 0, f"train.lr must be positive, got {t.lr}"),

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from peftlab.errors import PeftlabError
+from peftlab.models.device import DEVICE_HELP, DTYPES
 
 
 # Flags several commands share, defined once: (argparse options, help).
@@ -13,10 +14,9 @@ SHARED_FLAGS: dict[str, dict[str, Any]] = {
     "--model": {"help": "hub id, local model folder or .gguf file (default: the adapter's base, else the embedded SmolLM2-135M-Instruct)"},
     "--columns": {"help": "map template fields to columns, e.g. prompt=dialogue,response=summary"},
     "--template": {"help": "prompt template with {field} placeholders (with --adapter: the adapter's own is used)"},
-    "--dtype": {"choices": ["auto", "fp32", "bf16", "fp16"], "help": "weights dtype (auto: bf16 where the device computes it natively, "
+    "--dtype": {"choices": list(DTYPES), "help": "weights dtype (auto: bf16 where the device computes it natively, "
                 "fp16 on GPUs without bf16, else fp32)"},
-    "--device": {"help": "where models run: auto (default: a CUDA GPU, else Apple Silicon's MPS, else the CPU), cpu, cuda, "
-                 "cuda:N or mps"},
+    "--device": {"help": DEVICE_HELP},
     "--set": {"action": "append", "default": [], "metavar": "KEY=VALUE",
               "help": "override any setting, e.g. --set train.lr=1e-4 --set lora.r=8 (repeatable)"},
     "--max-samples": {"type": int, "help": "use at most N rows"},
@@ -170,7 +170,7 @@ def _add_use_commands(commands: Any) -> None:
     _shared(merge, "--model", "--device", "--overwrite", "--push-to-hub", "--public")
     merge.add_argument("--adapter", required=True, help="adapter folder from `peftlab train`")
     merge.add_argument("--output", required=True, help="folder for the merged model")
-    merge.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], help="dtype to merge and save in (default: the training run's)")
+    merge.add_argument("--dtype", choices=list(DTYPES), help="dtype to merge and save in (default: the training run's)")
 
     from peftlab.export.formats import DEFAULT_FORMAT, format_choices, formats_help, tensor_type_choices, types_help
 
@@ -206,7 +206,7 @@ def _add_use_commands(commands: Any) -> None:
     serve.add_argument("--api-key-file", metavar="PATH", help="require 'Authorization: Bearer KEY', KEY read from this file "
                        "(default: $PEFTLAB_API_KEY)")
     serve.add_argument("--api-key", nargs="?", const="", dest="refused_api_key", help=argparse.SUPPRESS)  # refused: argv is public
-    serve.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help="weights dtype (fp32: answers never depend on batching)")
+    serve.add_argument("--dtype", choices=list(DTYPES), default="auto", help="weights dtype (fp32: answers never depend on batching)")
     _shared(serve, "--device")
     serve.add_argument("--max-batch-size", type=int, default=32, help="rows decoding at once, all adapters together (default 32)")
     serve.add_argument("--prefill-chunk-tokens", type=int, default=256,

@@ -13,7 +13,7 @@ from typing import Any
 
 from peftlab.errors import PeftlabError
 
-DEVICE_HELP = "where models run: auto (a CUDA GPU, else Apple Silicon's MPS, else the CPU), cpu, cuda, cuda:N or mps"
+DEVICE_HELP = "where models run: auto (default: a CUDA GPU, else Apple Silicon's MPS, else the CPU), cpu, cuda, cuda:N or mps"
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 _CUDA_INDEX = re.compile(r"^cuda:(\d+)$")
 
