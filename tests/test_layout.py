@@ -4,6 +4,7 @@ no peft_type string comparisons outside the methods."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "peftlab"
@@ -114,4 +115,32 @@ def test_report_imports_nothing_but_its_own_modules_atomic_and_errors():
     allowed = {"peftlab.atomic", "peftlab.errors"}
     offenders = {name: sorted(found) for name, tree in trees.items() if name.startswith("peftlab.report")
                  if (found := {m for m in imported(name, tree, set(trees)) if not m.startswith("peftlab.report") and m not in allowed})}
+    assert not offenders, offenders
+
+
+DEVICE_OWNER = "peftlab.models.device"
+# what picks a device or asks what the machine has: only the owner may (the rest asks it, or follows a model's .device)
+DEVICE_QUERIES = ("torch.cuda.is_available", "torch.cuda.device_count", "torch.cuda.is_bf16_supported", "torch.backends.mps",
+                  "torch.cuda.max_memory_allocated", "_is_mkldnn_bf16_supported")
+DEVICE_NAMES = re.compile(r"^(cuda|mps)(:\d+)?$")
+
+
+def device_picking(name: str, tree: ast.Module) -> list[str]:
+    """Where a module asks for a device by name (`.to("cuda")`, `torch.device("mps")`, `device="cuda:1"`) or queries one."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and any(ast.unparse(node).endswith(query) for query in DEVICE_QUERIES):
+            found.append(f"{name}:{node.lineno} {ast.unparse(node)}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and DEVICE_NAMES.match(node.value):
+            found.append(f"{name}:{node.lineno} {node.value!r}")
+    return found
+
+
+def test_the_device_check_finds_device_picking():
+    tree = ast.parse('import torch\nif torch.cuda.is_available():\n    model.to("cuda:1")\nx = torch.backends.mps.is_available()\n')
+    assert [line.split(" ")[1] for line in device_picking("m", tree)] == ["torch.cuda.is_available", "'cuda:1'", "torch.backends.mps"]
+
+
+def test_only_the_device_owner_picks_a_device():
+    offenders = [line for name, tree in modules().items() if name != DEVICE_OWNER for line in device_picking(name, tree)]
     assert not offenders, offenders

@@ -17,6 +17,7 @@ from peftlab.evaluate.metrics.rouge import ROUGE
 from peftlab.evaluate.predictions import score_generations
 from peftlab.evaluate.references import EvalExample, eval_examples
 from peftlab.generation import GenerationSettings, encode_prompts, load_for_generation
+from peftlab.models.device import release_cached_memory
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
@@ -77,7 +78,7 @@ def score(config: RunConfig, examples: list[EvalExample], settings: GenerationSe
 
     scoring = scoring or Scoring()
     model = config.model
-    loaded = load_for_generation(model.name, model.dtype, trained, model.attn_implementation)
+    loaded = load_for_generation(model.name, model.dtype, trained, model.attn_implementation, model.device)
     prompts, _ = encode_prompts(loaded, [e.prompt for e in examples], config.data.chat_template)
     texts, per_example, summary = score_generations("base" if trained is None else trained, loaded, prompts, examples, settings,
                                                     lambda text: None, scoring.metrics, base_answers)
@@ -85,6 +86,7 @@ def score(config: RunConfig, examples: list[EvalExample], settings: GenerationSe
     tasks = general_task_accuracy(loaded.model, loaded.tokenizer, loaded.is_seq2seq) if forgetting and scoring.general_tasks else None
     del loaded
     gc.collect()
+    release_cached_memory()
     keys = [key for metric in scoring.metrics for key in metric.keys]
     return Scored(texts, per_example, {k: summary[k] for k in keys}, general, summary["seconds"], tasks, summary.get("confusion"))
 
