@@ -79,5 +79,5 @@ def test_the_progress_bar_prints_the_expected_time_once_from_the_first_steady_st
         bar.on_step_end(None, state, None)
     bar.close()
     printed = capsys.readouterr()
-    lines = [line for line in (printed.out + printed.err).splitlines() if line.startswith("train:")]
+    lines = [line for line in (printed.out + printed.err).splitlines() if " per step; " in line]
     assert lines == ["train: 3.0 s per step; about 24 s left for 8 more steps (36 s in all)"]
