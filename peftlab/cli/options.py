@@ -62,9 +62,14 @@ def _add_generation_options(parser: argparse.ArgumentParser, batch_flag: str = "
     parser.add_argument("--samples", type=int, default=3, help="samples to print side by side (default 3)")
 
 
+def _names(text: str) -> list[str]:
+    """'rouge,exact' -> ['rouge', 'exact']: with action="extend" each repeated flag adds its names, in order."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _add_metric_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("metrics")
-    group.add_argument("--metric", action="append", metavar="NAME[,NAME]",
+    group.add_argument("--metric", action="extend", type=_names, metavar="NAME[,NAME]",
                        help="what to score by, the first one being the one compare selects and reports by: rouge (default), "
                        "exact, accuracy, f1, chrf, bleu, json, judge, judge-pairwise, python:MODULE:FUNCTION (repeatable)")
     group.add_argument("--judge-url", help="judge metrics: the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 "

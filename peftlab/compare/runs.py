@@ -26,6 +26,18 @@ REPORT_FILES = ("results.json", "verdict.json", "results.csv", "results.md", "pl
 COMPARISON = outputs.OutputKind("comparison", (SETUP,), (SETUP, "runs", "tuning", "split", "studies.db*", *REPORT_FILES))
 
 
+def trained_methods(methods: list[str]) -> list[str]:
+    """The methods of --methods that train, each once, in order ('base', the zero-shot model, is scored apart);
+    checked before anything slow."""
+    from peftlab.methods import method_names
+
+    known = set(method_names())
+    unknown = [m for m in methods if m != "base" and m not in known]
+    if unknown:
+        raise PeftlabError(f"unknown method(s) {', '.join(unknown)} in --methods; choose from base, {', '.join(sorted(known))}")
+    return list(dict.fromkeys(m for m in methods if m != "base"))
+
+
 def check_comparison_output(out: Path, setup: CompareSetup, overwrite: bool, launcher_config: str | None) -> None:
     """The comparison folder: continued in place, or replaced with --overwrite; never over an input (reads only)."""
     shared = setup.shared_config()

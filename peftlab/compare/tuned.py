@@ -14,8 +14,8 @@ from peftlab import artifacts, outputs
 from peftlab import config as cfg
 from peftlab.compare import studies
 from peftlab.compare.runs import (COMPARISON, base_result, base_size, check_comparison_output, examples_info, prepare_output,
-                                  read_result, result_record, train, validation_losses, write_result)
-from peftlab.compare.plan import plan_runs
+                                  read_result, result_record, train, trained_methods, validation_losses,
+                                  write_result)
 from peftlab.compare.scoring import Scoring, score, scoring_for, stored_bytes, test_examples
 from peftlab.compare.search_space import SearchSpace, search_space
 from peftlab.compare.split import carve_validation, write_split
@@ -67,7 +67,7 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
     import optuna
 
     final_out = Path(output)
-    plan_runs(methods, [])  # checks the method names before anything slow
+    trained = trained_methods(methods)
     shared = setup.shared_config()
     for flag, value in (("--trials", setup.trials), ("--seeds", setup.seeds)):
         if value < 1:
@@ -81,7 +81,6 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
     train_file, validation_file = write_split(split, out / "split")
     storage = storage or studies.open_storage(f"sqlite:///{(out / 'studies.db').resolve()}", sharing.stale_after)
     name = sharing.study or final_out.resolve().name
-    trained = list(dict.fromkeys(m for m in methods if m != "base"))
     spaces = {m: search_space(m, shared) for m in trained}
     steps = eval_steps(shared)
 
