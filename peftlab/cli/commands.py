@@ -49,11 +49,9 @@ def config_flags(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[s
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
-    """--set assignments, then --columns as data.columns.FIELD=COLUMN assignments."""
-    from peftlab.config import parse_mapping
-
-    columns = parse_mapping(args.columns).items() if getattr(args, "columns", None) else []
-    return [*args.set, *(f"data.columns.{name}={column}" for name, column in columns)]
+    """--set assignments, then --columns (parsed by the parser) as data.columns.FIELD=COLUMN assignments."""
+    columns = getattr(args, "columns", None) or {}
+    return [*args.set, *(f"data.columns.{name}={column}" for name, column in columns.items())]
 
 
 def run_config(args: argparse.Namespace) -> Any:

@@ -8,10 +8,17 @@ from typing import Any
 from peftlab.errors import PeftlabError
 
 
+def _columns(text: str) -> dict[str, str]:
+    """--columns parsed with the flags, so a bad mapping is refused (one line) before any work."""
+    from peftlab.config import parse_mapping
+
+    return parse_mapping(text)
+
+
 # Flags several commands share, defined once: (argparse options, help).
 SHARED_FLAGS: dict[str, dict[str, Any]] = {
     "--model": {"help": "hub id, local model folder or .gguf file (default: the adapter's base, else the embedded SmolLM2-135M-Instruct)"},
-    "--columns": {"help": "map template fields to columns, e.g. prompt=dialogue,response=summary"},
+    "--columns": {"type": _columns, "help": "map template fields to columns, e.g. prompt=dialogue,response=summary"},
     "--template": {"help": "prompt template with {field} placeholders (with --adapter: the adapter's own is used)"},
     "--dtype": {"choices": ["auto", "fp32", "bf16"], "help": "weights dtype (auto: bf16 where fast)"},
     "--set": {"action": "append", "default": [], "metavar": "KEY=VALUE",
