@@ -1,6 +1,11 @@
 """`peftlab compare --trials N`, top to bottom: carve validation rows, tune each method on them (Optuna,
 one study per method), train each method's chosen configuration with K seeds, score those once on the
-test rows, and report means with 95% intervals, paired differences and a verdict."""
+test rows, and report means with 95% intervals, paired differences and a verdict.
+
+The final runs (the base and each method x seed) are claimed as trials of one more study, "final", although
+Optuna chooses nothing there: its shared storage is what lets `--worker` processes on several machines share
+them (who runs what, heartbeats, re-queues of a dead worker's run) with no launcher or scheduler of our own.
+Each final run's record is still the result.json in its folder; the trial carries a copy for the report."""
 
 from __future__ import annotations
 
