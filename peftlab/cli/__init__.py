@@ -1,5 +1,5 @@
-"""The `peftlab` command: parse, load the config, call a recipe, print. The only package that knows the terminal.
-May import every other package of peftlab (lazily, inside the commands); nothing imports it."""
+"""Owns the `peftlab` command: parse, map flags to config keys, call a recipe, print; the only package knowing the terminal.
+May import any package of peftlab (lazily, inside the commands); nothing imports it but __main__."""
 
 from __future__ import annotations
 

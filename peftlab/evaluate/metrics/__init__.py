@@ -1,5 +1,5 @@
-"""The metrics eval, compare and demo score by: one file per metric, per-example scores in [0, 1], one primary key each.
-May import peftlab.errors and peftlab.models (the cache folder); never generation, train or compare."""
+"""Owns the metrics eval, compare and demo score by: one file per metric, per-example scores in [0, 1], one primary key each.
+May import errors and models (the cache folder); never generation, train or compare."""
 
 from __future__ import annotations
 
