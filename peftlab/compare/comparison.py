@@ -11,8 +11,9 @@ from typing import Any, Callable
 
 from peftlab import artifacts, outputs
 from peftlab import config as cfg
-from peftlab.compare.runs import (COMPARISON, base_result, examples_info, open_output, read_result, result_record, score,
-                                  scoring_for, stored_bytes, test_examples, train, trained_methods, write_result)
+from peftlab.compare.runs import (COMPARISON, base_result, check_comparison_output, examples_info, prepare_output, read_result,
+                                  result_record, score, scoring_for, stored_bytes, test_examples, train, trained_methods,
+                                  write_result)
 from peftlab.config import CompareSetup
 from peftlab.errors import PeftlabError
 from peftlab.evaluate.metrics import check_references
@@ -93,9 +94,10 @@ def run_compare(setup: CompareSetup, methods: list[str], sweeps: list[str], outp
     runs = plan_runs(methods, sweeps)  # checks method names and sweeps before anything slow
     shared = setup.shared_config()
     scoring = scoring_for(setup)  # a metric that cannot score is one line before anything slow
+    check_comparison_output(final, setup, overwrite, launcher_config)
     examples = test_examples(shared, setup.eval_data, setup.eval_rows)
     check_references(scoring.metrics, [e.references for e in examples])
-    out = open_output(final, setup, overwrite, launcher_config)
+    out = prepare_output(final, setup, overwrite)
     say(f"compare: {len(runs)} trained run(s) + base on {len(examples)} test rows; output {final}"
         + (f" (built in {out}, which replaces it when finished)" if out != final else ""))
 

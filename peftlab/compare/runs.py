@@ -48,13 +48,16 @@ def trained_methods(methods: list[str]) -> list[str]:
     return list(dict.fromkeys(m for m in methods if m != "base"))
 
 
-def open_output(out: Path, setup: CompareSetup, overwrite: bool, launcher_config: str | None) -> Path:
-    """The folder to build the comparison in, opened once every input is checked (it writes compare.yaml). Never over
-    an input or a folder peftlab did not write; `out` itself, continued or extended with more methods with the same setup
-    only, or with --overwrite a staging folder beside it that replaces it when finished."""
+def check_comparison_output(out: Path, setup: CompareSetup, overwrite: bool, launcher_config: str | None) -> None:
+    """The comparison folder: continued in place, or replaced with --overwrite; never over an input (reads only)."""
     shared = setup.shared_config()
     sources = outputs.inputs(data=shared.data.train, test_data=setup.eval_data, model=shared.model.name, config=launcher_config)
     outputs.check_folder(out, overwrite, COMPARISON, sources, continuable=True)
+
+
+def prepare_output(out: Path, setup: CompareSetup, overwrite: bool) -> Path:
+    """The folder to build the comparison in: `out` (continued or extended with more methods, with the
+    same setup only), or with --overwrite a staging folder beside it that replaces it when finished."""
     work = outputs.replacement_folder(out, keep=lambda staging: not _setup_differences(staging, setup)) if overwrite else out
     changed = _setup_differences(work, setup)
     if changed:

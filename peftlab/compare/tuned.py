@@ -18,9 +18,9 @@ from typing import Any, Callable
 from peftlab import artifacts, outputs
 from peftlab import config as cfg
 from peftlab.compare import studies
-from peftlab.compare.runs import (COMPARISON, Scoring, base_result, base_size, examples_info, open_output, read_result,
-                                  result_record, score, scoring_for, stored_bytes, test_examples, train, trained_methods,
-                                  validation_losses, write_result)
+from peftlab.compare.runs import (COMPARISON, Scoring, base_result, base_size, check_comparison_output, examples_info,
+                                  prepare_output, read_result, result_record, score, scoring_for, stored_bytes, test_examples,
+                                  train, trained_methods, validation_losses, write_result)
 from peftlab.compare.search_space import SearchSpace, search_space
 from peftlab.compare.split import carve_validation, write_split
 from peftlab.config import CompareSetup
@@ -78,9 +78,10 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
             raise PeftlabError(f"{flag} must be at least 1, got {value}")
     if sharing.storage and overwrite:
         raise PeftlabError("--overwrite does not clear a shared --storage; pass another --study name to start over")
+    check_comparison_output(final_out, setup, overwrite and not sharing.worker, launcher_config)
     split = carve_validation(shared.data.train, setup.val_share, shared.train.seed)
     storage = studies.open_storage(sharing.storage, sharing.stale_after) if sharing.storage else None  # checked before writing
-    out = open_output(final_out, setup, overwrite and not sharing.worker, launcher_config)
+    out = prepare_output(final_out, setup, overwrite and not sharing.worker)
     train_file, validation_file = write_split(split, out / "split")
     storage = storage or studies.open_storage(f"sqlite:///{(out / 'studies.db').resolve()}", sharing.stale_after)
     name = sharing.study or final_out.resolve().name
