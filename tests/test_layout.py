@@ -4,6 +4,7 @@ no peft_type string comparisons outside the methods."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "peftlab"
@@ -141,8 +142,6 @@ def _package_of(module: str, packages: list[str]) -> str:
 def test_each_package_says_what_it_owns_and_names_every_package_it_imports():
     """Line 1 of each package's docstring: "Owns ..."; line 2: "May import ...", naming (as a word) every part of peftlab
     the package imports, unless it may import any."""
-    import re
-
     trees = modules()
     packages = sorted((name for name in trees if (PACKAGE.parent / name.replace(".", "/") / "__init__.py").is_file()
                        and name != "peftlab"), key=len, reverse=True)
@@ -162,4 +161,32 @@ def test_each_package_says_what_it_owns_and_names_every_package_it_imports():
                 part, own = _package_of(target, packages).removeprefix("peftlab."), package.removeprefix("peftlab.")
                 if part != own and not part.startswith(own + ".") and not set(part.split(".")) & named:
                     offenders.append(f"{package}: {module} imports {target}, not named in {lines[1]!r}")
+    assert not offenders, offenders
+
+
+DEVICE_OWNER = "peftlab.models.device"
+# what picks a device or asks what the machine has: only the owner may (the rest asks it, or follows a model's .device)
+DEVICE_QUERIES = ("torch.cuda.is_available", "torch.cuda.device_count", "torch.cuda.is_bf16_supported", "torch.backends.mps",
+                  "torch.cuda.max_memory_allocated", "_is_mkldnn_bf16_supported")
+DEVICE_NAMES = re.compile(r"^(cuda|mps)(:\d+)?$")
+
+
+def device_picking(name: str, tree: ast.Module) -> list[str]:
+    """Where a module asks for a device by name (`.to("cuda")`, `torch.device("mps")`, `device="cuda:1"`) or queries one."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and any(ast.unparse(node).endswith(query) for query in DEVICE_QUERIES):
+            found.append(f"{name}:{node.lineno} {ast.unparse(node)}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and DEVICE_NAMES.match(node.value):
+            found.append(f"{name}:{node.lineno} {node.value!r}")
+    return found
+
+
+def test_the_device_check_finds_device_picking():
+    tree = ast.parse('import torch\nif torch.cuda.is_available():\n    model.to("cuda:1")\nx = torch.backends.mps.is_available()\n')
+    assert [line.split(" ")[1] for line in device_picking("m", tree)] == ["torch.cuda.is_available", "'cuda:1'", "torch.backends.mps"]
+
+
+def test_only_the_device_owner_picks_a_device():
+    offenders = [line for name, tree in modules().items() if name != DEVICE_OWNER for line in device_picking(name, tree)]
     assert not offenders, offenders

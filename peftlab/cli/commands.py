@@ -209,7 +209,7 @@ def command_merge(args: argparse.Namespace) -> int:
     from peftlab.export.merge import merge
 
     api = _hub(args)
-    merge(args.adapter, args.output, args.model, args.dtype, args.overwrite, say=_say)
+    merge(args.adapter, args.output, args.model, args.dtype, args.overwrite, say=_say, device=args.device or "auto")
     _push(args, api, args.output)
     return 0
 
@@ -217,15 +217,27 @@ def command_merge(args: argparse.Namespace) -> int:
 def command_export(args: argparse.Namespace) -> int:
     from peftlab.export.formats import FORMATS
 
+    device = args.device or "auto"
+    if args.format == "vllm":  # several adapters on one base, and the command line that serves them
+        from peftlab.export.to_lora import parse_rank
+        from peftlab.export.to_vllm import export_vllm
+
+        api = _hub(args)
+        export_vllm(args.source, args.output, parse_rank(args.rank), args.model, args.overwrite, say=_say, device=device)
+        _push(args, api, args.output)
+        return 0
+    if len(args.source) > 1:
+        raise PeftlabError(f"--format {args.format} exports one source; got {len(args.source)} (--format vllm takes several)")
+    args.source = args.source[0]
     if args.format == "lora":  # a folder, not a GGUF file: its own module and a rank instead of a tensor type
         from peftlab.export.to_lora import export_lora, parse_rank
 
         api = _hub(args)
-        export_lora(args.source, args.output, parse_rank(args.rank), args.model, args.overwrite, say=_say)
+        export_lora(args.source, args.output, parse_rank(args.rank), args.model, args.overwrite, say=_say, device=device)
         _push(args, api, args.output)
         return 0
     api = _hub(args)
-    FORMATS[args.format].write(args.source, args.output, args.tensor_type, args.model, args.overwrite, say=_say)
+    FORMATS[args.format].write(args.source, args.output, args.tensor_type, args.model, args.overwrite, say=_say, device=device)
     _push(args, api, args.output)
     return 0
 
@@ -269,7 +281,8 @@ def command_serve(args: argparse.Namespace) -> int:
     check_at_least_one(max_batch_size=args.max_batch_size, prefill_chunk_tokens=args.prefill_chunk_tokens, **({} if args.max_adapters is None else {"max_adapters": args.max_adapters}))
     api_key = read_api_key(args.api_key_file, os.environ.get("PEFTLAB_API_KEY"), say=_say)
     serve(args.model, args.adapter, args.host, args.port, api_key, args.dtype, limits, args.max_batch_size,
-          args.prefill_chunk_tokens, args.name, say=_say, adapter_dir=args.adapter_dir, max_adapters=args.max_adapters)
+          args.prefill_chunk_tokens, args.name, say=_say, adapter_dir=args.adapter_dir, max_adapters=args.max_adapters,
+          device=args.device or "auto")
     return 0
 
 COMMANDS = {"train": command_train, "eval": command_eval, "demo": command_demo, "compare": command_compare, "methods": command_methods,

@@ -26,6 +26,7 @@ from peftlab.evaluate.metrics.rouge import ROUGE
 from peftlab.evaluate.predictions import score_generations
 from peftlab.evaluate.references import EvalExample, eval_examples
 from peftlab.generation import GenerationSettings, encode_prompts, load_for_generation
+from peftlab.models.device import release_cached_memory
 
 SETUP = "compare.yaml"  # what every run shares; a later call must match it to add runs
 RESULT = "result.json"  # one per finished run, in its folder
@@ -192,7 +193,7 @@ def score(config: RunConfig, examples: list[EvalExample], settings: GenerationSe
 
     scoring = scoring or Scoring()
     model = config.model
-    loaded = load_for_generation(model.name, model.dtype, trained, model.attn_implementation)
+    loaded = load_for_generation(model.name, model.dtype, trained, model.attn_implementation, model.device)
     prompts, _ = encode_prompts(loaded, [e.prompt for e in examples], config.data.chat_template)
     texts, per_example, summary = score_generations("base" if trained is None else trained, loaded, prompts, examples, settings,
                                                     lambda text: None, scoring.metrics, base_answers)
@@ -200,6 +201,7 @@ def score(config: RunConfig, examples: list[EvalExample], settings: GenerationSe
     tasks = general_task_accuracy(loaded.model, loaded.tokenizer, loaded.is_seq2seq) if forgetting and scoring.general_tasks else None
     del loaded
     gc.collect()
+    release_cached_memory()
     keys = [key for metric in scoring.metrics for key in metric.keys]
     return Scored(texts, per_example, {k: summary[k] for k in keys}, general, summary["seconds"], tasks, summary.get("confusion"))
 

@@ -1,2 +1,2 @@
 """Owns the `peftlab eval` and `peftlab generate` recipes: settings, test references, predictions; metrics/ holds the metrics.
-May import config, artifacts, atomic, outputs, errors, data and generation; never train, compare, export or serve."""
+May import config, artifacts, atomic, outputs, errors, models, data and generation; never train, compare, export or serve."""
