@@ -16,12 +16,19 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def metric_names(args: argparse.Namespace) -> list[str]:
+    """The names --metric gave (the parser split them on commas), first the primary one; without it the default."""
+    from peftlab.evaluate.metrics import DEFAULT_METRICS
+
+    return args.metric or list(DEFAULT_METRICS)
+
+
 def metric_options(args: argparse.Namespace) -> list[Any]:
     """The metrics named by --metric, resolved (a user function imported, a judge configured) before anything slow."""
-    from peftlab.evaluate.metrics import JudgeSettings, resolve_metrics, split_names
+    from peftlab.evaluate.metrics import JudgeSettings, resolve_metrics
 
     judge = JudgeSettings(args.judge_url, args.judge_model, args.judge_prompt)
-    return resolve_metrics(split_names(args.metric), judge)
+    return resolve_metrics(metric_names(args), judge)
 
 
 def metric_tables(result: dict[str, Any]) -> str:
@@ -42,11 +49,9 @@ def config_flags(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[s
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
-    """--set assignments, then --columns as data.columns.FIELD=COLUMN assignments."""
-    from peftlab.config import parse_mapping
-
-    columns = parse_mapping(args.columns).items() if getattr(args, "columns", None) else []
-    return [*args.set, *(f"data.columns.{name}={column}" for name, column in columns)]
+    """--set assignments, then --columns (parsed by the parser) as data.columns.FIELD=COLUMN assignments."""
+    columns = getattr(args, "columns", None) or {}
+    return [*args.set, *(f"data.columns.{name}={column}" for name, column in columns.items())]
 
 
 def run_config(args: argparse.Namespace) -> Any:
@@ -138,14 +143,13 @@ def command_demo(args: argparse.Namespace) -> int:
 def command_compare(args: argparse.Namespace) -> int:
     from peftlab.compare.comparison import run_compare
     from peftlab.config import CompareSetup
-    from peftlab.evaluate.metrics import split_names
 
     flags = config_flags(args, skip=("output",))
     settings = generation_settings(args, default_max_new_tokens=64)
     setup = CompareSetup([f"{key}={value}" for key, value in flags.items() if value is not None] + overrides(args),
                          args.test_data, args.eval_samples, {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams},
                          trials=args.trials, seeds=args.seeds, val_share=args.val_share,
-                         select_by=args.select_by, metrics=split_names(args.metric), general_tasks=args.general_tasks,
+                         select_by=args.select_by, metrics=metric_names(args), general_tasks=args.general_tasks,
                          judge={k: v for k, v in (("url", args.judge_url), ("model", args.judge_model),
                                                   ("prompt_file", args.judge_prompt)) if v})
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -9,10 +9,17 @@ from peftlab.errors import PeftlabError
 from peftlab.models.device import DEVICE_HELP, DTYPES
 
 
+def _columns(text: str) -> dict[str, str]:
+    """--columns parsed with the flags, so a bad mapping is refused (one line) before any work."""
+    from peftlab.config import parse_mapping
+
+    return parse_mapping(text)
+
+
 # Flags several commands share, defined once: (argparse options, help).
 SHARED_FLAGS: dict[str, dict[str, Any]] = {
     "--model": {"help": "hub id, local model folder or .gguf file (default: the adapter's base, else the embedded SmolLM2-135M-Instruct)"},
-    "--columns": {"help": "map template fields to columns, e.g. prompt=dialogue,response=summary"},
+    "--columns": {"type": _columns, "help": "map template fields to columns, e.g. prompt=dialogue,response=summary"},
     "--template": {"help": "prompt template with {field} placeholders (with --adapter: the adapter's own is used)"},
     "--dtype": {"choices": list(DTYPES), "help": "weights dtype (auto: bf16 where the device computes it natively, "
                 "fp16 on GPUs without bf16, else fp32)"},
@@ -65,9 +72,14 @@ def _add_generation_options(parser: argparse.ArgumentParser, batch_flag: str = "
     parser.add_argument("--samples", type=int, default=3, help="samples to print side by side (default 3)")
 
 
+def _names(text: str) -> list[str]:
+    """'rouge,exact' -> ['rouge', 'exact']: with action="extend" each repeated flag adds its names, in order."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _add_metric_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("metrics")
-    group.add_argument("--metric", action="append", metavar="NAME[,NAME]",
+    group.add_argument("--metric", action="extend", type=_names, metavar="NAME[,NAME]",
                        help="what to score by, the first one being the one compare selects and reports by: rouge (default), "
                        "exact, accuracy, f1, chrf, bleu, json, judge, judge-pairwise, python:MODULE:FUNCTION (repeatable)")
     group.add_argument("--judge-url", help="judge metrics: the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 "

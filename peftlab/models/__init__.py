@@ -1,4 +1,5 @@
-"""Load models and tokenizers: hub id, local folder or GGUF file (converted once and cached); where they run (device.py)."""
+"""Owns loading models and tokenizers (hub id, local folder or GGUF file, converted once), 4/8-bit, and where they run (device.py).
+May import atomic and errors only: every other package builds on it."""
 
 from peftlab.models.device import resolve_device, resolve_dtype
 from peftlab.models.loading import LoadedModel, load_model, load_tokenizer, resolve_source
