@@ -282,6 +282,7 @@ CASES = [
          ("nosummary.jsonl line 1", "no column 'summary'", "dialogue, label", "--columns response=")),
     Case("train-misspelled-column", lambda b: train(b, "--columns", "prompt=dialog,response=summary"),
          ("toy.jsonl line 1", "no column 'dialog'", "dialogue", "--columns prompt=")),
+    Case("compare-columns-not-a-mapping", lambda b: compare(b, "--columns", "prompt"), ("columns: 'prompt' is not NAME=COLUMN",)),
     Case("train-template-unknown-field", lambda b: train(b, "--template", "Summarize: {conversation}"),
          ("toy.jsonl line 1", "no column 'conversation'", "--template")),
     # train: conversations (issue 28)

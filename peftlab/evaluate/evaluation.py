@@ -37,9 +37,9 @@ def evaluate(config: RunConfig, data: str, output: str | None, adapter: str | No
         return _evaluate_text(config, data, output, adapter, examples, include_base, say)
     check_references(metrics, [e.references for e in examples])
     model = config.model
-    loaded = load_for_generation(model.name, model.dtype, adapter, model.attn_implementation)
+    loaded = load_for_generation(model.name, model.dtype, adapter, model.attn_implementation, model.device)
     prompts, chat = encode_prompts(loaded, [e.prompt for e in examples], config.data.chat_template)
-    say(f"eval: {len(examples)} rows of {data} on {loaded.spec} ({loaded.dtype})" + (f" + adapter {adapter}" if adapter else ""))
+    say(f"eval: {len(examples)} rows of {data} on {loaded.spec} ({loaded.dtype}, {loaded.device})" + (f" + adapter {adapter}" if adapter else ""))
 
     runs: dict[str, tuple] = {}
     if adapter and include_base:
@@ -47,7 +47,7 @@ def evaluate(config: RunConfig, data: str, output: str | None, adapter: str | No
             with loaded.model.disable_adapter():
                 runs["base"] = score_generations("base", loaded, prompts, examples, settings, say, metrics)
         else:  # a result that replaced or changed weights (full, freeze, bitfit, bottleneck): load the base
-            base = load_for_generation(model.name, model.dtype, attn_implementation=model.attn_implementation)
+            base = load_for_generation(model.name, model.dtype, attn_implementation=model.attn_implementation, device=model.device)
             runs["base"] = score_generations("base", base, prompts, examples, settings, say, metrics)
     base_texts = runs["base"][0] if "base" in runs else base_answers
     runs["tuned" if adapter else "base"] = score_generations("tuned" if adapter else "base", loaded, prompts, examples, settings,

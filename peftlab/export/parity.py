@@ -61,7 +61,7 @@ def check_parity(config: RunConfig, adapter: str, texts: list[str | list[dict[st
     from peftlab.export.merge import merged_model
     from peftlab.generation import encode_prompts, eos_ids, generate_ids, load_for_generation
 
-    loaded = load_for_generation(config.model.name, "fp32", adapter, config.model.attn_implementation)
+    loaded = load_for_generation(config.model.name, "fp32", adapter, config.model.attn_implementation, config.model.device)
     seq2seq = loaded.is_seq2seq
     if seq2seq and gguf:
         raise PeftlabError("--gguf: this adapter's base is an encoder-decoder (T5), which peftlab does not export to GGUF; "
@@ -72,7 +72,7 @@ def check_parity(config: RunConfig, adapter: str, texts: list[str | list[dict[st
     ends = eos_ids(loaded.model, loaded.tokenizer)
     answers = {REFERENCE: [until_end(t, ends) for t in generate_ids(loaded.model, loaded.tokenizer, prompts, seq2seq, settings)]}
     say(f"check: {len(prompts)} prompts, greedy, up to {settings.max_new_tokens} new tokens; {REFERENCE} on its base done")
-    merged, _, _ = merged_model(adapter, config.model.name, "fp32")
+    merged, _, _ = merged_model(adapter, config.model.name, "fp32", device=config.model.device)
     answers["merged"] = [until_end(t, ends) for t in generate_ids(merged, loaded.tokenizer, prompts, seq2seq, settings)]
     say("check: merged model done")
     problems = template_problems(adapter, loaded.tokenizer, gguf)

@@ -70,3 +70,19 @@ def test_one_step_has_no_steady_figure(tiny_llama, toy_data, tmp_path):
     # when the first step began, on the wall clock another process reads: after the data was prepared
     assert started + summary["data_seconds"] < summary["first_step_started_at"] < time.time()
     assert summary["data_rows"] == len(TOY_ROWS * 2)
+
+
+def test_the_progress_bar_prints_the_expected_time_once_from_the_first_steady_step(monkeypatch, capsys):
+    now = [0.0]
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: now[0])
+    bar = callbacks.ProgressBar(TokenCount())
+    state = SimpleNamespace(global_step=0, max_steps=10, is_world_process_zero=True)
+    bar.on_train_begin(None, state, None)
+    for step, seconds in enumerate([9.0, 3.0, 3.0, 3.0], start=1):  # the first step pays the warm-up
+        now[0] += seconds
+        state.global_step = step
+        bar.on_step_end(None, state, None)
+    bar.close()
+    printed = capsys.readouterr()
+    lines = [line for line in (printed.out + printed.err).splitlines() if " per step; " in line]
+    assert lines == ["train: 3.0 s per step; about 24 s left for 8 more steps (36 s in all)"]
