@@ -31,7 +31,7 @@ from machine import write_results  # benchmarks/machine.py: the results file nam
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DIALOGSUM = ROOT.parents[1] / "shared" / "data" / "dialogsum" / "train.jsonl"
+DIALOGSUM = ROOT.parent / "shared" / "data" / "dialogsum" / "train.jsonl"
 
 
 def write_rows(path: Path, count: int, dialogsum: Path) -> None:

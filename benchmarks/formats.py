@@ -31,7 +31,7 @@ from machine import machine, write_results  # benchmarks/machine.py: the results
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import render_results  # noqa: E402 - scripts/render_results.py: the same table the docs render from the JSON
-DIALOGSUM = ROOT.parents[1] / "shared" / "data" / "dialogsum"
+DIALOGSUM = ROOT.parent / "shared" / "data" / "dialogsum"
 INSTRUCTION = "Summarize this dialogue."
 SYSTEM = "You summarize dialogues and answer questions about them."
 FOLLOW_UP = "How many turns does the dialogue have?"
