@@ -200,9 +200,10 @@ def main() -> int:
     parser.add_argument("--prefill-chunk-tokens", type=int, default=256, help="continuous batching's prefill budget per step")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
+    parser.add_argument("--data", default=str(DIALOGSUM), help="rows with a dialogue and a summary (default: DialogSum's test set)")
     args = parser.parse_args()
-    if not DIALOGSUM.is_file():
-        print(f"DialogSum test data not found at {DIALOGSUM} (it lives in ../shared/data/dialogsum beside the repository)")
+    if not Path(args.data).is_file():
+        print(f"test data not found at {args.data} (DialogSum lives in ../shared/data/dialogsum beside the repository)")
         return 2
 
     import torch
@@ -210,7 +211,7 @@ def main() -> int:
     from peftlab.serve.http import start, stop
     from peftlab.serve.launch import load_engine
 
-    rows = [json.loads(line) for line in DIALOGSUM.read_text(encoding="utf-8").splitlines()][:args.rows]
+    rows = [json.loads(line) for line in Path(args.data).read_text(encoding="utf-8").splitlines()][:args.rows]
     engine = load_engine(None, [], "fp32")
     with tempfile.TemporaryDirectory() as tmp:
         for name, folder in save_adapters(engine, Path(tmp)):

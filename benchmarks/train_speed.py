@@ -164,7 +164,8 @@ def run_classic(rows: int | None, model_name: str | None) -> dict:
             "final_loss": trainer.state.log_history[-2].get("loss")}
 
 
-def run_trl(rows: int | None, model_name: str | None) -> dict:
+def run_trl(rows: int | None, model_name: str | None, on_gpu: bool = False) -> dict:
+    """TRL's SFTTrainer on the rows; `on_gpu`: on the GPU in bf16 mixed precision (benchmarks/gpu_check.py), else the CPU in fp32."""
     import datasets
     from trl import SFTConfig, SFTTrainer
 
@@ -183,8 +184,8 @@ def run_trl(rows: int | None, model_name: str | None) -> dict:
         rows_ = [{"prompt": e.prompt, "completion": e.response} for e in examples]
     with tempfile.TemporaryDirectory() as out:
         args = SFTConfig(output_dir=out, per_device_train_batch_size=BATCH, learning_rate=LR, num_train_epochs=1, logging_steps=1,
-                         save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True, packing=False,
-                         completion_only_loss=True, max_length=1024, bf16=False)
+                         save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=not on_gpu, packing=False,
+                         completion_only_loss=True, max_length=1024, bf16=on_gpu)
         trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=datasets.Dataset.from_list(rows_),
                              processing_class=loaded.tokenizer, peft_config=lora_config(loaded))
         real_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
@@ -192,9 +193,10 @@ def run_trl(rows: int | None, model_name: str | None) -> dict:
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
-    return {"recipe": "TRL SFTTrainer (no packing, fp32)", "dtype": "fp32", "rows": len(rows_), "seconds": seconds,
+    return {"recipe": f"TRL SFTTrainer (no packing, {'bf16 autocast' if on_gpu else 'fp32'})", "dtype": "bf16" if on_gpu else "fp32", "rows": len(rows_), "seconds": seconds,
             "real_tokens": real_tokens, "real_tokens_per_second": real_tokens / seconds, "real_token_share": None,
-            **clock.warm_up_split(seconds, clock.tokens()[0], clock.first_step_tokens()), "peak_memory_bytes": peak_rss_bytes(),
+            **clock.warm_up_split(seconds, clock.tokens()[0], clock.first_step_tokens()),
+            "peak_memory_bytes": __import__("torch").cuda.max_memory_allocated() if on_gpu else peak_rss_bytes(),
             "final_loss": trainer.state.log_history[-2].get("loss")}
 
 
@@ -224,6 +226,7 @@ def run_limit(rows: int | None, model_name: str | None) -> dict:
 
 
 ROLES = {"limit": run_limit, "classic": run_classic, "trl": run_trl, "peftlab": run_peftlab,
+         "trl-gpu": lambda rows, model: run_trl(rows, model, on_gpu=True),
          "peftlab-all": lambda rows, model: run_peftlab(None, model),
          "peftlab-all-unbounded": lambda rows, model: run_peftlab(None, model, "train.max_batch_tokens=0")}
 

@@ -304,7 +304,9 @@ def recorded_differences(path: Path, current: dict[str, Any], defaults: dict[str
 
 
 def _recorded_run_differences(folder: Path, config: RunConfig) -> list[str] | None:
-    return recorded_differences(folder / RUN_FILE, config.to_dict(), RunConfig().to_dict())
+    """Where the run computes (model.device) is not part of what it is: a run may resume on another device."""
+    changed = recorded_differences(folder / RUN_FILE, config.to_dict(), RunConfig().to_dict())
+    return None if changed is None else [key for key in changed if key != "model.device"]
 
 
 @dataclass

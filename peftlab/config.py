@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import yaml
 
 from peftlab.errors import PeftlabError
+from peftlab.models.device import DTYPES
 
 # The summarization prompt of the classic Flan-T5 / DialogSum notebook recipe.
 DEFAULT_TEMPLATE = "Summarize the following conversation.\n\n{prompt}\n\nSummary: "
@@ -19,7 +21,8 @@ DEFAULT_TEMPLATE = "Summarize the following conversation.\n\n{prompt}\n\nSummary
 @dataclass
 class ModelConfig:
     name: str | None = None  # hub id, local folder or .gguf file; None = the embedded default
-    dtype: str = "auto"  # auto | fp32 | bf16
+    dtype: str = "auto"  # auto (the device's fast dtype: bf16 where native, fp16 on older GPUs, else fp32) | fp32 | bf16 | fp16
+    device: str = "auto"  # auto (a CUDA GPU, else Apple's MPS, else the CPU) | cpu | cuda | cuda:N | mps
     # auto: what transformers picks for the model (sdpa where the model has it, else eager: Gemma 2 has no sdpa in
     # transformers 5.24); or a name it knows (eager, sdpa, flash_attention_2, flex_attention...)
     attn_implementation: str = "auto"
@@ -106,6 +109,8 @@ class CompareSetup:
 
     def to_dict(self) -> dict[str, Any]:
         record = dataclasses.asdict(self)
+        # where the runs compute is not part of the comparison: it may continue on another machine or device
+        record["overrides"] = [o for o in record["overrides"] if not o.startswith("model.device=")]
         # added later: recorded only when set, so comparisons begun before them still resume
         for name, default in (("select_by", "loss"), ("metrics", ["rouge"]), ("judge", {}), ("general_tasks", False)):
             if record[name] == default:
@@ -286,7 +291,9 @@ def validate(config: RunConfig) -> None:
     """Reject impossible settings with the setting's name and a fix."""
     t, d = config.train, config.data
     checks = [
-        (config.model.dtype in ("auto", "fp32", "bf16"), f"model.dtype '{config.model.dtype}' is not one of auto, fp32, bf16"),
+        (config.model.dtype in DTYPES, f"model.dtype '{config.model.dtype}' is not one of {', '.join(DTYPES)}"),
+        (bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(config.model.device))),
+         f"model.device (--device) '{config.model.device}' is not one of auto, cpu, cuda, cuda:N, mps"),
         (t.lr is None or t.lr > 0, f"train.lr must be positive, got {t.lr}"),
         (t.batch_size >= 1, f"train.batch_size must be at least 1, got {t.batch_size}"),
         (t.grad_accum >= 1, f"train.grad_accum must be at least 1, got {t.grad_accum}"),

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny models, small data files, the real DialogSum data when present."""
+"""Shared fixtures: tiny models, a small adapter trained on one, small data files, the real DialogSum data when present."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_models import save_tiny_llama, save_tiny_t5
+from tests.tiny_models import save_tiny_llama, save_tiny_t5, train_tiny
 
 DIALOGSUM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dialogsum"
 
@@ -56,3 +56,12 @@ def dialogsum() -> Path:
     if not (DIALOGSUM / "train.jsonl").is_file():
         pytest.skip(f"DialogSum data not found at {DIALOGSUM} (it lives in ../shared/data/dialogsum beside the repository)")
     return DIALOGSUM
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_llama, tmp_path_factory) -> str:
+    """A LoRA adapter trained for a few steps on the tiny Llama with a custom template (tests only read it)."""
+    folder = tmp_path_factory.mktemp("tiny-adapter")
+    data = write_jsonl(folder / "toy.jsonl", TOY_ROWS * 2)
+    train_tiny(tiny_llama, data, folder / "run", "data.template=Summary of {prompt} ->")
+    return str(folder / "run" / "adapter")

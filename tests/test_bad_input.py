@@ -282,6 +282,7 @@ CASES = [
          ("nosummary.jsonl line 1", "no column 'summary'", "dialogue, label", "--columns response=")),
     Case("train-misspelled-column", lambda b: train(b, "--columns", "prompt=dialog,response=summary"),
          ("toy.jsonl line 1", "no column 'dialog'", "dialogue", "--columns prompt=")),
+    Case("compare-columns-not-a-mapping", lambda b: compare(b, "--columns", "prompt"), ("columns: 'prompt' is not NAME=COLUMN",)),
     Case("train-template-unknown-field", lambda b: train(b, "--template", "Summarize: {conversation}"),
          ("toy.jsonl line 1", "no column 'conversation'", "--template")),
     # train: conversations (issue 28)
@@ -328,8 +329,8 @@ CASES = [
          ("v.jsonl line 1", "over the 1,048,576-byte limit")),
     Case("generate-jsonl-row-over-the-limit", lambda b: generate(b, "--data", b.rows("v.jsonl", [{"dialogue": "a" * 10_000_000}])),
          ("v.jsonl line 1", "over the 1,048,576-byte limit")),
-    Case("eval-text-rows-have-no-reference", lambda b: evaluate(b, data=b.rows("t.jsonl", [{"text": "Hello there."}])),
-         ("t.jsonl line 1", "text row has no prompt and reference", "prompt/completion")),
+    Case("generate-text-rows-have-no-prompt", lambda b: generate(b, "--data", b.rows("t.jsonl", [{"text": "Hello there."}])),
+         ("t.jsonl line 1", "text row has no prompt to answer", "prompt/completion")),
     Case("train-model-folder-missing", lambda b: train(b, "--model", f"{b.inputs}/no-such-model"),
          ("{inputs}/no-such-model", "does not exist")),
     # train: settings, flags and the config file

@@ -32,7 +32,7 @@ def test_lora_on_the_default_model_trains_and_reloads_in_plain_peft(dialogsum, t
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from peftlab.models.loading import resolve_dtype
+    from peftlab.models.device import resolve_dtype
     from peftlab.train.recipe import run
 
     trained, said = [], []

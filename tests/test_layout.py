@@ -4,6 +4,7 @@ no peft_type string comparisons outside the methods."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "peftlab"
@@ -114,4 +115,78 @@ def test_report_imports_nothing_but_its_own_modules_atomic_and_errors():
     allowed = {"peftlab.atomic", "peftlab.errors"}
     offenders = {name: sorted(found) for name, tree in trees.items() if name.startswith("peftlab.report")
                  if (found := {m for m in imported(name, tree, set(trees)) if not m.startswith("peftlab.report") and m not in allowed})}
+    assert not offenders, offenders
+
+
+MAX_MODULE_LINES, MAX_CLASS_LINES = 400, 200  # small modules a newcomer can hold in their head
+
+
+def test_no_module_over_400_lines_and_no_class_over_200():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        where = path.relative_to(PACKAGE.parent)
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            offenders.append(f"{where}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
+                offenders.append(f"{where}:{node.lineno} class {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not offenders, offenders
+
+
+def _package_of(module: str, packages: list[str]) -> str:
+    """The innermost package holding `module`, or the module itself when it is a top-level file (config, atomic...)."""
+    return next((p for p in packages if module == p or module.startswith(p + ".")), module)
+
+
+def test_each_package_says_what_it_owns_and_names_every_package_it_imports():
+    """Line 1 of each package's docstring: "Owns ..."; line 2: "May import ...", naming (as a word) every part of peftlab
+    the package imports, unless it may import any."""
+    trees = modules()
+    packages = sorted((name for name in trees if (PACKAGE.parent / name.replace(".", "/") / "__init__.py").is_file()
+                       and name != "peftlab"), key=len, reverse=True)
+    offenders = []
+    for package in packages:
+        lines = (ast.get_docstring(trees[package]) or "").splitlines()
+        if len(lines) < 2 or not lines[0].startswith("Owns") or not lines[1].startswith("May import"):
+            offenders.append(f"{package}: docstring lines 1-2 are not 'Owns ...' / 'May import ...'")
+            continue
+        if " any " in lines[1]:
+            continue
+        named = set(re.findall(r"[a-z_]+", lines[1].split(";")[0].split(":")[0]))
+        for module, tree in trees.items():
+            if _package_of(module, packages) != package:
+                continue
+            for target in imported(module, tree, set(trees)):
+                part, own = _package_of(target, packages).removeprefix("peftlab."), package.removeprefix("peftlab.")
+                if part != own and not part.startswith(own + ".") and not set(part.split(".")) & named:
+                    offenders.append(f"{package}: {module} imports {target}, not named in {lines[1]!r}")
+    assert not offenders, offenders
+
+
+DEVICE_OWNER = "peftlab.models.device"
+# what picks a device or asks what the machine has: only the owner may (the rest asks it, or follows a model's .device)
+DEVICE_QUERIES = ("torch.cuda.is_available", "torch.cuda.device_count", "torch.cuda.is_bf16_supported", "torch.backends.mps",
+                  "torch.cuda.max_memory_allocated", "_is_mkldnn_bf16_supported")
+DEVICE_NAMES = re.compile(r"^(cuda|mps)(:\d+)?$")
+
+
+def device_picking(name: str, tree: ast.Module) -> list[str]:
+    """Where a module asks for a device by name (`.to("cuda")`, `torch.device("mps")`, `device="cuda:1"`) or queries one."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and any(ast.unparse(node).endswith(query) for query in DEVICE_QUERIES):
+            found.append(f"{name}:{node.lineno} {ast.unparse(node)}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and DEVICE_NAMES.match(node.value):
+            found.append(f"{name}:{node.lineno} {node.value!r}")
+    return found
+
+
+def test_the_device_check_finds_device_picking():
+    tree = ast.parse('import torch\nif torch.cuda.is_available():\n    model.to("cuda:1")\nx = torch.backends.mps.is_available()\n')
+    assert [line.split(" ")[1] for line in device_picking("m", tree)] == ["torch.cuda.is_available", "'cuda:1'", "torch.backends.mps"]
+
+
+def test_only_the_device_owner_picks_a_device():
+    offenders = [line for name, tree in modules().items() if name != DEVICE_OWNER for line in device_picking(name, tree)]
     assert not offenders, offenders

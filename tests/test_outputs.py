@@ -15,16 +15,6 @@ from peftlab.errors import PeftlabError
 from tests.conftest import TOY_ROWS, write_jsonl
 
 
-@pytest.fixture(scope="module")
-def lora(tiny_llama, tmp_path_factory) -> str:
-    from tests.tiny_models import train_tiny
-
-    folder = tmp_path_factory.mktemp("outputs-adapter")
-    data = write_jsonl(folder / "toy.jsonl", TOY_ROWS * 2)
-    train_tiny(tiny_llama, data, folder / "lora", "train.max_steps=2")
-    return str(folder / "lora" / "adapter")
-
-
 def twice(argv: list[str], capsys) -> None:
     """Run a command, then again with --overwrite: the second replaces the first's output in one piece."""
     assert main(argv) == 0, capsys.readouterr().err
@@ -45,19 +35,19 @@ COMMANDS = {
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
-def test_a_commands_own_earlier_output_is_replaced_with_overwrite(command, lora, tmp_path, capsys):
+def test_a_commands_own_earlier_output_is_replaced_with_overwrite(command, tiny_adapter, tmp_path, capsys):
     data = str(write_jsonl(tmp_path / "test.jsonl", TOY_ROWS[:2]))
     out = tmp_path / "out"
     out.mkdir()
-    argv = COMMANDS[command](data, lora, out)
+    argv = COMMANDS[command](data, tiny_adapter, out)
     twice(argv, capsys)
     written = Path(argv[argv.index("--output") + 1])
     assert written.exists() and sorted(p.name for p in out.iterdir()) == [written.name]  # no staging or temporary left
 
 
-def test_eval_without_overwrite_keeps_the_earlier_evaluation(lora, tmp_path, capsys):
+def test_eval_without_overwrite_keeps_the_earlier_evaluation(tiny_adapter, tmp_path, capsys):
     data = str(write_jsonl(tmp_path / "test.jsonl", TOY_ROWS[:2]))
-    argv = COMMANDS["eval"](data, lora, tmp_path)
+    argv = COMMANDS["eval"](data, tiny_adapter, tmp_path)
     assert main(argv) == 0
     before = (tmp_path / "eval" / "metrics.json").read_bytes()
     capsys.readouterr()

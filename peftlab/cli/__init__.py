@@ -1,5 +1,5 @@
-"""The `peftlab` command: parse, load the config, call a recipe, print. The only package that knows the terminal.
-May import every other package of peftlab (lazily, inside the commands); nothing imports it."""
+"""Owns the `peftlab` command: parse, map flags to config keys, call a recipe, print; the only package knowing the terminal.
+May import any package of peftlab (lazily, inside the commands); nothing imports it but __main__."""
 
 from __future__ import annotations
 
@@ -26,16 +26,23 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def _refuse(error: PeftlabError) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except PeftlabError as error:  # a flag whose value the parser converts (--columns) was malformed
+        return _refuse(error)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.debug:
         _quiet_libraries()
     try:
         return COMMANDS[args.command](args)
     except PeftlabError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return _refuse(error)
     except KeyboardInterrupt:
         print("interrupted; outputs written so far are complete (rerun train with --resume to continue)", file=sys.stderr)
         return 130

@@ -6,14 +6,24 @@ import argparse
 from typing import Any
 
 from peftlab.errors import PeftlabError
+from peftlab.models.device import DEVICE_HELP, DTYPES
+
+
+def _columns(text: str) -> dict[str, str]:
+    """--columns parsed with the flags, so a bad mapping is refused (one line) before any work."""
+    from peftlab.config import parse_mapping
+
+    return parse_mapping(text)
 
 
 # Flags several commands share, defined once: (argparse options, help).
 SHARED_FLAGS: dict[str, dict[str, Any]] = {
     "--model": {"help": "hub id, local model folder or .gguf file (default: the adapter's base, else the embedded SmolLM2-135M-Instruct)"},
-    "--columns": {"help": "map template fields to columns, e.g. prompt=dialogue,response=summary"},
+    "--columns": {"type": _columns, "help": "map template fields to columns, e.g. prompt=dialogue,response=summary"},
     "--template": {"help": "prompt template with {field} placeholders (with --adapter: the adapter's own is used)"},
-    "--dtype": {"choices": ["auto", "fp32", "bf16"], "help": "weights dtype (auto: bf16 where fast)"},
+    "--dtype": {"choices": list(DTYPES), "help": "weights dtype (auto: bf16 where the device computes it natively, "
+                "fp16 on GPUs without bf16, else fp32)"},
+    "--device": {"help": DEVICE_HELP},
     "--set": {"action": "append", "default": [], "metavar": "KEY=VALUE",
               "help": "override any setting, e.g. --set train.lr=1e-4 --set lora.r=8 (repeatable)"},
     "--max-samples": {"type": int, "help": "use at most N rows"},
@@ -28,7 +38,7 @@ SHARED_FLAGS: dict[str, dict[str, Any]] = {
 # Flags that set a config key: the same key for every command that has the flag. --data and
 # --output name the training data and the run folder only for the commands that train; the others skip them.
 FLAG_KEYS = {
-    "model": "model.name", "dtype": "model.dtype", "method": "method", "output": "output", "data": "data.train",
+    "model": "model.name", "dtype": "model.dtype", "device": "model.device", "method": "method", "output": "output", "data": "data.train",
     "eval_data": "data.eval", "template": "data.template", "max_samples": "data.max_samples", "every": "data.every",
     "max_steps": "train.max_steps", "budget_steps": "train.max_steps", "epochs": "train.epochs",
     "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
@@ -42,7 +52,7 @@ def _shared(parser: argparse.ArgumentParser, *flags: str, **changes: Any) -> Non
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    _shared(parser, "--model", "--columns", "--template", "--dtype", "--set", "--max-samples", "--batch-size", "--seed")
+    _shared(parser, "--model", "--columns", "--template", "--dtype", "--device", "--set", "--max-samples", "--batch-size", "--seed")
     parser.add_argument("--data", help="training data: .jsonl, .csv, .parquet or hub:NAME[:SPLIT]")
     parser.add_argument("--eval-data", help="evaluation data, same formats")
     parser.add_argument("--method", help="training method (default lora; see `peftlab methods`)")
@@ -62,9 +72,14 @@ def _add_generation_options(parser: argparse.ArgumentParser, batch_flag: str = "
     parser.add_argument("--samples", type=int, default=3, help="samples to print side by side (default 3)")
 
 
+def _names(text: str) -> list[str]:
+    """'rouge,exact' -> ['rouge', 'exact']: with action="extend" each repeated flag adds its names, in order."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _add_metric_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("metrics")
-    group.add_argument("--metric", action="append", metavar="NAME[,NAME]",
+    group.add_argument("--metric", action="extend", type=_names, metavar="NAME[,NAME]",
                        help="what to score by, the first one being the one compare selects and reports by: rouge (default), "
                        "exact, accuracy, f1, chrf, bleu, json, judge, judge-pairwise, python:MODULE:FUNCTION (repeatable)")
     group.add_argument("--judge-url", help="judge metrics: the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 "
@@ -74,7 +89,7 @@ def _add_metric_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
-    _shared(parser, "--model", "--columns", "--template", "--dtype", "--set", "--max-samples")
+    _shared(parser, "--model", "--columns", "--template", "--dtype", "--device", "--set", "--max-samples")
     parser.add_argument("--adapter", help="adapter folder from `peftlab train` (DIR/adapter or DIR); prompt and columns come from its run")
     parser.add_argument("--data", required=True, help="test data: .jsonl, .csv, .parquet or hub:NAME[:SPLIT]")
     parser.add_argument("--output", help="folder for predictions.jsonl and metrics.json")
@@ -117,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     from peftlab.config import SELECT_BY
 
-    _shared(parser, "--model", "--columns", "--template", "--dtype", "--set", "--max-samples", "--batch-size", "--seed", "--overwrite",
+    _shared(parser, "--model", "--columns", "--template", "--dtype", "--device", "--set", "--max-samples", "--batch-size", "--seed", "--overwrite",
             max_samples={"help": "training rows per run"}, set={"help": "a setting for every run, e.g. train.lr=5e-4"})
     parser.add_argument("--data", required=True, help="training data, shared by every run")
     parser.add_argument("--eval-data", dest="test_data", required=True, help="test data with reference column(s), shared by every run")
@@ -153,7 +168,7 @@ def _add_use_commands(commands: Any) -> None:
     """generate, merge, export, serve: using a trained adapter."""
     generate = commands.add_parser("generate", help="generate for one prompt or a file of rows (base or base + adapter)")
     generate.add_argument("prompt", nargs="?", help="the prompt (with --adapter: filled into its template's {prompt})")
-    _shared(generate, "--model", "--columns", "--template", "--dtype", "--set", "--max-samples",
+    _shared(generate, "--model", "--columns", "--template", "--dtype", "--device", "--set", "--max-samples",
             template={"help": "prompt template (without --adapter; default: the prompt as written)"})
     generate.add_argument("--adapter", help="adapter folder from `peftlab train` (DIR/adapter or DIR)")
     generate.add_argument("--data", help="rows to generate for: .jsonl, .csv, .parquet or hub:NAME[:SPLIT]")
@@ -164,24 +179,25 @@ def _add_use_commands(commands: Any) -> None:
     generate.add_argument("--batch-size", dest="gen_batch_size", type=int, default=16, help="prompts generated at once (default 16)")
 
     merge = commands.add_parser("merge", help="merge an adapter into its base and save a plain transformers model")
-    _shared(merge, "--model", "--overwrite", "--push-to-hub", "--public")
+    _shared(merge, "--model", "--device", "--overwrite", "--push-to-hub", "--public")
     merge.add_argument("--adapter", required=True, help="adapter folder from `peftlab train`")
     merge.add_argument("--output", required=True, help="folder for the merged model")
-    merge.add_argument("--dtype", choices=["auto", "fp32", "bf16"], help="dtype to merge and save in (default: the training run's)")
+    merge.add_argument("--dtype", choices=list(DTYPES), help="dtype to merge and save in (default: the training run's)")
 
     from peftlab.export.formats import DEFAULT_FORMAT, format_choices, formats_help, tensor_type_choices, types_help
 
     export = commands.add_parser("export", help="an adapter (merged) or a merged model as one GGUF file for llama.cpp and Ollama")
-    _shared(export, "--model", "--overwrite", "--push-to-hub", "--public")
-    export.add_argument("source", help="adapter folder from `peftlab train`, or a folder from `peftlab merge`")
+    _shared(export, "--model", "--device", "--overwrite", "--push-to-hub", "--public")
+    export.add_argument("source", nargs="+", help="adapter folder from `peftlab train`, or a folder from `peftlab merge`; "
+                        "vllm: one or more adapters, as DIR or NAME=DIR")
     export.add_argument("--format", default=DEFAULT_FORMAT, choices=format_choices(), help=formats_help())
     export.add_argument("--type", dest="tensor_type", choices=tensor_type_choices(), help=types_help())
-    export.add_argument("--output", required=True, help="the .gguf file to write (ollama, lora: the folder)")
-    export.add_argument("--rank", default="32", help="lora: the LoRA rank (e.g. 32), or an energy share in (0, 1] kept per layer "
+    export.add_argument("--output", required=True, help="the .gguf file to write (ollama, lora, vllm: the folder)")
+    export.add_argument("--rank", default="32", help="lora (and vllm, for adapters converted to LoRA): the LoRA rank (e.g. 32), or an energy share in (0, 1] kept per layer "
                         "(e.g. 0.95: the smallest rank holding 95%% of each update's squared singular values); default 32")
 
     check = commands.add_parser("check", help="parity: the adapter on its base, the merged model, a GGUF file in llama.cpp and a running server answer alike")
-    _shared(check, "--model", "--max-samples", max_samples={"help": "prompts to compare (default 24)"})
+    _shared(check, "--model", "--device", "--max-samples", max_samples={"help": "prompts to compare (default 24)"})
     check.add_argument("adapter", help="adapter folder from `peftlab train`")
     check.add_argument("--data", required=True, help="rows whose prompts are compared, built with the adapter's template")
     check.add_argument("--gguf", help="also run this exported GGUF file in llama.cpp (needs llama-cpp-python)")
@@ -202,7 +218,8 @@ def _add_use_commands(commands: Any) -> None:
     serve.add_argument("--api-key-file", metavar="PATH", help="require 'Authorization: Bearer KEY', KEY read from this file "
                        "(default: $PEFTLAB_API_KEY)")
     serve.add_argument("--api-key", nargs="?", const="", dest="refused_api_key", help=argparse.SUPPRESS)  # refused: argv is public
-    serve.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto", help="weights dtype (fp32: answers never depend on batching)")
+    serve.add_argument("--dtype", choices=list(DTYPES), default="auto", help="weights dtype (fp32: answers never depend on batching)")
+    _shared(serve, "--device")
     serve.add_argument("--max-batch-size", type=int, default=32, help="rows decoding at once, all adapters together (default 32)")
     serve.add_argument("--prefill-chunk-tokens", type=int, default=256,
                        help="prompt tokens prefilled between two decoding steps while others stream (default %(default)s)")

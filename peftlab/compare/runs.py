@@ -1,29 +1,53 @@
-"""What every comparison shares: its output folder, one run's training in its own process, one run's record
-and its result.json (what makes a finished run survive a rerun)."""
+"""What both comparison recipes share: the output folder, and one run from start to finish: trained in a process of
+its own, scored on the test rows (the chosen metrics, general-text loss, with --general-tasks general multiple-choice
+accuracy), recorded in its result.json (what makes a finished run survive a rerun)."""
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
 from peftlab import artifacts, atomic, outputs
-from peftlab import config as cfg
-from peftlab.compare.scoring import Scored, Scoring, base_bytes, score
-from peftlab.config import CompareSetup
+from peftlab.compare.forgetting import general_text_loss
+from peftlab.config import CompareSetup, RunConfig
+from peftlab.data.readers import read_rows
 from peftlab.errors import PeftlabError
+from peftlab.evaluate import held_out
+from peftlab.evaluate.metrics import JudgeSettings, Metric, described_keys, describe, resolve_metrics
+from peftlab.evaluate.metrics.rouge import ROUGE
+from peftlab.evaluate.predictions import score_generations
+from peftlab.evaluate.references import EvalExample, eval_examples
+from peftlab.generation import GenerationSettings, encode_prompts, load_for_generation
+from peftlab.models.device import release_cached_memory
 
 SETUP = "compare.yaml"  # what every run shares; a later call must match it to add runs
 RESULT = "result.json"  # one per finished run, in its folder
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")  # what a stored result weighs: its weight files
 
 
 REPORT_FILES = ("results.json", "verdict.json", "results.csv", "results.md", "plots", "report.html")
 COMPARISON = outputs.OutputKind("comparison", (SETUP,), (SETUP, "runs", "tuning", "split", "studies.db*", *REPORT_FILES))
+
+
+def trained_methods(methods: list[str]) -> list[str]:
+    """The methods of --methods that train, each once, in order ('base', the zero-shot model, is scored apart);
+    checked before anything slow."""
+    from peftlab.methods import method_names
+
+    known = set(method_names())
+    unknown = [m for m in methods if m != "base" and m not in known]
+    if unknown:
+        raise PeftlabError(f"unknown method(s) {', '.join(unknown)} in --methods; choose from base, {', '.join(sorted(known))}")
+    return list(dict.fromkeys(m for m in methods if m != "base"))
 
 
 def check_comparison_output(out: Path, setup: CompareSetup, overwrite: bool, launcher_config: str | None) -> None:
@@ -59,7 +83,7 @@ def train_command(config_file: Path, launcher_config: str | None) -> list[str]:
     return [*prefix, "train", "--config", str(config_file), "--resume"]
 
 
-def train(name: str, folder: Path, config: cfg.RunConfig, launcher_config: str | None, say: Callable[[str], None],
+def train(name: str, folder: Path, config: RunConfig, launcher_config: str | None, say: Callable[[str], None],
           stop_early: Callable[[list[tuple[int, float]]], bool] | None = None) -> dict[str, Any] | None:
     """Train one run in its own process (its peak memory is its own), resuming a half-finished one.
 
@@ -114,6 +138,96 @@ def validation_losses(log: Path) -> list[tuple[int, float]]:
     return [(record["step"], record["eval_loss"]) for record in read_log(log) if "eval_loss" in record]
 
 
+@dataclass
+class Scoring:
+    """What every run of a comparison is scored by: its metrics (the first one's primary key decides) and whether
+    general multiple-choice accuracy is measured."""
+
+    metrics: list[Metric] = dataclasses.field(default_factory=lambda: [ROUGE])
+    general_tasks: bool = False
+
+    @property
+    def primary(self) -> str:
+        return self.metrics[0].primary
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return described_keys(describe(self.metrics))
+
+    def for_rows(self, examples: list[EvalExample]) -> Scoring:
+        """Text rows have no reference to generate against: every run is then ranked by its held-out 1/perplexity."""
+        return dataclasses.replace(self, metrics=[held_out.HELD_OUT]) if held_out.is_text(examples) else self
+
+    def stamp(self) -> dict[str, object]:
+        """What each record carries so that reports name the metric without knowing it (report never imports evaluate)."""
+        return {"primary": self.primary, "score_labels": self.labels}
+
+
+def scoring_for(setup: CompareSetup) -> Scoring:
+    """The setup's metrics resolved (a user function imported, a judge configured), before anything slow."""
+    judge = JudgeSettings(**setup.judge) if setup.judge else JudgeSettings()
+    scoring = Scoring(resolve_metrics(setup.metrics, judge), setup.general_tasks)
+    if setup.select_by in ("metric", "rouge") and setup.trials and scoring.metrics[0].name == "judge-pairwise":
+        raise PeftlabError("--select-by metric cannot use judge-pairwise (the validation rows have no base answers to "
+                           "compare with); put another metric first, or select by loss")
+    return scoring
+
+
+@dataclass
+class Scored:
+    predictions: list[str]
+    example_scores: list[dict[str, float]]
+    scores: dict[str, float]
+    general_loss: float
+    eval_seconds: float
+    general_tasks: dict | None = None  # accuracy over the general multiple-choice items, and per task
+    confusion: dict | None = None  # label tasks (--metric accuracy): counts per true label of each predicted label
+    held_out: dict | None = None  # text rows: the pooled held-out loss per token, its perplexity, the tokens scored
+
+
+def test_examples(config: RunConfig, data: str, max_rows: int | None) -> list[EvalExample]:
+    """The test rows every run is scored on (the first `max_rows`; the training sub-sampling does not apply)."""
+    return eval_examples(read_rows(data, config.data.max_row_bytes), dataclasses.replace(config.data, max_samples=max_rows, every=1))
+
+
+def score(config: RunConfig, examples: list[EvalExample], settings: GenerationSettings, trained: str | None = None,
+          forgetting: bool = True, scoring: Scoring | None = None, base_answers: list[str] | None = None) -> Scored:
+    """Load the base (with the trained result in `trained` applied), generate, score, free the model.
+    Without `forgetting` neither general-text loss (nan) nor general tasks are measured: validation needs the metric alone.
+    `base_answers`: the base model's answers to the same rows, for a pairwise judge."""
+    from peftlab.compare.general_tasks import general_task_accuracy
+
+    scoring = scoring or Scoring()
+    model = config.model
+    loaded = load_for_generation(model.name, model.dtype, trained, model.attn_implementation, model.device)
+    if held_out.is_text(examples):  # text rows: nothing to generate, each row scored by its held-out loss
+        per_example, summary = held_out.score_text(loaded, examples, config.data)
+        texts = [""] * len(examples)
+    else:
+        prompts, _ = encode_prompts(loaded, [e.prompt for e in examples], config.data.chat_template)
+        texts, per_example, summary = score_generations("base" if trained is None else trained, loaded, prompts, examples,
+                                                        settings, lambda text: None, scoring.metrics, base_answers)
+    general = general_text_loss(loaded.model, loaded.tokenizer, loaded.is_seq2seq) if forgetting else float("nan")
+    tasks = general_task_accuracy(loaded.model, loaded.tokenizer, loaded.is_seq2seq) if forgetting and scoring.general_tasks else None
+    del loaded
+    gc.collect()
+    release_cached_memory()
+    keys = [key for metric in scoring.metrics for key in metric.keys]
+    pooled = {k: summary[k] for k in ("loss", "perplexity", "tokens")} if held_out.is_text(examples) else None
+    return Scored(texts, per_example, {k: summary[k] for k in keys}, general, summary["seconds"], tasks, summary.get("confusion"),
+                  pooled)
+
+
+def stored_bytes(folder: Path) -> int:
+    """What must be kept to use the result: its weight files (the whole model for full fine-tuning)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def base_bytes(model_path: str) -> int | None:
+    folder = Path(model_path)
+    return stored_bytes(folder) if folder.is_dir() else None
+
+
 def result_record(name: str, method: str, settings: dict[str, str], scored: Scored, base: dict[str, Any] | None,
                   summary: dict[str, Any] | None, stored: int, base_size: int | None, scoring: Scoring) -> dict[str, Any]:
     """One scored run. `base` None: the base is not scored yet (another worker's), so forgetting is left None here
@@ -136,6 +250,7 @@ def result_record(name: str, method: str, settings: dict[str, str], scored: Scor
         "forgetting": None if base_loss is None else scored.general_loss - base_loss,
         "general_tasks": scored.general_tasks,
         "confusion": scored.confusion,
+        "held_out": scored.held_out,  # text test rows: pooled loss and perplexity beside the ranked 1/perplexity
         "general_tasks_change": None if base_tasks is None or scored.general_tasks is None
         else scored.general_tasks["accuracy"] - base_tasks,
         "train_loss": summary.get("train_loss"), "eval_loss": summary.get("eval_loss"),
@@ -147,14 +262,14 @@ def result_record(name: str, method: str, settings: dict[str, str], scored: Scor
     }
 
 
-def base_size(shared: cfg.RunConfig) -> int | None:
+def base_size(shared: RunConfig) -> int | None:
     """The base model's weight files in bytes: what a stored adapter is measured against."""
     from peftlab.models import resolve_source
 
     return base_bytes(resolve_source(shared.model.name)[1])
 
 
-def base_result(folder: Path, shared: cfg.RunConfig, examples: list[Any], settings: Any, scoring: Scoring,
+def base_result(folder: Path, shared: RunConfig, examples: list[Any], settings: Any, scoring: Scoring,
                 say: Callable[[str], None]) -> dict[str, Any]:
     """The zero-shot model's record: scored once, then read from its result.json."""
     record = read_result(folder)
@@ -178,4 +293,4 @@ def write_result(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def examples_info(examples: list[Any]) -> list[dict[str, Any]]:
-    return [{"where": e.where, "input": e.prompt, "references": e.references} for e in examples]
+    return [{"where": e.where, "input": e.prompt if e.text is None else e.text, "references": e.references} for e in examples]

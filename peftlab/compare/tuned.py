@@ -1,6 +1,11 @@
 """`peftlab compare --trials N`, top to bottom: carve validation rows, tune each method on them (Optuna,
 one study per method), train each method's chosen configuration with K seeds, score those once on the
-test rows, and report means with 95% intervals, paired differences and a verdict."""
+test rows, and report means with 95% intervals, paired differences and a verdict.
+
+The final runs (the base and each method x seed) are claimed as trials of one more study, "final", although
+Optuna chooses nothing there: its shared storage is what lets `--worker` processes on several machines share
+them (who runs what, heartbeats, re-queues of a dead worker's run) with no launcher or scheduler of our own.
+Each final run's record is still the result.json in its folder; the trial carries a copy for the report."""
 
 from __future__ import annotations
 
@@ -13,10 +18,9 @@ from typing import Any, Callable
 from peftlab import artifacts, outputs
 from peftlab import config as cfg
 from peftlab.compare import studies
-from peftlab.compare.runs import (COMPARISON, base_result, base_size, check_comparison_output, examples_info, prepare_output,
-                                  read_result, result_record, train, validation_losses, write_result)
-from peftlab.compare.plan import plan_runs
-from peftlab.compare.scoring import Scoring, score, scoring_for, stored_bytes, test_examples
+from peftlab.compare.runs import (COMPARISON, Scoring, base_result, base_size, check_comparison_output, examples_info,
+                                  prepare_output, read_result, result_record, score, scoring_for, stored_bytes, test_examples,
+                                  train, trained_methods, validation_losses, write_result)
 from peftlab.compare.search_space import SearchSpace, search_space
 from peftlab.compare.split import carve_validation, write_split
 from peftlab.config import CompareSetup
@@ -67,7 +71,7 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
     import optuna
 
     final_out = Path(output)
-    plan_runs(methods, [])  # checks the method names before anything slow
+    trained = trained_methods(methods)
     shared = setup.shared_config()
     for flag, value in (("--trials", setup.trials), ("--seeds", setup.seeds)):
         if value < 1:
@@ -81,7 +85,6 @@ def open_comparison(setup: CompareSetup, methods: list[str], output: str, sharin
     train_file, validation_file = write_split(split, out / "split")
     storage = storage or studies.open_storage(f"sqlite:///{(out / 'studies.db').resolve()}", sharing.stale_after)
     name = sharing.study or final_out.resolve().name
-    trained = list(dict.fromkeys(m for m in methods if m != "base"))
     spaces = {m: search_space(m, shared) for m in trained}
     steps = eval_steps(shared)
 
@@ -126,6 +129,7 @@ def run_tuned_compare(setup: CompareSetup, methods: list[str], output: str, sett
 
     examples = test_examples(setup.shared_config(), setup.eval_data, setup.eval_rows)
     tuned, final_out = open_comparison(setup, methods, output, sharing, settings, launcher_config, overwrite, say)
+    tuned.scoring = tuned.scoring.for_rows(examples)
     check_references(tuned.scoring.metrics, [e.references for e in examples])
     guide = f"validation {tuned.scoring.labels[tuned.scoring.primary]}" if selects_by_metric(setup) else "validation loss"
     say(f"compare: {len(tuned.spaces)} method(s) x {setup.trials} trial(s) chosen by {guide} on {len(tuned.validation_examples)} "

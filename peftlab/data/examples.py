@@ -60,9 +60,9 @@ def template_columns(data: DataConfig) -> list[str]:
     return [data.columns.get(name, name) for name in [*template_fields(data.template), "response"]]
 
 
-def file_format(rows: list[Row], data: DataConfig) -> str:
+def file_format(rows: list[Row], data: DataConfig, need_response: bool = True) -> str:
     """data.format, or the format of the first row's columns; every row must be of it (one format per file)."""
-    check = FormatCheck(data)
+    check = FormatCheck(data, need_response)
     for row in rows:
         check(row)
     return check.name or (data.format if data.format != "auto" else "template")
@@ -71,15 +71,15 @@ def file_format(rows: list[Row], data: DataConfig) -> str:
 class FormatCheck:
     """Rows seen one at a time: the first decides the file's format (unless data.format does), the rest must match it."""
 
-    def __init__(self, data: DataConfig):
-        self.data, self.columns = data, template_columns(data)
+    def __init__(self, data: DataConfig, need_response: bool = True):
+        self.data, self.columns, self.need_response = data, template_columns(data), need_response
         self.name = data.format if data.format != "auto" else None
 
     def __call__(self, row: Row) -> str:
         if self.data.format != "auto":
-            check_columns(row, self.data.format)
+            check_columns(row, self.data.format, self.need_response)
             return self.data.format
-        found = row_format(row, self.columns)
+        found = row_format(row, self.columns, self.need_response)
         if self.name is None:
             self.name = found
         elif found != self.name:
@@ -117,10 +117,14 @@ def row_example(row: Row, name: str, data: DataConfig) -> Example:
     if name == "prompt-completion":
         return Example(text_value(values["prompt"], where, "prompt"), text_value(values["completion"], where, "completion"), where)
     if name == "alpaca":
-        instruction = text_value(values["instruction"], where, "instruction")
-        extra = text_value(values["input"], where, "input") if values.get("input") not in (None, "") else ""
-        return Example(f"{instruction}\n\n{extra}" if extra else instruction, text_value(values["output"], where, "output"), where)
+        return Example(_alpaca_prompt(row), text_value(values["output"], where, "output"), where)
     return Example(fill_template(row, data), field_value(row, data.columns, "response"), where)
+
+
+def _alpaca_prompt(row: Row) -> str:
+    instruction = text_value(row.values["instruction"], row.where, "instruction")
+    extra = text_value(row.values["input"], row.where, "input") if row.values.get("input") not in (None, "") else ""
+    return f"{instruction}\n\n{extra}" if extra else instruction
 
 
 def build_examples(rows: list[Row], data: DataConfig) -> list[Example]:
@@ -139,7 +143,7 @@ def iter_examples(rows: Iterable[Row], data: DataConfig, check: FormatCheck | No
 def generation_prompts(rows: list[Row], data: DataConfig) -> list[str | list[dict[str, Any]]]:
     """What `generate` answers for each row: the filled prompt, or the conversation before its last assistant turn
     (the whole conversation when it ends on another turn)."""
-    name = file_format(rows, data)
+    name = file_format(rows, data, need_response=False)
     prompts = []
     for row in rows:
         if is_conversation(row, name):
@@ -148,11 +152,33 @@ def generation_prompts(rows: list[Row], data: DataConfig) -> list[str | list[dic
             messages = check_messages(raw, row.where, column, need_assistant=False)
             ends_on_answer = messages[-1]["role"] == "assistant" and len(messages) > 1
             prompts.append(messages[:-1] if ends_on_answer else messages)
-        elif name == "text":
-            raise PeftlabError(f"{row.where}: a text row has no prompt to answer; give prompt/completion or messages rows")
         else:
-            prompts.append(row_example(row, name, data).prompt if name != "template" else fill_template(row, data))
+            prompts.append(_row_prompt(row, name, data))
     return prompts
+
+
+def scored_prompts(rows: list[Row], data: DataConfig) -> list[str | list[dict[str, Any]]]:
+    """What `eval` scores for each row, without needing its reference: a conversation up to its last assistant turn
+    (every message before the turn eval scores), else the row's prompt."""
+    name = file_format(rows, data)
+    prompts = []
+    for row in rows:
+        if is_conversation(row, name):
+            messages, trained = conversation(row, name, "last")
+            prompts.append(messages[:trained[-1]])
+        else:
+            prompts.append(_row_prompt(row, name, data))
+    return prompts
+
+
+def _row_prompt(row: Row, name: str, data: DataConfig) -> str:
+    if name == "text":
+        raise PeftlabError(f"{row.where}: a text row has no prompt to answer; give prompt/completion or messages rows")
+    if name == "prompt-completion":  # the completion may be absent: rows to answer
+        return text_value(row.values["prompt"], row.where, "prompt")
+    if name == "alpaca":
+        return _alpaca_prompt(row)
+    return row_example(row, name, data).prompt if name != "template" else fill_template(row, data)
 
 
 def bare_prompt(prompt: str, data: DataConfig) -> str | list[dict[str, Any]]:

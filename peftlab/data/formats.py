@@ -20,8 +20,11 @@ def describe(name: str) -> str:
             "messages": "messages", "sharegpt": "ShareGPT (conversations)", "alpaca": "Alpaca (instruction/input/output)"}[name]
 
 
-def row_format(row: Row, template_columns: list[str]) -> str:
-    """The format a row's columns say. Today's template comes first, so a file it reads keeps being read the same way."""
+def row_format(row: Row, template_columns: list[str], need_response: bool = True) -> str:
+    """The format a row's columns say. Today's template comes first, so a file it reads keeps being read the same way.
+
+    `need_response=False` (rows to answer, as `generate` reads them): a `prompt` column alone is a prompt/completion row.
+    """
     values = row.values
     if all(_present(values, column) for column in template_columns):
         return "template"
@@ -29,9 +32,9 @@ def row_format(row: Row, template_columns: list[str]) -> str:
         return "messages"
     if "conversations" in values:
         return "sharegpt"
-    if "instruction" in values and "output" in values:
+    if "instruction" in values and ("output" in values or not need_response):
         return "alpaca"
-    if "prompt" in values and "completion" in values:
+    if "prompt" in values and ("completion" in values or not need_response):
         return "prompt-completion"
     if "text" in values:
         return "text"
@@ -46,9 +49,12 @@ REQUIRED = {"messages": ("messages",), "sharegpt": ("conversations",), "alpaca":
             "prompt-completion": ("prompt", "completion"), "text": ("text",)}
 
 
-def check_columns(row: Row, name: str) -> None:
+PROMPT_ONLY = {"alpaca": ("instruction",), "prompt-completion": ("prompt",)}  # rows to answer need no response column
+
+
+def check_columns(row: Row, name: str, need_response: bool = True) -> None:
     """A row read with an explicit data.format must hold that format's columns."""
-    for column in REQUIRED.get(name, ()):
+    for column in (REQUIRED if need_response else {**REQUIRED, **PROMPT_ONLY}).get(name, ()):
         if column not in row.values:
             present = ", ".join(map(str, row.values)) or "none"
             raise PeftlabError(f"{row.where}: no column '{column}' (data.format={name} needs {', '.join(REQUIRED[name])}); "

@@ -20,14 +20,19 @@ class TokenizedSet:
     first_dropped: str | None = None
     format: str = "template"  # the rows' format (data.format, or the one detected)
 
-    def add(self, feature: dict[str, list[int]], cut: bool, where: str) -> None:
-        """Keep a tokenized row, or count it dropped when truncation left it no label token."""
+    def add(self, feature: dict[str, list[int]], cut: bool, where: str, has_labels: bool | None = None) -> None:
+        """Keep a tokenized row, or count it dropped when truncation left it no label token.
+
+        `has_labels`: whether it kept one, when the caller knows it without scanning the labels (a prompt/completion
+        row keeps one iff it is longer than its prompt)."""
         self.truncated += cut
-        if all(label == IGNORE for label in feature["labels"]) or not feature["labels"]:
+        if has_labels is None:
+            has_labels = any(label != IGNORE for label in feature["labels"])
+        if has_labels:
+            self.features.append(feature)
+        else:
             self.no_labels += 1
             self.first_dropped = self.first_dropped or where
-        else:
-            self.features.append(feature)
 
     def summary(self) -> str:
         text = f"{len(self.features)} examples"
@@ -78,43 +83,90 @@ def tokenize(examples: list[Example], tokenizer: Any, max_length: int, is_seq2se
             require_chat_template(tokenizer, chat_setting, is_seq2seq, example.where)
             ids, labels = conversation_tokens(tokenizer, example.messages, example.trained,
                                               train_on == "all" or not answer_only, example.where, specials)
-            feature, cut = {"input_ids": ids[:max_length], "labels": labels[:max_length]}, len(ids) > max_length
+            feature, cut, has_labels = {"input_ids": ids[:max_length], "labels": labels[:max_length]}, len(ids) > max_length, None
         else:
-            feature, cut = next(pairs)
-        result.add(feature, cut, example.where)
+            feature, cut, has_labels = next(pairs)
+        result.add(feature, cut, example.where, has_labels)
     return result
 
 
 def _pair_features(examples: list[Example], tokenizer: Any, max_length: int, is_seq2seq: bool, chat: bool,
-                   answer_only: bool) -> list[tuple[dict[str, list[int]], bool]]:
+                   answer_only: bool) -> list[tuple[dict[str, list[int]], bool, bool]]:
     """Prompt -> response examples, tokenized a batch at a time (text: an empty prompt, the loss on every token).
 
-    The ids equal prompt_ids + response_ids of each example alone; one call per batch lets the fast tokenizer
-    spread the work over every core.
+    Each is (feature, cut to max_length, kept a label token). The ids equal prompt_ids + response_ids of each example
+    alone; one call per batch lets the fast tokenizer spread the work over every core.
     """
     if not examples:
         return []
-    prompts = [e.prompt for e in examples]
+    prompts, eos = [e.prompt for e in examples], tokenizer.eos_token_id
     if is_seq2seq:
-        sources = tokenizer(prompts)["input_ids"]
+        sources = batch_ids(tokenizer, prompts, True)
     elif chat and examples[0].kind != TEXT:  # one format per file: every example is wrapped, or none
-        rendered = [render_chat(tokenizer, [{"role": "user", "content": prompt}], True) for prompt in prompts]
-        sources = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        sources = batch_ids(tokenizer, chat_prompt_texts(tokenizer, prompts), False)
     else:
-        eos = tokenizer.eos_token_id
         sources = [ids[:-1] if ids and eos is not None and ids[-1] == eos else ids  # a prompt must not end with eos
-                   for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
-    targets = [ids + [tokenizer.eos_token_id] for ids in tokenizer([e.response for e in examples], add_special_tokens=False)["input_ids"]]
+                   for ids in batch_ids(tokenizer, prompts, True)]
+    targets = batch_ids(tokenizer, [e.response for e in examples], False)
     features = []
     for source, target in zip(sources, targets):
+        target.append(eos)
         if is_seq2seq:
-            features.append(({"input_ids": source[:max_length], "labels": target[:max_length]},
-                             len(source) > max_length or len(target) > max_length))
+            kept = target[:max_length]
+            features.append(({"input_ids": source[:max_length], "labels": kept},
+                             len(source) > max_length or len(target) > max_length, bool(kept)))
             continue
-        ids = source + target
-        labels = [IGNORE] * len(source) + target if answer_only else list(ids)
-        features.append(({"input_ids": ids[:max_length], "labels": labels[:max_length]}, len(ids) > max_length))
+        prompt_length, length = len(source), len(source) + len(target)
+        labels = [IGNORE] * prompt_length + target if answer_only else source + target
+        source += target  # the prompt's list becomes the row's ids: no copy
+        if length > max_length:
+            del source[max_length:], labels[max_length:]
+        kept = min(length, max_length)
+        features.append(({"input_ids": source, "labels": labels}, length > max_length,
+                         kept > prompt_length if answer_only else kept > 0))
     return features
+
+
+def batch_ids(tokenizer: Any, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+    """`tokenizer(texts)["input_ids"]`, without the per-row conversion to masks and dicts when the tokenizer is fast.
+
+    transformers 5.24's fast tokenizers pass the texts to their backend's encode_batch and then convert every
+    Encoding; calling the backend directly gives the same ids (nothing else is done to them) as long as no truncation,
+    padding or split-special-tokens setting sits on it.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if (backend is None or backend.truncation is not None or backend.padding is not None
+            or backend.encode_special_tokens != bool(getattr(tokenizer, "split_special_tokens", False))):
+        return tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
+    return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=add_special_tokens)]
+
+
+# two contents with whitespace at their edges and braces inside: a template that trims, escapes or reacts to the content
+# renders them differently around it
+PROBES = (" \n probe {one} <x> \n", "second\tprobe\n\n")
+
+
+def chat_wrap(tokenizer: Any) -> tuple[str, str] | None:
+    """(before, after) when the chat template renders a one-user-message prompt as before + content + after, else None.
+
+    Proven per tokenizer on two probe contents: both must split into the same text before and after them.
+    """
+    first, second = (render_chat(tokenizer, [{"role": "user", "content": probe}], True) for probe in PROBES)
+    at = first.find(PROBES[0])
+    if at < 0:
+        return None
+    before, after = first[:at], first[at + len(PROBES[0]):]
+    return (before, after) if second == before + PROBES[1] + after else None
+
+
+def chat_prompt_texts(tokenizer: Any, prompts: list[str]) -> list[str]:
+    """Each prompt as one user message through the chat template: joined to the template's constant wrap when it has
+    one (rendering Jinja per row cost more than tokenizing on two cores), else rendered row by row."""
+    wrap = chat_wrap(tokenizer)
+    if wrap is None:
+        return [render_chat(tokenizer, [{"role": "user", "content": prompt}], True) for prompt in prompts]
+    before, after = wrap
+    return [before + prompt + after for prompt in prompts]
 
 
 def check_trainable(tokenized: TokenizedSet, name: str, max_length: int) -> None:

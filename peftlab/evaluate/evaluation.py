@@ -10,6 +10,7 @@ from peftlab.artifacts import adapter_folder
 from peftlab.config import RunConfig
 from peftlab.data.readers import read_rows
 from peftlab.evaluate.predictions import EVALUATION, prediction_records, score_generations, write_outputs
+from peftlab.evaluate import held_out
 from peftlab.evaluate.references import eval_examples
 from peftlab.errors import PeftlabError
 from peftlab.evaluate.metrics import Metric, check_references, describe
@@ -32,11 +33,13 @@ def evaluate(config: RunConfig, data: str, output: str | None, adapter: str | No
         sources = outputs.inputs(data=data, model=config.model.name, adapter=adapter_folder(adapter) if adapter else None)
         outputs.check_folder(output, overwrite, EVALUATION, sources)
     examples = eval_examples(read_rows(data, config.data.max_row_bytes), config.data)  # names a row without its reference column
+    if held_out.is_text(examples):
+        return _evaluate_text(config, data, output, adapter, examples, include_base, say)
     check_references(metrics, [e.references for e in examples])
     model = config.model
-    loaded = load_for_generation(model.name, model.dtype, adapter, model.attn_implementation)
+    loaded = load_for_generation(model.name, model.dtype, adapter, model.attn_implementation, model.device)
     prompts, chat = encode_prompts(loaded, [e.prompt for e in examples], config.data.chat_template)
-    say(f"eval: {len(examples)} rows of {data} on {loaded.spec} ({loaded.dtype})" + (f" + adapter {adapter}" if adapter else ""))
+    say(f"eval: {len(examples)} rows of {data} on {loaded.spec} ({loaded.dtype}, {loaded.device})" + (f" + adapter {adapter}" if adapter else ""))
 
     runs: dict[str, tuple] = {}
     if adapter and include_base:
@@ -44,7 +47,7 @@ def evaluate(config: RunConfig, data: str, output: str | None, adapter: str | No
             with loaded.model.disable_adapter():
                 runs["base"] = score_generations("base", loaded, prompts, examples, settings, say, metrics)
         else:  # a result that replaced or changed weights (full, freeze, bitfit, bottleneck): load the base
-            base = load_for_generation(model.name, model.dtype, attn_implementation=model.attn_implementation)
+            base = load_for_generation(model.name, model.dtype, attn_implementation=model.attn_implementation, device=model.device)
             runs["base"] = score_generations("base", base, prompts, examples, settings, say, metrics)
     base_texts = runs["base"][0] if "base" in runs else base_answers
     runs["tuned" if adapter else "base"] = score_generations("tuned" if adapter else "base", loaded, prompts, examples, settings,
@@ -64,3 +67,24 @@ def evaluate(config: RunConfig, data: str, output: str | None, adapter: str | No
     return {**summary, "records": records}
 
 
+def _evaluate_text(config: RunConfig, data: str, output: str | None, adapter: str | None, examples: list,
+                   include_base: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    """Text rows: the held-out loss and perplexity of the base and the tuned model, no generation."""
+    model = config.model
+    loaded = load_for_generation(model.name, model.dtype, adapter, model.attn_implementation)
+    say(f"eval: {len(examples)} rows of {data} on {loaded.spec} ({loaded.dtype})" + (f" + adapter {adapter}" if adapter else ""))
+    say(f"eval: {held_out.NOTE}")
+    runs = held_out.evaluate_text(loaded, examples, config.data, adapter, include_base,
+                                  lambda: load_for_generation(model.name, model.dtype, attn_implementation=model.attn_implementation))
+    summary = {
+        "data": data, "rows": len(examples), "model": loaded.spec, "model_path": loaded.path, "dtype": loaded.dtype,
+        "adapter": str(adapter_folder(adapter)) if adapter else None, "chat_template": False,
+        "metrics": {"held-out loss": {"keys": ["loss", "perplexity"], "primary": "loss", "description": held_out.NOTE,
+                                      "labels": {"loss": "loss", "perplexity": "perplexity"}}},
+        "primary": "loss", "results": {key: figures for key, (_, figures) in runs.items()},
+    }
+    records = [{"where": example.where, "input": example.text, "scores": {key: per_row[i] for key, (per_row, _) in runs.items()}}
+               for i, example in enumerate(examples)]
+    if output:
+        write_outputs(Path(output), summary, records)
+    return {**summary, "records": records}

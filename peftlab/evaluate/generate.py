@@ -48,10 +48,10 @@ def run_generate(config: RunConfig, adapter: str | None, prompt: str | None, dat
             raise PeftlabError(f"{data} has no rows; add some or point --data at another file")
         texts = generation_prompts(rows, config.data)
     model = config.model
-    loaded = load_for_generation(model.name, model.dtype, adapter, model.attn_implementation)
+    loaded = load_for_generation(model.name, model.dtype, adapter, model.attn_implementation, model.device)
     # a model tuned on plain text never saw the chat template: its prompts go in as written
     ids, _ = encode_prompts(loaded, texts, "off" if config.data.format == "text" else config.data.chat_template)
-    say(f"generate: {len(ids)} prompt(s) on {loaded.spec} ({loaded.dtype})" + (f" + adapter {adapter}" if adapter else ""))
+    say(f"generate: {len(ids)} prompt(s) on {loaded.spec} ({loaded.dtype}, {loaded.device})" + (f" + adapter {adapter}" if adapter else ""))
     outputs = generate(loaded.model, loaded.tokenizer, ids, loaded.is_seq2seq, settings,
                        progress=lambda done: say(f"  {done}/{len(ids)} generated") if len(ids) > settings.batch_size else None,
                        labels=[row.where for row in rows])

@@ -14,6 +14,7 @@ from peftlab.evaluate.metrics.exact import confusion
 from peftlab.evaluate.metrics.rouge import ROUGE
 from peftlab.evaluate.references import EvalExample
 from peftlab.generation import GenerationSettings, generate
+from peftlab.models.device import peak_memory_bytes, reset_peak_memory
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
@@ -25,6 +26,7 @@ def score_generations(name: str, loaded: Any, prompts: list[list[int]], examples
                       base_texts: list[str] | None = None) -> tuple[list[str], list[dict[str, float]], dict[str, Any]]:
     """Generate for every prompt, then score by every metric (first: primary); `base_texts`: the base's answers, for the pairwise judge."""
     metrics = metrics or [ROUGE]
+    reset_peak_memory(loaded.model.device)
     start = time.perf_counter()
     texts = generate(loaded.model, loaded.tokenizer, prompts, loaded.is_seq2seq, settings,
                      progress=lambda done: say(f"  {name}: {done}/{len(prompts)} generated"), labels=[e.where for e in examples])
@@ -33,7 +35,8 @@ def score_generations(name: str, loaded: Any, prompts: list[list[int]], examples
     context = ScoringContext([e.prompt for e in examples], texts if name == "base" else base_texts)
     scores = score_all(metrics, texts, references, context)
     summary = {**mean_scores(scores), "seconds": seconds, "summaries_per_second": len(texts) / seconds,
-               "mean_words": sum(len(t.split()) for t in texts) / len(texts)}
+               "mean_words": sum(len(t.split()) for t in texts) / len(texts),
+               "peak_memory_bytes": peak_memory_bytes(loaded.model.device)}  # GPU: its allocator's peak while generating; CPU: RSS
     if any(metric.name == "accuracy" for metric in metrics):
         summary["confusion"] = confusion(texts, references)
     return texts, scores, summary

@@ -11,7 +11,6 @@ from peftlab.config import DataConfig
 from peftlab.data.examples import CHAT, PAIR, TEXT, build_examples, subsample
 from peftlab.data.formats import text_value
 from peftlab.data.readers import Row
-from peftlab.errors import PeftlabError
 
 
 @dataclass
@@ -19,6 +18,7 @@ class EvalExample:
     prompt: str | list[dict[str, Any]]  # the filled template (before any chat template), or the conversation before the scored turn
     references: list[str]
     where: str
+    text: str | None = None  # a text row: no prompt or reference, scored by its held-out loss (evaluate.held_out)
 
 
 def row_references(row: Row, column: str) -> list[str]:
@@ -30,7 +30,8 @@ def row_references(row: Row, column: str) -> list[str]:
 
 
 def eval_examples(rows: list[Row], data: DataConfig) -> list[EvalExample]:
-    """A conversation is scored on its last assistant turn: the prompt is every message before it, the reference its text."""
+    """A conversation is scored on its last assistant turn: the prompt is every message before it, the reference its text.
+    A text row has neither: it carries its text, scored by the held-out loss."""
     # build_examples reads the rows exactly as training did and names any missing column
     examples = build_examples(rows, dataclasses.replace(data, train_on="last"))
     kept = subsample(rows, data.every, data.max_samples)
@@ -38,9 +39,8 @@ def eval_examples(rows: list[Row], data: DataConfig) -> list[EvalExample]:
     result = []
     for example, row in zip(examples, kept, strict=True):
         if example.kind == TEXT:
-            raise PeftlabError(f"{example.where}: a text row has no prompt and reference to score; evaluate on prompt/completion "
-                               "or messages rows (a held-out set of the task)")
-        if example.kind == CHAT:
+            result.append(EvalExample("", [], example.where, example.response))
+        elif example.kind == CHAT:
             turn = example.trained[-1]
             result.append(EvalExample(example.messages[:turn], [example.messages[turn]["content"]], example.where))
         elif example.kind == PAIR and (column in row.values or f"{column}1" in row.values):

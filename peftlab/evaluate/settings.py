@@ -32,6 +32,8 @@ def eval_config(adapter: str | None, overrides: list[str], flags: dict[str, Any]
         )
     # which test rows to use is the evaluation's choice, not the training run's
     config.data.max_samples, config.data.every = max_samples, every
+    if flags.get("model.device") is None and not any(o.startswith("model.device=") for o in overrides):
+        config.model.device = "auto"  # where the model runs is this machine's choice, not the training run's
     cfg.validate(config)
     return config
 

@@ -1,2 +1,2 @@
-"""Export owns everything that leaves peftlab as a file: merge, GGUF per family, llama.cpp LoRA files, Ollama, hub upload, parity
-checks, and its format table (formats.py, which the CLI reads). It may import models, methods, artifacts and generation code, never cli."""
+"""Owns everything that leaves peftlab as a file: merge, GGUF per family, LoRA files, Ollama, hub upload, parity checks, the format table.
+May import config, artifacts, atomic, outputs, errors, models, methods, generation and serve (vllm_compat: what vLLM loads); never cli, train or compare."""

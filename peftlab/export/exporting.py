@@ -36,7 +36,7 @@ def _merged_folder(folder: Path, say: Callable[[str], None]) -> tuple[Any, Any, 
     from peftlab.models.loading import load_model
 
     info = read_merge_info(folder)
-    loaded = load_model(str(folder), "fp32")
+    loaded = load_model(str(folder), "fp32", device="cpu")  # nothing to compute: its tensors go straight into the file
     say(f"export: the merged model in {folder} (base {info['base']})")
     return loaded.model, loaded.tokenizer, info
 
@@ -74,24 +74,25 @@ def _check_type(tensor_type: str) -> None:
         raise PeftlabError(f"--type {tensor_type} is not a GGUF type this export writes; choose one of {', '.join(TENSOR_TYPES)}")
 
 
-def _merged_source(source: str, model: str | None, say: Callable[[str], None]) -> tuple[Any, Any, dict[str, Any]]:
-    """(merged model, tokenizer, what it was merged from) for an adapter folder or a folder from `peftlab merge`."""
+def _merged_source(source: str, model: str | None, say: Callable[[str], None], device: str) -> tuple[Any, Any, dict[str, Any]]:
+    """(merged model on the CPU, tokenizer, what it was merged from) for an adapter folder or a folder from `peftlab merge`.
+    The merge and its check run on `device`; the file is written from, and reloaded against, CPU tensors."""
     folder = Path(source)
     if (folder / MERGE_INFO).is_file():
         merged, tokenizer, info = _merged_folder(folder, say)
     else:
-        merged, loaded, info = merged_model(source, model, "fp32", say)  # fp32: each file type rounds once, from exact weights
-        tokenizer = loaded.tokenizer
+        merged, loaded, info = merged_model(source, model, "fp32", say, device)  # fp32: each file type rounds once, from exact weights
+        merged, tokenizer = merged.cpu(), loaded.tokenizer
     check_exportable(merged.config, say)
     return merged, tokenizer, info
 
 
 def export_gguf(source: str, output: str, tensor_type: str = "f16", model: str | None = None, overwrite: bool = False,
-                say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+                say: Callable[[str], None] = lambda text: None, device: str = "auto") -> dict[str, Any]:
     """SOURCE (an adapter folder from `peftlab train`, or a folder from `peftlab merge`) as one GGUF file."""
     _check_type(tensor_type)
     out = _checked_output(output, overwrite, f"model-{tensor_type}.gguf", export_inputs(source, model))
-    merged, tokenizer, info = _merged_source(source, model, say)
+    merged, tokenizer, info = _merged_source(source, model, say, device)
     return _write_checked(merged, tokenizer, info, out, tensor_type, say)
 
 
@@ -125,13 +126,13 @@ def _write_checked(merged: Any, tokenizer: Any, info: dict[str, Any], out: Path,
 
 
 def export_ollama(source: str, output: str, tensor_type: str = "q8_0", model: str | None = None, overwrite: bool = False,
-                  say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+                  say: Callable[[str], None] = lambda text: None, device: str = "auto") -> dict[str, Any]:
     """A folder for `ollama create NAME -f OUT/Modelfile`: the merged model as GGUF and its Modelfile."""
     from peftlab.export.ollama import modelfile
 
     _check_type(tensor_type)
     out = outputs.check_folder(output, overwrite, OLLAMA, export_inputs(source, model))
-    merged, tokenizer, info = _merged_source(source, model, say)
+    merged, tokenizer, info = _merged_source(source, model, say, device)
     model_file = f"model-{tensor_type}.gguf"
     try:
         with outputs.replaced_folder(out, OLLAMA) as tmp:
@@ -148,7 +149,7 @@ def export_ollama(source: str, output: str, tensor_type: str = "q8_0", model: st
 
 
 def export_ollama_lora(source: str, output: str, tensor_type: str = "f32", model: str | None = None, overwrite: bool = False,
-                       say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+                       say: Callable[[str], None] = lambda text: None, device: str = "auto") -> dict[str, Any]:
     """A folder for `ollama create`: the LoRA adapter as a llama.cpp LoRA file and a Modelfile whose FROM is the base's
     own GGUF file and ADAPTER the LoRA file (one base in Ollama, many small adapters)."""
     from transformers import AutoTokenizer
@@ -166,7 +167,7 @@ def export_ollama_lora(source: str, output: str, tensor_type: str = "f32", model
     lora_file = "adapter-lora.gguf"
     try:
         with outputs.replaced_folder(out, OLLAMA) as tmp:
-            result = export_gguf_lora(source, str(tmp / lora_file), tensor_type, model, False, say)
+            result = export_gguf_lora(source, str(tmp / lora_file), tensor_type, model, False, say, device)
             tokenizer = AutoTokenizer.from_pretrained(resolve_source(name)[1])
             text, _ = modelfile(tokenizer, str(base.resolve()), f"./{lora_file}")
             (tmp / MODELFILE).write_text(text, encoding="utf-8")
@@ -212,7 +213,7 @@ def reload_difference(merged: Any, tokenizer: Any, path: Path) -> float:
 
 
 def export_gguf_lora(source: str, output: str, tensor_type: str = "f32", model: str | None = None, overwrite: bool = False,
-                     say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+                     say: Callable[[str], None] = lambda text: None, device: str = "auto") -> dict[str, Any]:
     """A LoRA adapter folder as a llama.cpp LoRA file, for the base's own GGUF file (`llama-cli -m BASE --lora FILE`)."""
     from peftlab.artifacts import adapter_folder, recorded_model_name
     from peftlab.generation import load_for_generation
@@ -226,7 +227,8 @@ def export_gguf_lora(source: str, output: str, tensor_type: str = "f32", model: 
     if saved_method(folder).quantization:
         raise PeftlabError("this adapter was trained on a 4/8-bit base: a LoRA file would meet other base weights in llama.cpp; "
                            "export the merged model instead (--format gguf)")
-    adapted = load_for_generation(name, "fp32", str(folder)).model.eval()  # checks the base, refuses a misfit in one line
+    # checks the base, refuses a misfit in one line; the file is written from CPU tensors
+    adapted = load_for_generation(name, "fp32", str(folder), device=device).model.eval().cpu()
     check_exportable(adapted.get_base_model().config, say)
     say(f"export: LoRA layers of {folder} as a llama.cpp LoRA file {out} ({tensor_type})")
     try:

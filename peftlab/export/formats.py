@@ -18,10 +18,11 @@ class ExportFormat:
     types: tuple[str, ...]
     help: str
 
-    def write(self, source: str, output: str, tensor_type: str | None, model: str | None, overwrite: bool, say: Any) -> dict[str, Any]:
+    def write(self, source: str, output: str, tensor_type: str | None, model: str | None, overwrite: bool, say: Any,
+              device: str = "auto") -> dict[str, Any]:
         from peftlab.export import exporting
 
-        return getattr(exporting, self.writer)(source, output, tensor_type or self.default_type, model, overwrite, say=say)
+        return getattr(exporting, self.writer)(source, output, tensor_type or self.default_type, model, overwrite, say=say, device=device)
 
 
 FORMATS = {fmt.name: fmt for fmt in (
@@ -33,7 +34,9 @@ FORMATS = {fmt.name: fmt for fmt in (
 )}
 DEFAULT_FORMAT = "gguf"
 # formats written by a writer of their own (export/to_lora.py: a folder and a rank, not a GGUF tensor type)
-CONVERSIONS = {"lora": "a LoHa/LoKr/VeRA/MiSS/SHiRA/RandLoRA/FourierFT adapter converted to a LoRA adapter folder (--rank)"}
+CONVERSIONS = {"lora": "a LoHa/LoKr/VeRA/MiSS/SHiRA/RandLoRA/FourierFT adapter converted to a LoRA adapter folder (--rank)",
+               "vllm": "one or more adapters (LoRA, or converted to it) in a folder with serve.sh: the `vllm serve --enable-lora` "
+                       "command that serves them"}
 
 
 def format_choices() -> list[str]:

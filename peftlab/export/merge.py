@@ -16,10 +16,11 @@ from peftlab import outputs
 from peftlab.errors import PeftlabError
 from peftlab.artifacts import (adapter_folder, check_base, misfit_error, read_json, read_run_config,
                                recorded_attn_implementation, recorded_model_name)
-from peftlab.models.loading import LoadedModel, load_model, resolve_dtype
+from peftlab.models.device import resolve_device, resolve_dtype, torch_dtype
+from peftlab.models.loading import LoadedModel, load_model
 
 # max |merged logit - base+adapter logit| / (1 + max |logit|): rounding of W + BA in the weights' dtype
-TOLERANCE = {"fp32": 1e-4, "bf16": 3e-2}
+TOLERANCE = {"fp32": 1e-4, "bf16": 3e-2, "fp16": 1e-2}
 PROBE_TEXT = "Summarize the following conversation.\n\n#Person1#: Hello, can I book a table for two?\n#Person2#: Sure.\n\nSummary: "
 MERGE_INFO = "peftlab-merge.json"
 # what save_pretrained writes for a model and its tokenizer (transformers 5.24); the names a merge actually wrote
@@ -81,21 +82,19 @@ def _logits(model: Any, inputs: dict[str, Any]) -> Any:
         return model(**{k: v.to(model.device) for k, v in inputs.items()}).logits.float().cpu()
 
 
-def _load_base(name: str | None, dtype: str, quantization: str | None, attention: str) -> LoadedModel:
-    """The base as the adapter saw it (its attention implementation too); a quantized base dequantized to `dtype` (fp32/bf16)."""
-    import torch
-
+def _load_base(name: str | None, dtype: str, quantization: str | None, attention: str, device: str) -> LoadedModel:
+    """The base as the adapter saw it (its attention implementation too); a quantized base dequantized to `dtype`."""
     if not quantization:
-        return load_model(name, dtype, attention)
-    loaded = load_model(name, dtype, attention, quantization=quantization)
-    loaded.model = loaded.model.dequantize(dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
-    loaded.model.to(torch.bfloat16 if dtype == "bf16" else torch.float32)
+        return load_model(name, dtype, attention, device=device)
+    loaded = load_model(name, dtype, attention, quantization=quantization, device=device)
+    loaded.model = loaded.model.dequantize(dtype=torch_dtype(dtype))
+    loaded.model.to(torch_dtype(dtype))
     loaded.quantization = None
     return loaded
 
 
 def merged_model(adapter: str, model: str | None = None, dtype: str | None = None,
-                 say: Callable[[str], None] = lambda text: None) -> tuple[Any, LoadedModel, dict[str, Any]]:
+                 say: Callable[[str], None] = lambda text: None, device: str = "auto") -> tuple[Any, LoadedModel, dict[str, Any]]:
     """Fold the adapter into its base in memory and check it answers as base + adapter on a probe prompt:
     (the merged model, the loaded base with its tokenizer, what was merged and how closely it matches)."""
     from peftlab.methods import load_trained, saved_method
@@ -105,8 +104,8 @@ def merged_model(adapter: str, model: str | None = None, dtype: str | None = Non
     check_base(folder, name)
     method = saved_method(folder)
     _mergeable(folder, method)
-    dtype = resolve_dtype(dtype or _run_dtype(folder))
-    loaded = _load_base(name, dtype, method.quantization, recorded_attn_implementation(folder))
+    dtype = resolve_dtype(dtype or _run_dtype(folder), resolve_device(device))
+    loaded = _load_base(name, dtype, method.quantization, recorded_attn_implementation(folder), device)
     say(f"merge: {method.name} adapter {folder} into {loaded.spec} ({dtype}"
         + (f", {method.quantization} base dequantized" if method.quantization else "") + ")")
     try:
@@ -132,11 +131,11 @@ def merged_model(adapter: str, model: str | None = None, dtype: str | None = Non
 
 
 def merge(adapter: str, output: str, model: str | None = None, dtype: str | None = None, overwrite: bool = False,
-          say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
-    """Merge, verify against base + adapter on a probe prompt, and write OUT (a plain transformers folder)."""
+          say: Callable[[str], None] = lambda text: None, device: str = "auto") -> dict[str, Any]:
+    """Merge (on `device`), verify against base + adapter on a probe prompt, and write OUT (a plain transformers folder)."""
     folder = adapter_folder(adapter)  # named before the output is checked
     out = outputs.check_folder(output, overwrite, MERGED, outputs.inputs(adapter=folder, model=model))
-    merged, loaded, info = merged_model(adapter, model, dtype, say)
+    merged, loaded, info = merged_model(adapter, model, dtype, say, device)
     try:
         with outputs.replaced_folder(out, MERGED) as tmp:
             merged.save_pretrained(tmp)

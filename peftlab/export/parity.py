@@ -20,7 +20,7 @@ REFERENCE = "adapter"  # every other runtime is compared with the adapter on its
 
 @dataclass
 class Parity:
-    prompts: list[str]
+    prompts: list[str | list[dict[str, Any]]]  # a text, or a conversation up to the turn eval scores
     answers: dict[str, list[list[int]]]  # runtime -> per prompt, the new token ids up to (without) the end token
     texts: dict[str, list[str]]
     setup_problems: list[str] = field(default_factory=list)  # chat template or stop tokens that differ
@@ -56,12 +56,12 @@ class Server:
     bounds: Any = None  # server_client.Bounds: the deadline and size cap of each answer (None: the defaults)
 
 
-def check_parity(config: RunConfig, adapter: str, texts: list[str], settings: GenerationSettings, gguf: str | None,
+def check_parity(config: RunConfig, adapter: str, texts: list[str | list[dict[str, Any]]], settings: GenerationSettings, gguf: str | None,
                  say: Callable[[str], None] = lambda text: None, server: Server | None = None) -> Parity:
     from peftlab.export.merge import merged_model
     from peftlab.generation import encode_prompts, eos_ids, generate_ids, load_for_generation
 
-    loaded = load_for_generation(config.model.name, "fp32", adapter, config.model.attn_implementation)
+    loaded = load_for_generation(config.model.name, "fp32", adapter, config.model.attn_implementation, config.model.device)
     seq2seq = loaded.is_seq2seq
     if seq2seq and gguf:
         raise PeftlabError("--gguf: this adapter's base is an encoder-decoder (T5), which peftlab does not export to GGUF; "
@@ -72,7 +72,7 @@ def check_parity(config: RunConfig, adapter: str, texts: list[str], settings: Ge
     ends = eos_ids(loaded.model, loaded.tokenizer)
     answers = {REFERENCE: [until_end(t, ends) for t in generate_ids(loaded.model, loaded.tokenizer, prompts, seq2seq, settings)]}
     say(f"check: {len(prompts)} prompts, greedy, up to {settings.max_new_tokens} new tokens; {REFERENCE} on its base done")
-    merged, _, _ = merged_model(adapter, config.model.name, "fp32")
+    merged, _, _ = merged_model(adapter, config.model.name, "fp32", device=config.model.device)
     answers["merged"] = [until_end(t, ends) for t in generate_ids(merged, loaded.tokenizer, prompts, seq2seq, settings)]
     say("check: merged model done")
     problems = template_problems(adapter, loaded.tokenizer, gguf)
@@ -138,14 +138,16 @@ def served_model(server: Server) -> str:
     return adapters[0]
 
 
-def server_texts(server: Server, model: str, texts: list[str], chat: bool, max_new_tokens: int) -> list[str]:
-    """Greedy answers from the server: the prompt as one user message when training used the chat template (the
-    server's own template builds the prompt, which is what is checked), else as a plain completion prompt."""
+def server_texts(server: Server, model: str, texts: list[str | list[dict[str, Any]]], chat: bool, max_new_tokens: int) -> list[str]:
+    """Greedy answers from the server: a conversation as its messages, a prompt as one user message when training used
+    the chat template (the server's own template builds the prompt, which is what is checked), else as a plain
+    completion prompt."""
     replies = []
     for text in texts:
         body: dict[str, Any] = {"model": model, "max_tokens": max_new_tokens, "temperature": 0}
-        if chat:
-            answer = _call(server, "/chat/completions", {**body, "messages": [{"role": "user", "content": text}]})
+        if chat or isinstance(text, list):
+            messages = text if isinstance(text, list) else [{"role": "user", "content": text}]
+            answer = _call(server, "/chat/completions", {**body, "messages": messages})
             replies.append(str(_field(server, answer, "choices", 0, "message", "content") or "").strip())
         else:
             answer = _call(server, "/completions", {**body, "prompt": text})

@@ -59,7 +59,7 @@ def probe_logits(model: Any, tokenizer: Any) -> Any:
 
 
 def export_lora(source: str, output: str, rank: int | float, model: str | None = None, overwrite: bool = False,
-                say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+                say: Callable[[str], None] = lambda text: None, device: str = "auto") -> dict[str, Any]:
     """Write OUTPUT, a LoRA adapter folder (PEFT format, with the source's tokenizer and run.yaml) equal to the source
     adapter up to the rank cut, which is measured on a probe prompt and recorded in its peftlab.json."""
     from peft import PeftModel
@@ -72,7 +72,7 @@ def export_lora(source: str, output: str, rank: int | float, model: str | None =
     method = convertible_method(folder)
     out = outputs.check_folder(output, overwrite, CONVERTED_LORA, outputs.inputs(adapter=folder, model=model))
     name = model or recorded_model_name(folder)
-    loaded = load_for_generation(name, "fp32", str(folder))
+    loaded = load_for_generation(name, "fp32", str(folder), device=device)  # peft's conversion (an SVD per layer) runs there
     original = probe_logits(loaded.model.eval(), loaded.tokenizer)
     say(f"export: {method.name} adapter {folder} as a LoRA adapter (rank {rank}) in {out}")
     try:
@@ -81,7 +81,7 @@ def export_lora(source: str, output: str, rank: int | float, model: str | None =
                 save_as_lora(str(tmp), loaded.model, rank=rank)
             except (TypeError, ValueError) as error:
                 raise PeftlabError(f"peft cannot convert {folder} to LoRA: {str(error).splitlines()[0]}") from None
-            converted = PeftModel.from_pretrained(load_model(name, "fp32").model, str(tmp)).eval()
+            converted = PeftModel.from_pretrained(load_model(name, "fp32", device=device).model, str(tmp)).eval()
             difference = relative_difference(probe_logits(converted, loaded.tokenizer), original)
             loaded.tokenizer.save_pretrained(tmp)
             if (folder / RUN_FILE).is_file():

@@ -1,5 +1,5 @@
-"""Generation: loading for it, batched / continuous / uncached decoding, soft prompts, the self-check and the one sampler.
-May import peftlab.artifacts, errors, models, methods and data (never train, evaluate, compare, export, serve, report)."""
+"""Owns generation: loading for it, batched / continuous / uncached decoding, soft prompts, the self-check and the one sampler.
+May import artifacts, errors, models, methods and data; never train, evaluate, compare, export, serve or report."""
 
 from peftlab.generation.batched import generate, generate_ids, generate_new_tokens
 from peftlab.generation.loading import encode_prompts, load_for_generation, source_ids

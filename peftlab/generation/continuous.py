@@ -111,7 +111,7 @@ class Prefill:
 
         self.job = job
         self.model, self.row_name = model, row_name
-        ids = torch.tensor([job.prompt_ids])
+        ids = torch.tensor([job.prompt_ids], device=model.device)  # inputs follow the model (--device)
         self.cache, self.cached, self.position = empty_cache, 0, 0
         self.inputs, self.embedded = ids, False
         if virtual_tokens in PREFIXED:
@@ -136,8 +136,8 @@ class Prefill:
 
         piece = self.inputs[:, self.done:self.done + tokens]
         width = piece.shape[1]
-        positions = torch.arange(self.position, self.position + width)[None]
-        mask = torch.ones(1, self.cached + width, dtype=torch.long)
+        positions = torch.arange(self.position, self.position + width, device=piece.device)[None]
+        mask = torch.ones(1, self.cached + width, dtype=torch.long, device=piece.device)
         names = [self.row_name] if self.row_name is not None else None
         inputs = {"inputs_embeds": piece} if self.embedded else {"input_ids": piece}
         self.logits = forward(self.model, self.cache, mask, positions, names, **inputs)
@@ -213,7 +213,7 @@ class RunningBatch:
         """Add a prefilled row whose first new token is `token`."""
         import torch
 
-        row_mask = torch.ones(1, prefill.cached, dtype=torch.long)
+        row_mask = torch.ones(1, prefill.cached, dtype=torch.long, device=prefill.inputs.device)
         if self.cache is None:
             self.cache, self.mask = prefill.cache, row_mask
             self._replace_layers([([layer.keys], [layer.values]) for layer in self.cache.layers])
@@ -229,9 +229,10 @@ class RunningBatch:
         """One decoding step for every row: the logits of each row's next token."""
         import torch
 
-        tokens = torch.tensor([[row.token] for row in self.rows])
-        positions = torch.tensor([[row.position] for row in self.rows])
-        self.mask = torch.cat((self.mask, torch.ones(len(self.rows), 1, dtype=torch.long)), dim=1)
+        device = self.mask.device
+        tokens = torch.tensor([[row.token] for row in self.rows], device=device)
+        positions = torch.tensor([[row.position] for row in self.rows], device=device)
+        self.mask = torch.cat((self.mask, torch.ones(len(self.rows), 1, dtype=torch.long, device=device)), dim=1)
         names = self.row_names if self.mixed else None
         logits = forward(self.model, self.cache, self.mask, positions, names, input_ids=tokens)
         for row in self.rows:
@@ -249,7 +250,7 @@ class RunningBatch:
         if not keep:
             self.cache = self.mask = None
             return
-        index = torch.tensor(keep)
+        index = torch.tensor(keep, device=self.mask.device)
         self.mask = self.mask[index]
         first = int(self.mask.any(dim=0).long().argmax())  # the first column some row attends to
         self._replace_layers([([layer.keys[index, :, first:]], [layer.values[index, :, first:]]) for layer in self.cache.layers])

@@ -1,8 +1,5 @@
-"""The method catalog: one import line per family registers its methods, in `peftlab methods` order.
-
-Owns which methods exist; may import its own modules, peftlab.config, .errors, .artifacts and .models (never train,
-generation, serve or export).
-"""
+"""Owns which methods exist: one import line per family registers its methods, in `peftlab methods` order.
+May import its own modules, config, errors, artifacts and models; never train, generation, serve or export."""
 
 from peftlab.models.quantization import offline_bitsandbytes
 

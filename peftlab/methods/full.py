@@ -32,7 +32,8 @@ def save_full(model: Any, folder: Path) -> None:
 def load_full(base_model: Any, folder: Path) -> Any:
     """The saved model replaces the base: same class, the saved dtype. A weight of another shape than config.json gives
     is left at its initial value here, and named by the check every load passes (`load_trained`)."""
-    return type(base_model).from_pretrained(str(folder), dtype="auto", ignore_mismatched_sizes=True)
+    model = type(base_model).from_pretrained(str(folder), dtype="auto", ignore_mismatched_sizes=True)
+    return model.to(base_model.device)  # where --device put the base
 
 
 register(Method("full", "Full fine-tuning of every weight in fp32 (the baseline)", FullSettings, build_full,

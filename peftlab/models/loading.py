@@ -22,8 +22,9 @@ class LoadedModel:
     spec: str  # what the user named (or the default's label)
     path: str  # what transformers loaded: a folder or a hub id
     is_seq2seq: bool
-    dtype: str  # fp32 | bf16
+    dtype: str  # fp32 | bf16 | fp16
     quantization: str | None = None  # None | 4bit (NF4) | 8bit: base weights loaded through bitsandbytes
+    device: str = "cpu"  # where the weights are: cpu, cuda:N, mps ("auto" when spread over several GPUs)
 
 
 def resolve_source(name: str | None) -> tuple[str, str]:
@@ -42,20 +43,6 @@ def resolve_source(name: str | None) -> tuple[str, str]:
     if not HUB_ID.match(name):
         raise PeftlabError(f"model '{name}' is neither an existing folder, a .gguf file nor a hub id like org/name")
     return name, name
-
-
-def resolve_dtype(dtype: str) -> str:
-    """'auto' is bf16 where the hardware computes it natively (here: ~2.8x faster matmuls), else fp32."""
-    if dtype != "auto":
-        return dtype
-    import torch
-
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    try:
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    except (AttributeError, RuntimeError):
-        return "fp32"
 
 
 def _from_pretrained(loader: Any, label: str, path: str, **kwargs: Any) -> Any:
@@ -81,30 +68,35 @@ def load_tokenizer(path: str, label: str | None = None) -> Any:
 
 
 def load_model(name: str | None, dtype: str = "auto", attn_implementation: str = "auto",
-               quantization: str | None = None) -> LoadedModel:
-    """Load model and tokenizer; seq2seq (T5) or causal is read from the model's config.
+               quantization: str | None = None, device: str = "auto", spread: bool = False) -> LoadedModel:
+    """Load model and tokenizer onto `device` (--device: auto, cpu, cuda, cuda:N, mps); seq2seq (T5) or causal is read from the config.
 
+    dtype: "auto" is the device's fast dtype (peftlab.models.device.native_dtype), or fp32 / bf16 / fp16.
     quantization: None, "4bit" (NF4 with double quantization, bf16 compute: QLoRA) or "8bit" (LLM.int8()).
-    attn_implementation: "auto" lets transformers choose, as from_pretrained does by default (sdpa, else eager).
+    attn_implementation: "auto" lets the device owner choose (flash_attention_2 on CUDA where installed, else sdpa or eager).
+    spread: over every CUDA GPU (device_map="auto"), for generation when --device auto finds several.
     """
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    from peftlab.models import device as devices
+
+    target = devices.resolve_device(device)
+    devices.check_quantization(quantization, target)
     label, path = resolve_source(name)
     config = _from_pretrained(AutoConfig, label, path)
     is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
     loader = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
-    resolved = resolve_dtype(dtype)
-    torch_dtype = torch.bfloat16 if resolved == "bf16" else torch.float32
-    extra = {}
+    resolved = devices.resolve_dtype(dtype, target)
+    extra = devices.placement(target, spread)
     if quantization:
         from peftlab.models.quantization import bitsandbytes_config
 
-        extra["quantization_config"] = bitsandbytes_config(quantization, torch.bfloat16)
-    model = _from_pretrained(loader, label, path, dtype=torch_dtype, attn_implementation=None if attn_implementation == "auto" else attn_implementation, **extra)
+        extra["quantization_config"] = bitsandbytes_config(quantization, devices.quantized_compute_dtype(target))
+    model = _from_pretrained(loader, label, path, dtype=devices.torch_dtype(resolved),
+                             attn_implementation=devices.attention_implementation(attn_implementation, target, resolved), **extra)
     if quantization:
         from peftlab.models.quantization import keep_trainable_layout
 
         keep_trainable_layout(model)
     tokenizer = load_tokenizer(path, label)
-    return LoadedModel(model, tokenizer, label, path, is_seq2seq, resolved, quantization)
+    return LoadedModel(model, tokenizer, label, path, is_seq2seq, resolved, quantization, "auto" if spread else str(target))

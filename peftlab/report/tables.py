@@ -23,6 +23,17 @@ def scores_table(results: dict[str, dict[str, Any]], labels: dict[str, str] | No
     return "\n".join(lines)
 
 
+def loss_table(results: dict[str, dict[str, Any]]) -> str:
+    """Held-out loss per token and perplexity, one row per model (lower is better), and the change of the last over the first."""
+    header = f"{'model':<8}{'loss':>10}{'perplexity':>12}{'tokens':>10}"
+    lines = [header, "-" * len(header)]
+    lines += [f"{name:<8}{row['loss']:>10.4f}{row['perplexity']:>12.2f}{row['tokens']:>10,}" for name, row in results.items()]
+    if len(results) > 1:
+        first, last = list(results.values())[0], list(results.values())[-1]
+        lines.append(f"{'change':<8}{last['loss'] - first['loss']:>+10.4f}{last['perplexity'] - first['perplexity']:>+12.2f}")
+    return "\n".join(lines)
+
+
 def confusion_table(confusion: dict[str, dict[str, int]]) -> str:
     """Rows: the true label; columns: the predicted one (`(other)`: an answer that is no label)."""
     columns = list(next(iter(confusion.values())))

@@ -34,13 +34,14 @@ def base_model(model: str | None, adapters: list[tuple[str, str]]) -> str | None
     return recorded_model_name(adapter_folder(adapters[0][1]))
 
 
-def load_engine(model: str | None, adapters: list[tuple[str, str]], dtype: str = "auto", base_name: str | None = None) -> Engine:
+def load_engine(model: str | None, adapters: list[tuple[str, str]], dtype: str = "auto", base_name: str | None = None,
+                device: str = "auto") -> Engine:
     spec = base_model(model, adapters)
     for _, folder in adapters:  # refuse a wrong base before spending the load time
         check_base(adapter_folder(folder), spec)
     # the base as the first adapter's training run loaded it (its attention implementation), else transformers' choice
     attention = recorded_attn_implementation(adapter_folder(adapters[0][1])) if adapters else "auto"
-    engine = Engine(load_for_generation(spec, dtype, attn_implementation=attention), base_name or spec or DEFAULT_BASE_NAME, spec)
+    engine = Engine(load_for_generation(spec, dtype, attn_implementation=attention, device=device), base_name or spec or DEFAULT_BASE_NAME, spec)
     for name, folder in adapters:
         engine.add_adapter(name, folder)
     return engine
@@ -80,7 +81,8 @@ def is_loopback(host: str) -> bool:
 
 def serve(model: str | None, adapter_specs: list[str], host: str, port: int, api_key: str | None, dtype: str,
           limits: Limits, max_batch_size: int, prefill_chunk_tokens: int, base_name: str | None = None,
-          say: Callable[[str], None] = print, adapter_dir: str | None = None, max_adapters: int | None = None) -> None:
+          say: Callable[[str], None] = print, adapter_dir: str | None = None, max_adapters: int | None = None,
+          device: str = "auto") -> None:
     """Load and serve until interrupted."""
     if not 0 <= port <= 65535:  # checked before the slow load, not left to bind()
         raise PeftlabError(f"--port {port} is out of range; choose a port from 1 to 65535 (0: any free port)")
@@ -90,8 +92,8 @@ def serve(model: str | None, adapter_specs: list[str], host: str, port: int, api
     if api_key is None and not is_loopback(host):
         say(f"warning: --host {host} without an API key: anyone who can reach this machine can generate and load adapters; "
             "set --api-key-file PATH or $PEFTLAB_API_KEY")
-    engine = load_engine(model, adapters, dtype, base_name)
-    say(f"base: {engine.base_name} ({engine.loaded.path}, {engine.loaded.dtype}, context {engine.context_tokens} tokens)")
+    engine = load_engine(model, adapters, dtype, base_name, device)
+    say(f"base: {engine.base_name} ({engine.loaded.path}, {engine.loaded.dtype} on {engine.loaded.device}, context {engine.context_tokens} tokens)")
     for name, served in engine.models.items():
         if served.folder:
             line = vllm_compat.check(served.folder)

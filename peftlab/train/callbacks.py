@@ -15,12 +15,17 @@ from peftlab.data.collator import TokenCount
 
 
 class ProgressBar(TrainerCallback):
-    """A tqdm bar on the main process showing loss and real tokens/s."""
+    """A tqdm bar on the main process showing loss and real tokens/s, and one line with the expected training time.
+
+    The estimate is printed once, after the first steady step: the first step pays one-off costs (see StepClock),
+    so the rate of the second step alone predicts the rest better than the average of the first two.
+    """
 
     def __init__(self, count: TokenCount):
         self.count = count
         self.bar = None
         self.loss: float | None = None
+        self.estimate_from: tuple[int, float] | None = None  # (step, time) when the first step ended
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
@@ -37,6 +42,17 @@ class ProgressBar(TrainerCallback):
                 postfix["loss"] = f"{self.loss:.4f}"
             self.bar.set_postfix(postfix, refresh=False)
             self.bar.update(state.global_step - self.bar.n)
+            self._estimate(state.global_step, state.max_steps)
+
+    def _estimate(self, step: int, total: int) -> None:
+        now = time.perf_counter()
+        if self.estimate_from is None:
+            self.estimate_from = (step, now)
+        elif self.estimate_from[0] == step - 1 and step < total:
+            per_step = now - self.estimate_from[1]
+            left = per_step * (total - step)
+            self.bar.write(f"train: {per_step:.1f} s per step; about {_duration(left)} left for {total - step} more "
+                           f"steps ({_duration(now - self.start + left)} in all)")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
@@ -51,6 +67,11 @@ class ProgressBar(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
 class StepClock(TrainerCallback):
@@ -68,9 +89,16 @@ class StepClock(TrainerCallback):
         self.steps = 0
         self.first_end: tuple[float, float] | None = None  # (time, paused seconds) when the first step ended
         self.steady_seconds: float | None = None  # from the first step's end to the last's, pauses left out
+        # when the first step began, in Unix seconds: another process (a benchmark that started this one) reads its time
+        # to the first step against its own clock, so everything before it counts: imports, model, data
+        self.first_step_started_at: float | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start_step = state.global_step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.first_step_started_at is None:
+            self.first_step_started_at = time.time()
 
     def on_step_end(self, args, state, control, **kwargs):
         now = time.perf_counter(), self.paused_seconds()

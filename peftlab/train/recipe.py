@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import resource
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +17,7 @@ from peftlab.data.formats import describe
 from peftlab.data.tokenize import TokenizedSet, check_trainable, tokenize, uses_chat_template
 from peftlab.errors import PeftlabError
 from peftlab.methods import BuildContext, get_method
+from peftlab.models import device as devices
 from peftlab.models import load_model
 from peftlab.models.parameters import count_parameters
 from peftlab.train import checkpoints, trackers
@@ -32,16 +32,14 @@ def load_tokenized(spec: str, config: RunConfig, tokenizer: Any, is_seq2seq: boo
     return tokenized
 
 
-def peak_memory_bytes() -> int:
-    import torch
+def training_arguments(config: RunConfig, out: Path, has_eval: bool, lr: float, dtype: str = "fp32") -> Any:
+    """The Trainer's arguments; where it runs and its mixed precision come from the device owner (--device, the loaded dtype).
 
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
-def training_arguments(config: RunConfig, out: Path, has_eval: bool, lr: float) -> Any:
-    import torch
+    On a bf16 (or fp16) base on a GPU the Trainer runs under autocast: peft 0.21.2's get_peft_model keeps LoRA's
+    trainable weights in fp32 (autocast_adapter_dtype=True upcasts bf16/fp16 adapter weights) and its LoRA forward
+    casts the input to that fp32 weight's dtype (BaseTunerLayer._cast_input_dtype); under autocast the matmuls run in
+    bf16/fp16 anyway, while the optimizer updates the fp32 master weights. fp16 adds the Trainer's loss scaling.
+    """
     from transformers import TrainingArguments
 
     t = config.train
@@ -76,7 +74,8 @@ def training_arguments(config: RunConfig, out: Path, has_eval: bool, lr: float) 
         report_to=[name for name in cfg.trackers(t) if name != "tensorboard"] or "none",  # tensorboard: a callback, below
         disable_tqdm=True,
         dataloader_pin_memory=False,
-        use_cpu=not torch.cuda.is_available(),  # also what joins several CPU processes over gloo
+        # use_cpu also joins several CPU processes over gloo; bf16/fp16: autocast (and fp16's loss scaling) on a GPU
+        **devices.training_arguments(devices.resolve_device(config.model.device), dtype),
     )
 
 
@@ -106,11 +105,13 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False, callba
     from transformers import set_seed
 
     set_seed(config.train.seed)
-    loaded = load_model(config.model.name, config.model.dtype, config.model.attn_implementation, method.quantization)
+    loaded = load_model(config.model.name, config.model.dtype, config.model.attn_implementation, method.quantization, config.model.device)
     loaded.tokenizer.padding_side = "right"
     if config.train.batching == "packed" and loaded.is_seq2seq:
         raise PeftlabError("train.batching=packed works for causal LMs only; use length for seq2seq models")
+    data_start = time.perf_counter()
     train_set, eval_set = _load_data(config, loaded, say)
+    data_seconds = time.perf_counter() - data_start  # preparing the rows, or mapping them from the cache
 
     context = BuildContext(loaded.is_seq2seq, total_steps(config, len(train_set.features), processes.num_processes),
                            training_batches=first_batches(train_set, loaded, config.train.batch_size), tokenizer=loaded.tokenizer, say=say)
@@ -118,7 +119,8 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False, callba
     if config.train.batching == "packed" and method.prompt_learning:
         raise PeftlabError(f"{method.name} prepends virtual tokens to each row, which packed batches cannot hold; use train.batching=length")
     trainable, total = count_parameters(model)
-    say(f"model: {loaded.spec} ({loaded.dtype}{', ' + loaded.quantization if loaded.quantization else ''}); method: {method.name}")
+    say(f"model: {loaded.spec} ({loaded.dtype}{', ' + loaded.quantization if loaded.quantization else ''} on {loaded.device}); "
+        f"method: {method.name}")
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.4f}%)")
     lr = config.train.lr if config.train.lr is not None else method.lr
 
@@ -141,8 +143,9 @@ def run(config: RunConfig, resume: bool = False, overwrite: bool = False, callba
             "train_seconds": seconds, "processes": processes.num_processes, "real_tokens": real_tokens,
             "real_tokens_per_second": real_tokens / seconds, "real_token_share": real_tokens / max(computed_tokens, 1),
             **clock.warm_up_split(seconds, real_tokens, first_step_tokens),
-            "peak_memory_bytes": peak_memory_bytes(), "train_loss": _last(trainer.state.log_history, "loss"),
+            "peak_memory_bytes": devices.peak_memory_bytes(trainer.args.device), "train_loss": _last(trainer.state.log_history, "loss"),
             "train_loss_mean": result.training_loss, "eval_loss": _final_eval_loss(trainer) if eval_set else None,
+            "data_rows": train_set.rows, "data_seconds": data_seconds, "first_step_started_at": clock.first_step_started_at,
             "rows_truncated": train_set.truncated, "rows_dropped_no_labels": train_set.no_labels,
             "trackers": trackers.locations(cfg.trackers(config.train), folder.final),
         }
@@ -191,10 +194,11 @@ def _check_output(config: RunConfig, resume: bool, overwrite: bool, config_file:
     Under `accelerate launch` every process runs this recipe; without a GPU the processes join
     over gloo on the CPU.
     """
-    import torch
     from accelerate import PartialState
 
-    processes = PartialState(cpu=not torch.cuda.is_available())
+    device = devices.resolve_device(config.model.device)  # a device this machine lacks: one line, before anything is written
+    devices.check_training_device(device)
+    processes = PartialState(cpu=device.type == "cpu")
     folder = artifacts.check_run_output(config, resume, overwrite, config_file)
     processes.wait_for_everyone()
     return processes, folder
@@ -252,7 +256,7 @@ def _trainer(config: RunConfig, out: Path, model: Any, loaded: Any, train_set: T
     early_stop = [EarlyStoppingCallback(config.train.patience)] if config.train.patience else []
     trainer = PeftlabTrainer(
         model=model,
-        args=training_arguments(config, out, eval_set is not None, lr),
+        args=training_arguments(config, out, eval_set is not None, lr, loaded.dtype),
         train_dataset=_with_lengths(train_set),
         eval_dataset=_with_lengths(eval_set) if eval_set else None,
         data_collator=collator,

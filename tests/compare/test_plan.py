@@ -2,7 +2,7 @@
 
 import pytest
 
-from peftlab.compare.plan import plan_runs
+from peftlab.compare.comparison import plan_runs
 from peftlab.errors import PeftlabError
 
 

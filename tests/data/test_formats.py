@@ -5,7 +5,7 @@ import json
 import pytest
 
 from peftlab.config import DataConfig
-from peftlab.data.examples import CHAT, PAIR, TEXT, build_examples, file_format
+from peftlab.data.examples import CHAT, PAIR, TEXT, build_examples, file_format, generation_prompts
 from peftlab.data.readers import Row, read_rows
 from peftlab.data.tokenize import tokenize
 from peftlab.errors import PeftlabError
@@ -37,6 +37,17 @@ def rows_of(name: str, count: int = 1) -> list[Row]:
 @pytest.mark.parametrize("name", list(ROWS))
 def test_the_format_is_detected_from_the_columns(name):
     assert file_format(rows_of(name, 2), DataConfig()) == name
+
+
+@pytest.mark.parametrize("data", [DataConfig(), DataConfig(format="prompt-completion")])
+def test_rows_to_answer_need_no_response_column(data):
+    """`generate` answers a file of prompts alone (also with an adapter that learned prompt/completion rows)."""
+    rows = [Row({"prompt": "Hello, how are you?"}, "p.jsonl line 1"), Row({"instruction": "Summarize.", "input": "Hi!"}, "a.jsonl line 1")]
+    assert generation_prompts(rows[:1], data) == ["Hello, how are you?"]
+    if data.format == "auto":
+        assert generation_prompts(rows[1:], data) == ["Summarize.\n\nHi!"]
+    with pytest.raises(PeftlabError, match="no column 'completion'"):
+        build_examples(rows[:1], DataConfig(format="prompt-completion"))  # training still needs the answer
 
 
 def test_conversational_prompt_completion():

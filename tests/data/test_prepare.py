@@ -6,12 +6,14 @@ import pytest
 
 from peftlab.config import DataConfig
 from peftlab.data import prepare
-from peftlab.data.examples import build_examples
+from peftlab.data.chat import IGNORE
+from peftlab.data.examples import Example, build_examples
 from peftlab.data.readers import read_rows
-from peftlab.data.tokenize import tokenize
+from peftlab.data.tokenize import chat_wrap, prompt_ids, response_ids, tokenize
 from peftlab.errors import PeftlabError
 from peftlab.models import load_tokenizer
 from tests.conftest import TOY_ROWS, write_jsonl
+from tests.data.chat_templates import TEMPLATES, chat_tokenizer
 
 
 @pytest.fixture
@@ -45,3 +47,28 @@ def test_a_bad_row_leaves_no_cache_file(tiny_llama, tmp_path, cache):
     with pytest.raises(PeftlabError, match="bad.jsonl line 9: column 'dialogue' holds a list"):
         prepare.prepared_set(str(path), DataConfig(), load_tokenizer(tiny_llama), False, False)
     assert list(cache.iterdir()) == []
+
+
+TRIMMING = {"llama3", "gemma"}  # their templates trim the content: the text around it is not one constant wrap
+
+
+@pytest.mark.parametrize("name", list(TEMPLATES))
+def test_batched_prompt_completion_rows_equal_each_row_tokenized_alone(name):
+    template, specials, _, _ = TEMPLATES[name]
+    tokenizer = chat_tokenizer(template, specials)
+    prompts = ["Summarize: #Person1#: Hi.", "  a prompt with spaces around it\n", "braces {x}, <tags> and\n\nbreaks", "x"]
+    examples = [Example(prompt, f"answer {i}", f"rows.jsonl line {i + 1}") for i, prompt in enumerate(prompts)]
+    batched = tokenize(examples, tokenizer, 4096, False, chat=True).features
+    alone = [(prompt_ids(tokenizer, e.prompt, True), response_ids(tokenizer, e.response)) for e in examples]
+    assert [f["input_ids"] for f in batched] == [prompt + answer for prompt, answer in alone]
+    assert [f["labels"] for f in batched] == [[IGNORE] * len(prompt) + answer for prompt, answer in alone]
+    assert (chat_wrap(tokenizer) is None) == (name in TRIMMING)  # the per-row fallback is what the trimming ones took
+
+
+def test_rows_cut_to_their_prompt_are_dropped_and_counted_in_the_batched_path(tiny_llama):
+    tokenizer = load_tokenizer(tiny_llama)
+    examples = [Example("a long prompt " * 10, "yes", "f line 1"), Example("short", "yes", "f line 2")]
+    prompt_length = len(prompt_ids(tokenizer, examples[0].prompt, False))
+    kept = tokenize(examples, tokenizer, prompt_length, False, chat=False)
+    assert (len(kept.features), kept.no_labels, kept.first_dropped, kept.truncated) == (1, 1, "f line 1", 1)
+    assert tokenize(examples, tokenizer, prompt_length + 1, False, chat=False).no_labels == 0

@@ -86,3 +86,21 @@ def test_the_adapter_records_its_format_and_a_typed_prompt_is_a_user_turn(chat_a
     [record] = run_generate(config, adapter, "And the colours?", None, None, GenerationSettings(max_new_tokens=8))
     assert record["input"] == [{"role": "user", "content": "And the colours?"}]
     assert record["output"] == served_answer(model, adapter, record["input"], 8)
+
+
+def test_check_answers_each_conversation_up_to_the_turn_eval_scores(chat_adapter, tmp_path, capsys):
+    from peftlab.cli import main
+    from peftlab.data.examples import scored_prompts
+    from peftlab.data.readers import read_rows
+    from peftlab.export.parity import check_parity
+
+    model, adapter = chat_adapter
+    data = write_jsonl(tmp_path / "test.jsonl", [HELD_OUT])
+    assert main(["check", adapter, "--data", str(data), "--max-new-tokens", "8"]) == 0
+    assert "check passed" in capsys.readouterr().out
+    config = cfg.load(None, [f"model.name={model}", "model.dtype=fp32"])
+    [prompt] = scored_prompts(read_rows(str(data)), config.data)  # what the command checked
+    [record] = evaluate(config, str(data), None, adapter, GenerationSettings(max_new_tokens=8), include_base=False)["records"]
+    assert prompt == record["input"] == HELD_OUT["messages"][:4]
+    parity = check_parity(config, adapter, [prompt], GenerationSettings(max_new_tokens=8), None)
+    assert parity.texts["adapter"] == [record["predictions"]["tuned"]]  # the same answer as eval's

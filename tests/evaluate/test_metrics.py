@@ -7,7 +7,9 @@ import sys
 import pytest
 
 from peftlab.errors import PeftlabError
-from peftlab.evaluate.metrics import ScoringContext, resolve_metrics, score_all, split_names
+from peftlab.cli.commands import metric_names
+from peftlab.cli.options import build_parser
+from peftlab.evaluate.metrics import ScoringContext, resolve_metrics, score_all
 from peftlab.evaluate.metrics.exact import confusion
 
 NO_CONTEXT = ScoringContext()
@@ -18,8 +20,11 @@ def scores(name: str, predictions: list[str], references: list[list[str]]) -> li
 
 
 def test_names_split_on_commas_and_default_to_rouge():
-    assert split_names(None) == ["rouge"]
-    assert split_names(["exact,f1", "chrf"]) == ["exact", "f1", "chrf"]
+    def names(*flags: str) -> list[str]:
+        return metric_names(build_parser().parse_args(["eval", "--data", "test.jsonl", *flags]))
+
+    assert names() == ["rouge"]
+    assert names("--metric", "exact,f1", "--metric", "chrf") == ["exact", "f1", "chrf"]
     with pytest.raises(PeftlabError, match="unknown metric"):
         resolve_metrics(["bertscore"])
 

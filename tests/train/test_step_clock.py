@@ -1,6 +1,7 @@
 """Tokens per step and the warm-up: counted from the batches the steps used, the first step timed apart."""
 
 import math
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -10,7 +11,7 @@ from peftlab.data.collator import TokenCount
 from peftlab.train import callbacks
 from peftlab.train.callbacks import StepClock
 from peftlab.train.recipe import run
-from tests.conftest import write_jsonl
+from tests.conftest import TOY_ROWS, write_jsonl
 from tests.tiny_models import tiny_run_config, train_tiny
 
 
@@ -63,5 +64,25 @@ def test_the_summary_counts_the_tokens_the_model_trained_on(tiny_llama, tmp_path
 
 
 def test_one_step_has_no_steady_figure(tiny_llama, toy_data, tmp_path):
+    started = time.time()
     summary = train_tiny(tiny_llama, toy_data, tmp_path / "out", "train.max_steps=1")
     assert summary["steps"] == 1 and summary["steady_tokens_per_second"] is None and summary["first_step_seconds"] is None
+    # when the first step began, on the wall clock another process reads: after the data was prepared
+    assert started + summary["data_seconds"] < summary["first_step_started_at"] < time.time()
+    assert summary["data_rows"] == len(TOY_ROWS * 2)
+
+
+def test_the_progress_bar_prints_the_expected_time_once_from_the_first_steady_step(monkeypatch, capsys):
+    now = [0.0]
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: now[0])
+    bar = callbacks.ProgressBar(TokenCount())
+    state = SimpleNamespace(global_step=0, max_steps=10, is_world_process_zero=True)
+    bar.on_train_begin(None, state, None)
+    for step, seconds in enumerate([9.0, 3.0, 3.0, 3.0], start=1):  # the first step pays the warm-up
+        now[0] += seconds
+        state.global_step = step
+        bar.on_step_end(None, state, None)
+    bar.close()
+    printed = capsys.readouterr()
+    lines = [line for line in (printed.out + printed.err).splitlines() if " per step; " in line]
+    assert lines == ["train: 3.0 s per step; about 24 s left for 8 more steps (36 s in all)"]

@@ -1,5 +1,5 @@
-"""The metrics eval, compare and demo score by: one file per metric, per-example scores in [0, 1], one primary key each.
-May import peftlab.errors and peftlab.models (the cache folder); never generation, train or compare."""
+"""Owns the metrics eval, compare and demo score by: one file per metric, per-example scores in [0, 1], one primary key each.
+May import errors and models (the cache folder); never generation, train or compare."""
 
 from __future__ import annotations
 
@@ -16,13 +16,7 @@ from peftlab.evaluate.metrics.user import PREFIX, user_metric
 FIXED = {metric.name: metric for metric in (ROUGE, EXACT, ACCURACY, F1, CHRF, BLEU, JSON)}
 JUDGED = {"judge": judge_metric, "judge-pairwise": pairwise_metric}
 NAMES = (*FIXED, *JUDGED, f"{PREFIX}MODULE:FUNCTION")
-
-
-def split_names(values: list[str] | str | None) -> list[str]:
-    """--metric rouge,exact --metric f1 -> ["rouge", "exact", "f1"] (first = primary); default rouge."""
-    values = [values] if isinstance(values, str) else values or []
-    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
-    return names or ["rouge"]
+DEFAULT_METRICS = ["rouge"]  # what eval, demo and compare score by without --metric
 
 
 def resolve_metrics(names: list[str], judge: JudgeSettings | None = None) -> list[Metric]:
@@ -65,4 +59,4 @@ def all_keys(metrics: list[Metric]) -> list[str]:
 
 
 __all__ = ["JudgeSettings", "Metric", "ScoringContext", "all_keys", "check_references", "described_keys", "describe", "mean_scores",
-           "resolve_metrics", "score_all", "split_names"]
+           "resolve_metrics", "score_all", "DEFAULT_METRICS"]
