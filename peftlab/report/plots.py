@@ -86,6 +86,8 @@ def _bars(runs: list[dict[str, Any]], values: list[float], label: str):
 def plots(results: list[dict[str, Any]]) -> dict[str, Any]:
     """name -> (pyplot, figure) for each plot."""
     trained = [r for r in results if r["method"] != "base"]
+    if not trained:  # the base alone (`--methods base`): no cost to plot quality against
+        return {}
     for run in trained:
         run["peak_memory_gib_plot"] = run["peak_memory_bytes"] / 2**30 if run.get("peak_memory_bytes") else None
         run["stored_mb_plot"] = run["stored_bytes"] / 1e6

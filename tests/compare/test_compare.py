@@ -169,3 +169,17 @@ def test_a_template_with_a_colon_and_blank_lines_reaches_the_runs_as_written(tin
     recorded = yaml.safe_load((out / "compare.yaml").read_text())["overrides"]
     assert cfg.load(None, recorded).data.template == template
     assert json.loads((out / "results.json").read_text())[0]["primary"] == "rougeL"
+
+
+def test_the_base_alone_is_scored_and_reported(tiny_llama, tmp_path):
+    """`--methods base` has no trained run to plot costs against: the report leaves the cost plots out
+    (the quality-against-cost plots failed with IndexError)."""
+    from tests.conftest import TOY_ROWS, write_jsonl
+
+    data = str(write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS))
+    out = tmp_path / "out"
+    command = [*compare_command(tiny_llama, data, out, methods="base"), "--eval-samples", "2"]
+    done = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=600)  # a bound for a hang
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [run["name"] for run in json.loads((out / "results.json").read_text())] == ["base"]
+    assert "base" in (out / "report.html").read_text()
