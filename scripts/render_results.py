@@ -134,7 +134,7 @@ def lora_conversion(result: dict) -> str:
 
 def demo(result: dict) -> str:
     minutes, seconds = divmod(round(result["seconds"]), 60)
-    conversion = ", the model's first conversion included" if result.get("first_conversion_included") else ""
+    conversion = ", the model's first conversion (in the base evaluation) included" if result.get("first_conversion_included") else ""
     stages = ", ".join(f"{name} {value:.0f} s" for name, value in result["stages"].items())
     return (f"Measured: **{minutes} min {seconds:02d} s**{conversion}, the install not ({stages}); "
             f"ROUGE-L {result['base']:.1f} for the base, {result['tuned']:.1f} tuned, on {result['test_rows']} test rows after "

