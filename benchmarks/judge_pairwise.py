@@ -76,7 +76,7 @@ def main() -> int:
     parser.add_argument("--adapter", default=None, help="a LoRA adapter trained earlier (default: train one in --work)")
     parser.add_argument("--judge-model-path", default=None, help="the judge's model (default: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--judge-prompt", default=str(SMALL_JUDGE_PROMPT), help="the pairwise prompt (default: one a 135M judge follows)")
-    parser.add_argument("--work", default="/work/runs/judge-eval", help="the adapter and the evaluation (outside the repository)")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "judge-eval"), help="the adapter and the evaluation (runs/ is not tracked)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "judge_pairwise.json"))
     args = parser.parse_args()
     data, work = Path(args.data), Path(args.work)

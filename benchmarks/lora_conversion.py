@@ -105,7 +105,7 @@ def main() -> int:
     parser.add_argument("--rank", default="32", help="export --rank: a rank, or an energy share such as 0.95")
     parser.add_argument("--rows", type=int, default=24, help="demo test prompts compared")
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--work", default="/work/runs/lora-conversion", help="where adapters and exports go (outside the repository)")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "lora-conversion"), help="where adapters and exports go (runs/ is not tracked)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "lora_conversion.json"))
     args = parser.parse_args()
     if not (Path(args.data) / "train.jsonl").is_file():

@@ -55,7 +55,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per trained run")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--rows", type=int, default=64, help="test rows scored")
-    parser.add_argument("--work", default="/work/runs/topics", help="label files and the comparison (outside the repository)")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "topics"), help="label files and the comparison (runs/ is not tracked)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "topic_accuracy.json"))
     args = parser.parse_args()
     labels = Path(args.work) / "data"

@@ -69,7 +69,7 @@ def write_split(source: Path, target: Path, topic_column: str) -> Counter:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DIALOGSUM), help="the DialogSum folder (train.jsonl, test.jsonl)")
-    parser.add_argument("--output", default="/work/runs/topics/data", help="where the label files go (outside the repository)")
+    parser.add_argument("--output", default=str(ROOT / "runs" / "topics" / "data"), help="where the label files go (runs/ is not tracked)")
     parser.add_argument("--show", type=int, default=0, help="also print N topics of each class")
     args = parser.parse_args()
     data = Path(args.data)
