@@ -35,4 +35,5 @@ def alone(model: str, adapter: str | None, ids: list[int]) -> str:
 
     loaded = load_for_generation(model, "fp32", adapter)
     out = loaded.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
-    return loaded.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+    answer_ids = out[0] if loaded.is_seq2seq else out[0, len(ids):]  # a seq2seq output holds no prompt, only its start token
+    return loaded.tokenizer.decode(answer_ids, skip_special_tokens=True)
