@@ -88,18 +88,19 @@ def save_tiny_family(model_type: str, folder: Path, seed: int = 0, **config: obj
     return folder
 
 
-def save_tiny_t5(folder: Path, seed: int = 0) -> Path:
+def save_tiny_t5(folder: Path, seed: int = 0, **config: object) -> Path:
+    """A 2-layer T5 with random weights; `config` overrides T5Config fields (initializer_factor, ...)."""
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
     tokenizer = tiny_tokenizer(bos=None)
     torch.manual_seed(seed)
-    config = T5Config(
+    settings = dict(
         vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
     )
-    T5ForConditionalGeneration(config).save_pretrained(folder)
+    T5ForConditionalGeneration(T5Config(**{**settings, **config})).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -32,8 +32,8 @@ from peftlab.methods import trainable_tokens  # noqa: E402,F401  trainable-token
 from peftlab.methods import full  # noqa: E402,F401
 
 from peftlab.methods.base import BuildContext, Method, capabilities, get_method, method_names, register, unregister  # noqa: E402
-from peftlab.methods.saved import load_trained, saved_method  # noqa: E402
+from peftlab.methods.saved import load_trained, saved_method, shares_mixed_batches  # noqa: E402
 from peftlab.models.parameters import count_parameters  # noqa: E402
 
 __all__ = ["BuildContext", "Method", "capabilities", "count_parameters", "get_method", "load_trained", "method_names",
-           "register", "saved_method", "unregister"]
+           "register", "saved_method", "shares_mixed_batches", "unregister"]

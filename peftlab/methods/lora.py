@@ -9,6 +9,8 @@ from typing import Any
 from peftlab.errors import PeftlabError
 from peftlab.methods.base import BuildContext, Method, get_peft_model_checked, peft_task_type, register
 from peftlab.methods.targets import target_modules
+from peftlab.methods.tokens import token_indices
+
 
 @dataclass
 class LoraSettings:
@@ -26,6 +28,14 @@ class LoraSettings:
             raise PeftlabError(f"lora.dropout must be in [0, 1), got {self.dropout}")
 
 
+@dataclass
+class LoraTokensSettings(LoraSettings):
+    """lora, dora and rslora: peft's LoraConfig(trainable_token_indices=...) also trains chosen rows of the input
+    embedding (and of a head tied to it), for tokens the base has never learned, such as a chat template's markers."""
+
+    trainable_tokens: str = ""  # "" (none) | added (the tokenizer's added tokens) | comma-separated token ids or texts
+
+
 def lora_config(model: Any, settings: LoraSettings, context: BuildContext, method: str, **variant: Any) -> Any:
     from peft import LoraConfig
 
@@ -41,6 +51,10 @@ def lora_config(model: Any, settings: LoraSettings, context: BuildContext, metho
 
 
 def build_lora(model: Any, settings: LoraSettings, context: BuildContext, method: str = "lora", **variant: Any) -> Any:
+    tokens = getattr(settings, "trainable_tokens", "")  # only LoraTokensSettings has it
+    if tokens:
+        vocabulary = model.get_input_embeddings().num_embeddings
+        variant["trainable_token_indices"] = token_indices(tokens, context.tokenizer, vocabulary, f"{method}.trainable_tokens")
     return get_peft_model_checked(model, lora_config(model, settings, context, method, **variant), method)
 
 
@@ -156,12 +170,12 @@ def adalora_callbacks(model: Any) -> list:
 
 
 LORA_CAPABILITIES = {"peft_type": "LORA", "mergeable": True}
-register(Method("lora", "Low-rank adapters on the chosen projections (Hu et al. 2021)", LoraSettings, build_lora,
+register(Method("lora", "Low-rank adapters on the chosen projections (Hu et al. 2021)", LoraTokensSettings, build_lora,
                 mixable=True, vllm=True, **LORA_CAPABILITIES))
-register(Method("dora", "LoRA with a learned magnitude per output (Liu et al. 2024)", LoraSettings,
+register(Method("dora", "LoRA with a learned magnitude per output (Liu et al. 2024)", LoraTokensSettings,
                 lambda model, s, context: build_lora(model, s, context, "dora", use_dora=True), peft_flags=("use_dora",),
                 **LORA_CAPABILITIES))  # peft 0.21's mixed batches (generate(adapter_names=...)) raise for DoRA
-register(Method("rslora", "LoRA scaled by alpha/sqrt(r), stable at high rank (Kalajdzievski 2023)", LoraSettings,
+register(Method("rslora", "LoRA scaled by alpha/sqrt(r), stable at high rank (Kalajdzievski 2023)", LoraTokensSettings,
                 lambda model, s, context: build_lora(model, s, context, "rslora", use_rslora=True), peft_flags=("use_rslora",),
                 mixable=True, vllm=True, **LORA_CAPABILITIES))
 register(Method("adalora", "LoRA whose rank budget is pruned to the important layers during training (Zhang et al. 2023)",

@@ -41,6 +41,14 @@ def saved_method(folder: str | Path) -> Method:
     return method_of(read_saved(folder))
 
 
+def shares_mixed_batches(folder: str | Path) -> bool:
+    """Whether the rows of this saved result can share a forward pass with other LoRA adapters' (peft's adapter_names):
+    the method's capability, unless its adapter also trains token rows (lora.trainable_tokens). peft 0.21.2's mixed
+    batch asks every row's adapter for token rows and raises KeyError on an adapter without them."""
+    saved = read_saved(folder)
+    return method_of(saved).mixable and not (saved.adapter_config or {}).get("trainable_token_indices")
+
+
 def load_trained(base_model: Any, folder: str | Path, adapter_name: str | None = None) -> Any:
     """Apply the result saved in `folder` (a run's DIR or DIR/adapter) to `base_model`; returns the trained model.
 

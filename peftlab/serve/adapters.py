@@ -87,8 +87,9 @@ class Prepared:
 
     name: str
     folder: Path
-    method: Any  # the peftlab Method (servable, mixable, name)
+    method: Any  # the peftlab Method (servable, name)
     model: Any
+    mixable: bool  # its rows share the LoRA adapters' forward pass (methods.shares_mixed_batches)
 
 
 def _adapter_dicts(layer: Any) -> dict[str, Any]:

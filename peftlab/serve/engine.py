@@ -59,7 +59,7 @@ class Engine:
 
     def prepare_adapter(self, name: str, path: str) -> Prepared:
         """Check an adapter folder and build its PEFT model on a shared-weights copy of the base: slow, and touches nothing served."""
-        from peftlab.methods import load_trained, saved_method
+        from peftlab.methods import load_trained, saved_method, shares_mixed_batches
 
         self.check_name(name)
         folder = adapter_folder(path)
@@ -69,18 +69,19 @@ class Engine:
             raise PeftlabError(f"adapter {name}: method {method.name} cannot be served by `peftlab serve`; "
                                f"evaluate it with `peftlab eval --adapter {folder}` or merge it instead")
         tree = shared_weights_copy(self.loaded.model)
+        mixable = shares_mixed_batches(folder)
         try:
             # checked as every load is: exactly the tensors its config implies, in shape, all finite
-            model = load_trained(tree, folder, adapter_name=name if method.mixable else None)
+            model = load_trained(tree, folder, adapter_name=name if mixable else None)
         except (RuntimeError, ValueError, KeyError) as error:
             raise misfit_error(folder, self.loaded.spec, error) from None
-        return Prepared(name, folder, method, model.eval())
+        return Prepared(name, folder, method, model.eval(), mixable)
 
     def install(self, prepared: Prepared) -> ServedModel:
         """Serve a prepared adapter: milliseconds, so the decoding loop does it between two steps."""
         name, method = prepared.name, prepared.method
         self.check_name(name)
-        if method.mixable:
+        if prepared.mixable:
             if MIXED in self.families:  # one more LoRA adapter on the shared PEFT model
                 transplant_lora(self.families[MIXED].model, prepared.model, name)
             else:

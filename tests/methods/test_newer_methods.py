@@ -62,15 +62,15 @@ def test_trains_serves_and_merges_as_it_declares(method_name, tiny_model, tmp_pa
         with pytest.raises(PeftlabError, match=f"{method_name} cannot be served"):
             load_engine(tiny_model, [("x", adapter)], "fp32", "tiny")
     else:
-        served_as_alone(method, adapter, tiny_model)
+        served_as_alone(adapter, tiny_model, mixable=method.mixable)
     merged_as_declared(method, adapter, tiny_model, tmp_path, capsys)
 
 
-def served_as_alone(method, adapter: str, model: str) -> None:
+def served_as_alone(adapter: str, model: str, mixable: bool) -> None:
     from peftlab.serve.launch import load_engine
 
     engine = load_engine(model, [("x", adapter)], "fp32", "tiny")
-    assert (engine.models["x"].row_name is not None) == method.mixable  # LoRA rows share batches; the others go per adapter
+    assert (engine.models["x"].row_name is not None) == mixable  # LoRA rows share batches; the others go per adapter
     ids = engine.prompt_ids(PROMPT)
     assert answer(engine, "x", ids) == alone(model, adapter, ids)
     assert answer(engine, "tiny", ids) == alone(model, None, ids)  # the shared base stays the base
@@ -89,3 +89,57 @@ def merged_as_declared(method, adapter: str, model: str, tmp_path, capsys) -> No
         assert info["dequantized_from"] == method.quantization and info["relative_logit_difference"] < 1e-4
         return
     assert relative_logit_difference(model, adapter, str(tmp_path / "merged")) < 1e-4
+
+
+# --- LoRA with trainable tokens (lora.trainable_tokens) ---------------------------------------------------------
+
+def changed_rows(weight, base_weight) -> list[int]:
+    return (weight - base_weight).abs().sum(dim=-1).nonzero().flatten().tolist()
+
+
+def test_lora_with_trainable_tokens_trains_serves_and_merges_only_the_chosen_rows(tiny_model, tmp_path, capsys):
+    """`lora.trainable_tokens` trains the chosen embedding rows beside the LoRA matrices: the reloaded, the served and
+    the merged model change those rows of the embedding and no other, and vLLM's check names the extra tensors."""
+    from peftlab.generation import load_for_generation
+    from peftlab.models import load_model
+    from peftlab.serve.vllm_compat import check
+    from tests.conftest import TOY_ROWS
+
+    base = load_model(tiny_model, "fp32")
+    chosen = sorted(set(base.tokenizer(TOY_ROWS[0]["dialogue"])["input_ids"][:4]))  # tokens the training rows hold
+    adapter = train_adapter(tiny_model, tmp_path, f"lora.trainable_tokens={','.join(map(str, chosen))}")
+    rows = torch.arange(base.model.get_input_embeddings().num_embeddings)
+    with torch.inference_mode():
+        reloaded = load_for_generation(tiny_model, "fp32", adapter).model
+        assert changed_rows(reloaded.get_input_embeddings()(rows), base.model.get_input_embeddings()(rows)) == chosen
+
+    served_as_alone(adapter, tiny_model, mixable=False)
+    merged_as_declared(get_method("lora"), adapter, tiny_model, tmp_path, capsys)
+    merged = load_model(str(tmp_path / "merged"), "fp32").model
+    assert changed_rows(merged.get_input_embeddings().weight, base.model.get_input_embeddings().weight) == chosen
+    verdict = check(adapter)
+    assert "trainable_tokens_delta" in verdict and len(verdict.splitlines()) == 1
+
+
+def test_lora_with_trainable_tokens_is_served_beside_plain_lora(tiny_model, tmp_path):
+    """An adapter with token rows decodes in its own batches (peft 0.21.2's mixed batches raise KeyError for the plain
+    LoRA rows beside it), the plain LoRA in the mixed ones: every row answers as its adapter alone."""
+    from peftlab.serve.launch import load_engine
+    from tests.serve.test_continuous import PROMPTS, run_jobs
+    from peftlab.serve.scheduler import Scheduler
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "p").mkdir()
+    tokens = train_adapter(tiny_model, tmp_path / "t", "lora.trainable_tokens=5,17,42,99,250", "train.lr=0.3")
+    plain = train_adapter(tiny_model, tmp_path / "p", "train.seed=7")
+    engine = load_engine(tiny_model, [("t", tokens), ("p", plain)], "fp32", "tiny")
+    assert engine.models["t"].row_name is None and engine.models["p"].row_name is not None
+    requests = [(name, text, 6) for text in PROMPTS for name in ("t", "p", "tiny")]
+    scheduler = Scheduler(engine)
+    try:
+        jobs = run_jobs(scheduler, engine, requests)
+    finally:
+        scheduler.close()
+    folders = {"t": tokens, "p": plain, "tiny": None}
+    for job, (name, text, _) in zip(jobs, requests):
+        assert "".join(job.output) == alone(tiny_model, folders[name], engine.prompt_ids(text)), (name, text)
