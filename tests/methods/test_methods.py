@@ -24,6 +24,9 @@ from tests.tiny_models import logits, toy_batch, toy_context
 
 QV = r"\.(q_proj|v_proj|q|v)"  # the query/value projections of Llama and T5
 ALL_LINEAR = r"\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|q|k|v|o|wi|wo)"  # every linear layer but the head
+# the added tokens (trainable-tokens' default) only reach the loss of T5 (the tiny Llama sees its eos last): the first 200 ids
+FIRST_200 = ",".join(map(str, range(200)))
+TOKEN_ROWS = r"(embed_tokens|shared)\.token_adapter\.trainable_tokens_delta\.default"  # LoRA's trainable_token_indices
 ADAPTED_OUTPUTS = {"houlsby": r"\.(self_attn\.o_proj|mlp\.down_proj|SelfAttention\.o|DenseReluDense\.wo)",
                    "pfeiffer": r"\.(mlp\.down_proj|DenseReluDense\.wo)"}
 
@@ -34,6 +37,10 @@ CASES = [
     ("lora", {"r": 4, "dropout": 0}, QV + r"\.lora_[AB]\.default\.weight$"),
     ("dora", {"r": 4, "dropout": 0}, QV + r"\.(lora_[AB]|lora_magnitude_vector)\.default\.weight$"),
     ("rslora", {"r": 4, "dropout": 0}, QV + r"\.lora_[AB]\.default\.weight$"),
+    # lora.trainable_tokens: the chosen embedding rows train beside the low-rank matrices (tied heads share them)
+    ("lora", {"r": 4, "dropout": 0, "trainable_tokens": FIRST_200}, rf"({QV}\.lora_[AB]\.default\.weight|{TOKEN_ROWS})$"),
+    ("dora", {"r": 4, "dropout": 0, "trainable_tokens": FIRST_200},
+     rf"({QV}\.(lora_[AB]|lora_magnitude_vector)\.default\.weight|{TOKEN_ROWS})$"),
     ("pissa", {"r": 4}, QV + r"\.lora_[AB]\.default\.weight$"),
     ("olora", {"r": 4, "dropout": 0}, QV + r"\.lora_[AB]\.default\.weight$"),
     ("eva", {"r": 4, "dropout": 0, "init_rows": 4}, QV + r"\.lora_[AB]\.default\.weight$"),
@@ -65,13 +72,13 @@ CASES = [
     ("bitfit", {"add_missing_biases": True}, r"\.bias$"),
     ("ln-tuning", {}, r"(norm|layer_norm)\.ln_tuning_layers\.default\.weight$"),
     ("freeze", {"blocks": 1}, r"^(model\.layers\.1|decoder\.block\.1)\."),  # the last block (the decoder's, for T5)
-    # the added tokens (the default) only reach the loss of T5 (the tiny Llama sees its eos last): the first 200 ids here
-    ("trainable-tokens", {"tokens": ",".join(map(str, range(200)))}, r"(embed_tokens|shared)\.trainable_tokens_delta\.default$"),
+    ("trainable-tokens", {"tokens": FIRST_200}, r"(embed_tokens|shared)\.trainable_tokens_delta\.default$"),
     ("full", {}, r""),
 ]
 # PiSSA, OLoRA, CorDA and LoRA-GA train on W_res = W - B0 A0 and save a plain LoRA on W (B A - B0 A0): the same
 # model up to fp32 rounding, which on the tiny models' large random weights (std 0.3) reaches about 4e-5 in a logit
-CASE_IDS = [f"{name}-{settings['placement']}" if "placement" in settings else name for name, settings, _ in CASES]
+CASE_IDS = [f"{name}-{settings['placement']}" if "placement" in settings else f"{name}-tokens" if "trainable_tokens" in settings
+            else name for name, settings, _ in CASES]
 
 
 def build(method_name: str, settings: dict, path: str, total_steps: int = 20):
@@ -245,6 +252,8 @@ def test_adalora_needs_the_step_count(tiny_llama):
     ("freeze", {"blocks": 5}, "freeze.blocks=5 but the model has 2 blocks"),
     ("freeze", {"blocks": 0, "modules": "nonexistent"}, "freeze.modules names no parameter"),
     ("lora", {"target": "nonexistent"}, "lora.target names no projection"),
+    ("lora", {"trainable_tokens": "zzqq"}, "lora.trainable_tokens: 'zzqq' is not one token of this tokenizer"),
+    ("dora", {"trainable_tokens": "5,100000"}, "dora.trainable_tokens names no token of this model's"),
     ("ia3", {"target": "q_proj", "feedforward": "down_proj"}, "feedforward must be among ia3.target"),
 ])
 def test_impossible_settings_are_named(method_name, settings, message, tiny_llama):

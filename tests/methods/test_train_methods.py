@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -66,8 +67,26 @@ def test_soft_prompts_refuse_packed_batches(tiny_llama, toy_data, tmp_path):
 
 
 def test_methods_command_lists_every_method_with_its_share(tiny_t5, capsys):
+    """On the tiny T5 every method applies or says why not in one line naming the setting to change (its defaults are
+    sized for real models: a rank or block above the tiny model's 32-wide layers)."""
+    from tests.methods import catalog_methods
+
     assert main(["methods", "--model", tiny_t5]) == 0
     out = capsys.readouterr().out
-    for name in ("lora", "qlora", "adapter", "prefix-tuning", "full"):
-        assert f"\n{name} " in f"\n{out}"
-    assert "parameters trainable" in out and "cannot apply with defaults: bitfit trains bias terms" in out
+    blocks = {line.split(" ")[0]: [] for line in out.splitlines() if line and not line.startswith(" ")}
+    for line in out.splitlines():
+        if line and not line.startswith(" "):
+            name = line.split(" ")[0]
+        elif f"on {tiny_t5}:" in line:
+            blocks[name].append(line.split(f"on {tiny_t5}: ", 1)[1])
+    assert set(catalog_methods()) <= set(blocks)
+    refused = {}
+    for name in catalog_methods():
+        [verdict] = blocks[name]  # one line per method
+        if not re.fullmatch(r"[\d,]+ of [\d,]+ parameters trainable \([\d.]+%\)", verdict):
+            assert verdict.startswith("cannot apply with defaults: "), verdict
+            refused[name] = verdict
+    assert set(refused) == {"eva", "lora-ga", "miss", "shira", "bitfit"}, refused
+    for name, verdict in refused.items():
+        assert f"{name}." in verdict, verdict  # names the setting to change (eva.r, lora-ga.r, ...)
+    assert "bitfit trains bias terms" in refused["bitfit"]
