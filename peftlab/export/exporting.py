@@ -215,7 +215,7 @@ def reload_difference(merged: Any, tokenizer: Any, path: Path) -> float:
 def export_gguf_lora(source: str, output: str, tensor_type: str = "f32", model: str | None = None, overwrite: bool = False,
                      say: Callable[[str], None] = lambda text: None, device: str = "auto") -> dict[str, Any]:
     """A LoRA adapter folder as a llama.cpp LoRA file, for the base's own GGUF file (`llama-cli -m BASE --lora FILE`)."""
-    from peftlab.artifacts import adapter_folder, recorded_model_name
+    from peftlab.artifacts import adapter_folder, read_adapter_config, recorded_model_name
     from peftlab.generation import load_for_generation
     from peftlab.methods import saved_method
 
@@ -227,6 +227,9 @@ def export_gguf_lora(source: str, output: str, tensor_type: str = "f32", model: 
     if saved_method(folder).quantization:
         raise PeftlabError("this adapter was trained on a 4/8-bit base: a LoRA file would meet other base weights in llama.cpp; "
                            "export the merged model instead (--format gguf)")
+    if (read_adapter_config(folder) or {}).get("trainable_token_indices"):  # the file would silently drop them
+        raise PeftlabError("this adapter also trains embedding rows (lora.trainable_tokens): a llama.cpp LoRA file holds only "
+                           "LoRA matrices; export the merged model instead (--format gguf)")
     # checks the base, refuses a misfit in one line; the file is written from CPU tensors
     adapted = load_for_generation(name, "fp32", str(folder), device=device).model.eval().cpu()
     check_exportable(adapted.get_base_model().config, say)
