@@ -25,6 +25,9 @@ SETTINGS = {
     "fourierft": {"n_frequency": 16},
     "trainable-tokens": {"tokens": ",".join(map(str, range(200)))},  # the tiny Llama sees its added tokens only last
 }
+# every catalog method, and LoRA with trainable token rows (lora.trainable_tokens)
+PARITY_CASES = [(name, SETTINGS.get(name, {})) for name in catalog_methods()] + [("lora", {"trainable_tokens": "5,17,42,99,250"})]
+PARITY_IDS = [name for name, _ in PARITY_CASES[:-1]] + ["lora-tokens"]
 PROMPTS = [  # different lengths, so a batch is padded
     "#Person1#: Can I book a table for two at seven? #Person2#: Sure, under what name?",
     "Hello, how are you today?",
@@ -32,12 +35,12 @@ PROMPTS = [  # different lengths, so a batch is padded
 ]
 
 
-def perturbed_model(method_name: str, path: str):
+def perturbed_model(method_name: str, path: str, settings: dict | None = None):
     """The method on the tiny model with random, non-zero trainable weights: an untrained adapter (LoRA's B = 0) changes nothing."""
     method = get_method(method_name)
     loaded = load_model(path, "fp32", quantization=method.quantization)
     torch.manual_seed(0)
-    settings = method.parse_settings(SETTINGS.get(method_name, {}))
+    settings = method.parse_settings(SETTINGS.get(method_name, {}) if settings is None else settings)
     model = method.build(loaded.model, settings, toy_context(loaded, total_steps=10))
     with torch.no_grad():
         for parameter in model.parameters():
@@ -67,9 +70,9 @@ def int8_without_outliers(monkeypatch):
         load_in_8bit=True, llm_int8_threshold=0.0) if kind == "8bit" else plain(kind, dtype))
 
 
-@pytest.mark.parametrize("method_name", catalog_methods())
-def test_generation_equals_uncached_forward_passes(tiny_model, method_name, int8_without_outliers):
-    loaded, model = perturbed_model(method_name, tiny_model)
+@pytest.mark.parametrize("method_name, settings", PARITY_CASES, ids=PARITY_IDS)
+def test_generation_equals_uncached_forward_passes(tiny_model, method_name, settings, int8_without_outliers):
+    loaded, model = perturbed_model(method_name, tiny_model, settings)
     tokenizer, is_seq2seq = loaded.tokenizer, loaded.is_seq2seq
     prompts = [source_ids(tokenizer, text, chat=False, is_seq2seq=is_seq2seq) for text in PROMPTS]
     want = [until_eos(reference_greedy(model, ids, NEW_TOKENS, is_seq2seq), tokenizer.eos_token_id) for ids in prompts]
