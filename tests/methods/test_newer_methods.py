@@ -15,8 +15,8 @@ from tests.methods import alone, answer
 from tests.serve.conftest import train_adapter
 from tests.tiny_models import save_tiny_t5
 
-# settings that fit the tiny Llama's and T5's 32-wide layers; VeRA, HiRA, Lily and trainable tokens at a rate four steps
-# show at (at 0.01 their greedy answers stayed the base's), trainable tokens on ids the prompts hold
+# settings that fit the tiny Llama's and T5's 32-wide layers; VeRA, HiRA, Lily and trainable tokens train at 0.1 (after
+# four steps at 0.01 their greedy answers were still the base's), trainable tokens on ids the prompts hold
 NEWER = {
     "pissa": ["pissa.r=4"],
     "olora": ["olora.r=4"],
@@ -44,6 +44,12 @@ def lively_t5(tmp_path_factory) -> str:
     adapter or not, so a served adapter could not show in its answers. (Merges of some methods on it exceed merge's
     fp32 bound of 1e-4 by rounding alone: measured 1.2e-4 for PiSSA, so merges are checked on the default T5.)"""
     return str(save_tiny_t5(tmp_path_factory.mktemp("lively-t5"), initializer_factor=1.5))
+
+
+@pytest.fixture(params=["llama", "t5"])
+def served_model(request, tiny_llama, lively_t5) -> str:
+    """A model whose answers show an adapter: the tiny Llama or the lively T5."""
+    return tiny_llama if request.param == "llama" else lively_t5
 
 
 def relative_logit_difference(model: str, adapter: str, merged: str) -> float:
@@ -115,11 +121,6 @@ def merged_as_declared(method, adapter: str, model: str, tmp_path, capsys) -> No
     assert relative_logit_difference(model, adapter, str(tmp_path / "merged")) < 1e-4
 
 
-@pytest.fixture(params=["llama", "t5"])
-def served_model(request, tiny_llama, lively_t5) -> str:
-    return tiny_llama if request.param == "llama" else lively_t5
-
-
 # --- LoRA with trainable tokens (lora.trainable_tokens) ---------------------------------------------------------
 
 def changed_rows(weight, base_weight) -> list[int]:
@@ -159,8 +160,8 @@ def test_lora_with_trainable_tokens_is_served_beside_plain_lora(served_model, tm
     """An adapter with token rows decodes in its own batches (peft 0.21.2's mixed batches raise KeyError for the plain
     LoRA rows beside it), the plain LoRA in the mixed ones: every row answers as its adapter alone."""
     from peftlab.serve.launch import load_engine
-    from tests.serve.test_continuous import PROMPTS, run_jobs
     from peftlab.serve.scheduler import Scheduler
+    from tests.serve.test_continuous import PROMPTS, run_jobs
 
     (tmp_path / "t").mkdir()
     (tmp_path / "p").mkdir()
@@ -178,4 +179,4 @@ def test_lora_with_trainable_tokens_is_served_beside_plain_lora(served_model, tm
     answers = {(name, text): "".join(job.output) for job, (name, text, _) in zip(jobs, requests)}
     for (name, text), got in answers.items():
         assert got == alone(served_model, folders[name], engine.prompt_ids(text)), (name, text)
-    assert any(answers["t", text] != answers["tiny", text] for text in PROMPTS)  # the token rows show
+    assert any(answers["t", text] != answers["tiny", text] for text in PROMPTS)  # the adapter shows in what is served
