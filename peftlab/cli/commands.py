@@ -268,7 +268,7 @@ def command_check(args: argparse.Namespace) -> int:
         raise PeftlabError("--server-model names a model on a server: pass --server URL too")
     server = Server(args.server, args.server_model, os.environ.get("PEFTLAB_API_KEY")) if args.server else None
     parity = check_parity(config, args.adapter, scored_prompts(rows, config.data), settings, args.gguf,
-                          say=_say, server=server)
+                          say=_say, server=server, lora=args.lora, gguf_lora=args.gguf_lora, base_gguf=args.base_gguf)
     _say(table(parity))
     failures = [f"{runtime}: {100 * parity.agreement(runtime):.0f}% identical, below {100 * args.min_agreement:.0f}%"
                 for runtime in parity.answers if parity.agreement(runtime) < args.min_agreement] + parity.setup_problems
