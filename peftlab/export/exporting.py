@@ -244,8 +244,21 @@ def export_gguf_lora(source: str, output: str, tensor_type: str = "f32", model: 
     say(f"export: {out} ({out.stat().st_size / 1e6:.2f} MB, {counts.get('F32', 0) + counts.get('F16', 0)} tensors); its updates "
         f"match the adapter's to {difference:.1e}; use it on the base's GGUF file: "
         f"llama-cli -m {base or 'BASE.gguf'} --lora {out}")
+    say(f"export: check its answers in llama.cpp with: {lora_file_check(folder, out, base)}")
     return {"file": str(out), "bytes": out.stat().st_size, "type": tensor_type, "tensor_types": counts, "base_gguf": str(base) if base else None,
             "relative_update_difference": difference}
+
+
+def lora_file_check(folder: Path, out: Path, base: Path | None) -> str:
+    """`peftlab check` of a LoRA file: against the adapter a converted LoRA came from (with the LoRA folder beside it),
+    else against the LoRA adapter itself."""
+    from peftlab.artifacts import read_run_info
+    from peftlab.export.parity import check_command
+
+    original = (read_run_info(folder) or {}).get("converted_from_adapter")
+    converted = ["--lora", str(folder)] if original and Path(original).is_dir() else []
+    return check_command(original if converted else folder, *converted, "--gguf-lora", str(out),
+                         *([] if base else ["--base-gguf", "BASE.gguf"]))
 
 
 def lora_file_difference(adapted: Any, path: Path) -> float:

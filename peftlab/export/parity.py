@@ -125,6 +125,16 @@ def check_parity(config: RunConfig, adapter: str, texts: list[str | list[dict[st
     return Parity(texts, answers, decoded, problems, logits)
 
 
+def check_command(adapter: str | Path, *flags: str) -> str:
+    """The `peftlab check` command line that measures an export against `adapter`: --data the rows its training run
+    evaluated (else trained) on, as run.yaml records them, while that file is there; else ROWS for the user to fill."""
+    from peftlab.artifacts import adapter_folder, read_run_config
+
+    recorded = read_run_config(adapter_folder(adapter))
+    rows = next((r for r in (recorded.data.eval, recorded.data.train) if r and Path(r).is_file()), None) if recorded else None
+    return " ".join(["peftlab check", str(adapter), "--data", rows or "ROWS", *flags])
+
+
 def lora_to_compare(lora: str, model_name: str | None) -> Path:
     """`--lora DIR`: a LoRA adapter folder on the adapter's base, checked before any model loads."""
     from peftlab.artifacts import adapter_folder, check_base

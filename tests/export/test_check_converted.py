@@ -5,6 +5,7 @@ answers and logits; a runtime that answers otherwise fails the check."""
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
 
@@ -31,10 +32,21 @@ def loha(tiny_llama, tmp_path_factory):
     return adapter, folder
 
 
+def printed_command(printed: str) -> list[str]:
+    """The `peftlab check ...` command line an export printed, as argv for main()."""
+    line = next(line for line in printed.splitlines() if "peftlab check " in line)
+    return shlex.split(line[line.index("peftlab check "):].split("; ")[0])[1:]
+
+
 def test_a_converted_loha_is_checked_against_the_loha_it_came_from(loha, tmp_path, capsys):
     adapter, folder = loha
     data = write_jsonl(tmp_path / "rows.jsonl", TOY_ROWS)
-    capsys.readouterr()
+    assert main(["export", adapter, "--format", "lora", "--rank", "1.0", "--output", str(tmp_path / "full")]) == 0
+    command = printed_command(capsys.readouterr().out)  # the check the export names, run as printed
+    assert command[:3] == ["check", adapter, "--data"] and command[-2:] == ["--lora", str(tmp_path / "full")]
+    assert main([*command, "--max-new-tokens", "6"]) == 0
+    assert "LoRA full: 100% of answers identical to the adapter's" in capsys.readouterr().out
+
     assert main(["check", adapter, "--data", str(data), "--max-new-tokens", "6", "--lora", str(folder / "full")]) == 0
     full = agreements(capsys.readouterr().out)
     assert full["LoRA full"]["same"] == full["LoRA full"]["total"] == str(len(TOY_ROWS))
@@ -64,6 +76,10 @@ def test_the_llama_cpp_lora_file_of_the_converted_loha_runs_on_the_base_file_as_
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install -c constraints.txt -e '.[test]' builds it")
     loha_adapter, folder = loha
     assert main(["export", str(folder / "full"), "--format", "gguf-lora", "--output", str(tmp_path / "loha-lora.gguf")]) == 0
+    # the check it names: the LoHa it was converted from, the LoRA folder and the file (the tiny base has no GGUF file)
+    assert printed_command(capsys.readouterr().out) == ["check", loha_adapter, "--data", str(folder / "toy.jsonl"),
+                                                         "--lora", str(folder / "full"), "--gguf-lora", str(tmp_path / "loha-lora.gguf"),
+                                                         "--base-gguf", "BASE.gguf"]
     assert main(["export", adapter, "--format", "gguf-lora", "--output", str(tmp_path / "other-lora.gguf")]) == 0
     data = write_jsonl(tmp_path / "rows.jsonl", TOY_ROWS)
     capsys.readouterr()
