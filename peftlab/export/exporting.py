@@ -14,6 +14,7 @@ from peftlab.errors import PeftlabError
 from peftlab.export.gguf import (TENSOR_TYPES, check_exportable, gguf_architecture, lora_layers, update_in_llama_cpp_layout,
                                  write_gguf, write_gguf_lora)
 from peftlab.export.merge import MERGE_INFO, PROBE_TEXT, merged_model, read_merge_info, relative_difference, within
+from peftlab.models.gguf_cache import base_gguf_file
 
 # max |GGUF logit - merged logit| / (1 + max |logit|) after the reload: the rounding of each file type
 RELOAD_TOLERANCE = {"f32": 1e-4, "f16": 2e-2, "bf16": 5e-2}  # quantized types are reported, not judged here
@@ -21,15 +22,6 @@ RELOAD_TOLERANCE = {"f32": 1e-4, "f16": 2e-2, "bf16": 5e-2}  # quantized types a
 LORA_TOLERANCE = {"f32": 1e-5, "f16": 1e-2}
 MODELFILE = "Modelfile"
 OLLAMA = outputs.OutputKind("Ollama model", (MODELFILE,), (MODELFILE, "model-*.gguf", "adapter-lora.gguf"))
-
-
-def base_gguf_file(model_spec: str | None) -> Path | None:
-    """The GGUF file the base came from (its tokenizer fields are copied), None for a transformers base."""
-    from peftlab.models.gguf_cache import default_gguf_path
-
-    if model_spec is None:
-        return default_gguf_path()
-    return Path(model_spec).expanduser() if model_spec.endswith(".gguf") else None
 
 
 def _merged_folder(folder: Path, say: Callable[[str], None]) -> tuple[Any, Any, dict[str, Any]]:

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.errors import PeftlabError
-
-GGUF_MAGIC = b"GGUF"
+from peftlab.models.gguf_cache import GGUF_MAGIC, base_gguf_file
 
 
 def gguf_kind(path: str, flag: str) -> str:
@@ -87,8 +86,6 @@ def llama_cpp_answers(gguf: str, prompts: list[list[int]], max_new_tokens: int, 
 def llama_cpp_runs(model_name: str | None, gguf: str | None, gguf_lora: str | None, base_gguf: str | None) -> dict[str, tuple[str, str | None]]:
     """What `peftlab check` runs in llama.cpp, by label: (GGUF model file, llama.cpp LoRA file or None), each file
     checked to hold what its flag says. The LoRA file's base is --base-gguf, else the file the base came from."""
-    from peftlab.export.exporting import base_gguf_file
-
     if base_gguf and not gguf_lora:
         raise PeftlabError("--base-gguf names the base file a --gguf-lora file is applied to: pass --gguf-lora FILE too, or drop it")
     runs: dict[str, tuple[str, str | None]] = {}
