@@ -105,6 +105,7 @@ def check_parity(config: RunConfig, adapter: str, texts: list[str | list[dict[st
         answers[name] = answer(runtime)
         logits[name] = logit_agreement(reference, lambda i, m=runtime: forward_logits(m, prompts[i], answers[REFERENCE][i], seq2seq),
                                        len(prompts))
+        del runtime
         say(f"check: {name} done")
     longest = max(map(len, prompts)) + settings.max_new_tokens
     for name, (model_file, lora_file) in llama_runs.items():
