@@ -90,12 +90,10 @@ def llama_cpp_runs(model_name: str | None, gguf: str | None, gguf_lora: str | No
         raise PeftlabError("--base-gguf names the base file a --gguf-lora file is applied to: pass --gguf-lora FILE too, or drop it")
     runs: dict[str, tuple[str, str | None]] = {}
     if gguf:
-        needs_llama_cpp("--gguf")
         if gguf_kind(gguf, "--gguf") != "model":
             raise PeftlabError(f"--gguf {gguf} is a llama.cpp LoRA file, not a model: pass it as --gguf-lora {gguf}")
         runs[f"llama.cpp {Path(gguf).name}"] = (gguf, None)
     if gguf_lora:
-        needs_llama_cpp("--gguf-lora")
         if gguf_kind(gguf_lora, "--gguf-lora") != "adapter":
             raise PeftlabError(f"--gguf-lora {gguf_lora} is a whole model, not a llama.cpp LoRA file: pass it as --gguf {gguf_lora}, "
                                "or write the LoRA file with `peftlab export ADAPTER --format gguf-lora`")
@@ -106,4 +104,6 @@ def llama_cpp_runs(model_name: str | None, gguf: str | None, gguf_lora: str | No
         if gguf_kind(str(base), "--base-gguf") != "model":
             raise PeftlabError(f"--base-gguf {base} is a llama.cpp LoRA file, not the base model: pass the base's own GGUF file")
         runs[f"llama.cpp {Path(base).name} + {Path(gguf_lora).name}"] = (str(base), gguf_lora)
+    if runs:  # after the files: a wrong file is named whether llama.cpp is installed or not
+        needs_llama_cpp("--gguf" if gguf else "--gguf-lora")
     return runs
