@@ -129,7 +129,8 @@ def lora_conversion(result: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     prompts = ", ".join(sorted({str(r["prompts"]) for r in result["methods"].values()}))
     lines.append("")
-    lines.append(f"Source: `benchmarks/results/lora_conversion.json` (`python benchmarks/lora_conversion.py`: each method trained "
+    lines.append(f"Source: `benchmarks/results/lora_conversion.json` (`python benchmarks/lora_conversion.py --rows {prompts} "
+                 f"--max-new-tokens {result['max_new_tokens']}`: each method trained "
                  f"{result['steps']} steps x {result['batch_size']} rows on DialogSum, exported with `--rank {result['rank']}`, then "
                  f"`peftlab check ADAPTER --lora LORA --gguf-lora FILE` on {prompts} of the demo's test prompts, greedy, "
                  f"{result['max_new_tokens']} new tokens; identical = the trained adapter's answer token for token; logits at the "
