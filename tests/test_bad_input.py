@@ -343,6 +343,8 @@ CASES = [
          ("v.csv line 3", "over the 1,048,576-byte limit", "data.max_row_bytes")),
     Case("train-jsonl-row-over-the-limit", lambda b: train(b, data=b.rows("v.jsonl", [TOY_ROWS[0], {"dialogue": "a" * 10_000_000, "summary": "x"}])),
          ("v.jsonl line 2", "10,000,032 bytes", "over the 1,048,576-byte limit", "--set data.max_row_bytes")),
+    Case("eval-metric-on-text-rows", lambda b: evaluate(b, "--metric", "exact", data=b.rows("t.jsonl", [{"text": "Hello there."}])),
+         ("t.jsonl", "text rows have no reference", "--metric exact", "drop --metric")),
     Case("eval-jsonl-row-over-the-limit", lambda b: evaluate(b, data=b.rows("v.jsonl", [{"dialogue": "a" * 10_000_000, "summary": "x"}])),
          ("v.jsonl line 1", "over the 1,048,576-byte limit")),
     Case("generate-jsonl-row-over-the-limit", lambda b: generate(b, "--data", b.rows("v.jsonl", [{"dialogue": "a" * 10_000_000}])),
