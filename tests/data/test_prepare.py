@@ -94,3 +94,15 @@ def test_rows_cut_to_their_prompt_are_dropped_and_counted_in_the_batched_path(ti
     kept = tokenize(examples, tokenizer, prompt_length, False, chat=False)
     assert (len(kept.features), kept.no_labels, kept.first_dropped, kept.truncated) == (1, 1, "f line 1", 1)
     assert tokenize(examples, tokenizer, prompt_length + 1, False, chat=False).no_labels == 0
+
+
+def test_seq2seq_rows_keep_labels_of_their_own_length_in_the_arrow_file(tiny_t5, tmp_path, cache):
+    """A T5 row's labels are the target, not as long as its input_ids (the source): each column needs its own offsets
+    (sharing the input_ids' offsets failed every seq2seq run with 'iterator too short')."""
+    tokenizer = load_tokenizer(tiny_t5)
+    data = DataConfig(max_length=24)
+    path = write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS * 2)
+    want = tokenize(build_examples(read_rows(str(path)), data), tokenizer, 24, True, chat=False)
+    prepared = prepare.prepared_set(str(path), data, tokenizer, True, False)
+    assert [dict(row) for row in prepared.features] == [{**f, "length": len(f["input_ids"])} for f in want.features]
+    assert any(len(f["labels"]) != len(f["input_ids"]) for f in want.features)
