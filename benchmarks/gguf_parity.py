@@ -41,10 +41,12 @@ def main() -> int:
     from peftlab.evaluate.metrics import mean_scores
     from peftlab.evaluate.metrics.rouge import example_scores
     from peftlab.evaluate.settings import generate_config
-    from peftlab.export.exporting import base_gguf_file, export_gguf, export_gguf_lora
+    from peftlab.export.exporting import export_gguf, export_gguf_lora
+    from peftlab.models.gguf_cache import base_gguf_file
     from peftlab.export.gguf import write_gguf
     from peftlab.export.merge import merged_model
-    from peftlab.export.parity import first_difference, llama_cpp_answers, until_end
+    from peftlab.export.llama_cpp_runtime import llama_cpp_answers
+    from peftlab.export.parity import first_difference, until_end
     from peftlab.generation import GenerationSettings, encode_prompts, eos_ids, generate_ids
     from peftlab.models import load_model
 

@@ -1,11 +1,13 @@
-"""Non-LoRA adapters converted to LoRA and run in llama.cpp: how far the converted adapter is from the trained one.
+"""Non-LoRA adapters converted to LoRA and run in llama.cpp: how far the converted adapter is from the trained one,
+as `peftlab check` reports it.
 
 For each method (default LoHa and VeRA) on the default model: train it briefly on DialogSum (`peftlab train`),
-convert it (`peftlab export --format lora --rank R`), write the llama.cpp LoRA file (`--format gguf-lora`), then on the
-demo's 24 test prompts, greedy: the trained adapter's answers (the reference), the converted adapter's (torch) and
-llama.cpp's (the base's own GGUF file with the LoRA file); the base's answers show how much the adapter changes.
-Logit agreement: the relative difference (norm of the difference / norm of the trained logits) and the share of
-positions with the same top token, over every prompt position. Prints a table and writes JSON.
+convert it (`peftlab export --format lora --rank R`), write the llama.cpp LoRA file (`--format gguf-lora`), then
+`peftlab check ADAPTER --lora LORA --gguf-lora FILE` (its own function, the same prompts and settings as the command)
+on the demo's 24 test prompts, greedy: the trained adapter is the reference; the merged adapter, the converted LoRA
+(torch) and the base's own GGUF file with the LoRA file (llama.cpp) answer the same prompts. For each: identical
+answers, and where it gives logits, its logits at the trained adapter's token choices (the largest relative
+difference over the prompts, and the share of choices with the same top token). Prints a table and writes JSON.
 
     python benchmarks/lora_conversion.py [--data ../shared/data/dialogsum] [--methods loha,vera] [--steps 10] [--rank 32]
 """
@@ -48,52 +50,32 @@ def prepare(method: str, args: argparse.Namespace, work: Path) -> dict:
             "conversion": json.loads((lora / "peftlab.json").read_text())}
 
 
-def logit_agreement(reference_model, other_model, prompts: list[list[int]]) -> dict:
-    import torch
-
-    squared_difference = squared_reference = 0.0
-    same_top = positions = 0
-    with torch.inference_mode():
-        for ids in prompts:
-            batch = torch.tensor([ids])
-            ours, theirs = reference_model(input_ids=batch).logits[0].float(), other_model(input_ids=batch).logits[0].float()
-            squared_difference += (theirs - ours).pow(2).sum().item()
-            squared_reference += ours.pow(2).sum().item()
-            same_top += (theirs.argmax(-1) == ours.argmax(-1)).sum().item()
-            positions += len(ids)
-    return {"relative_logit_difference": (squared_difference / squared_reference) ** 0.5, "same_top_token": same_top / positions,
-            "positions": positions}
-
-
 def measure(prepared: dict, rows: int, max_new_tokens: int) -> dict:
+    """`peftlab check ADAPTER --data DEMO_TEST --max-samples ROWS --max-new-tokens N --lora LORA --gguf-lora FILE`, as
+    the command builds it (cli/commands.py command_check), its figures kept instead of printed."""
+    from dataclasses import asdict
+
+    from peftlab.data.examples import scored_prompts, subsample
     from peftlab.data.readers import read_rows
-    from peftlab.evaluate.references import eval_examples
     from peftlab.evaluate.settings import generate_config
-    from peftlab.export.exporting import base_gguf_file
-    from peftlab.export.parity import llama_cpp_answers, until_end
-    from peftlab.generation import GenerationSettings, encode_prompts, eos_ids, generate_ids, load_for_generation
+    from peftlab.export.parity import REFERENCE, check_parity
+    from peftlab.generation import GenerationSettings
 
     config = generate_config(prepared["adapter"], [], {}, rows)
-    examples = eval_examples(read_rows(str(DEMO_TEST)), config.data)
-    trained = load_for_generation(config.model.name, "fp32", prepared["adapter"])
-    converted = load_for_generation(config.model.name, "fp32", prepared["lora"])
-    prompts, _ = encode_prompts(trained, [e.prompt for e in examples], config.data.chat_template)
-    ends = eos_ids(trained.model, trained.tokenizer)
-    settings = GenerationSettings(max_new_tokens, 1, 8)
-    answer = lambda model: [until_end(t, ends) for t in generate_ids(model, trained.tokenizer, prompts, False, settings)]  # noqa: E731
-    reference = answer(trained.model)
-    answers = {"converted LoRA (torch)": answer(converted.model)}
-    with trained.model.disable_adapter():
-        answers["base (no adapter)"] = answer(trained.model)
-    base_gguf = base_gguf_file(None)
+    texts = scored_prompts(subsample(read_rows(str(DEMO_TEST), config.data.max_row_bytes), 1, config.data.max_samples), config.data)
+    settings = GenerationSettings(max_new_tokens, 1, 16)
     start = time.perf_counter()
-    answers[f"llama.cpp {base_gguf.name} + LoRA file"] = llama_cpp_answers(str(base_gguf), prompts, max_new_tokens, prepared["gguf"])
-    llama_seconds = time.perf_counter() - start
-    logits = logit_agreement(trained.model, converted.model, prompts)
-    return {"prompts": len(prompts), "identical_to_trained": {k: sum(a == b for a, b in zip(v, reference)) for k, v in answers.items()},
-            "logits_converted_vs_trained": logits, "llama_cpp_seconds": llama_seconds,
-            "samples": [{"trained": trained.tokenizer.decode(reference[i], skip_special_tokens=True),
-                         **{k: trained.tokenizer.decode(v[i], skip_special_tokens=True) for k, v in answers.items()}} for i in range(2)]}
+    parity = check_parity(config, prepared["adapter"], texts, settings, None, say=print, lora=prepared["lora"], gguf_lora=prepared["gguf"])
+    seconds = time.perf_counter() - start
+    runtimes = {name: {"identical": parity.identical(name), "logits": asdict(parity.logits[name]) if parity.logits.get(name) else None}
+                for name in parity.answers if name != REFERENCE}
+    return {"prompts": len(texts), "runtimes": runtimes, "check_seconds": seconds, "setup_problems": parity.setup_problems,
+            "samples": [{name: parity.texts[name][i] for name in parity.texts} for i in range(min(2, len(texts)))]}
+
+
+def runtime(result: dict, prefix: str) -> dict:
+    """The one runtime of a method's check whose label starts with `prefix` ("LoRA ", "llama.cpp ")."""
+    return next(value for name, value in result["runtimes"].items() if name.startswith(prefix))
 
 
 def main() -> int:
@@ -120,13 +102,15 @@ def main() -> int:
     for method in args.methods.split(","):
         prepared = prepare(method, args, Path(args.work))
         results[method] = {**prepared, **measure(prepared, args.rows, args.max_new_tokens)}
-        print(json.dumps({k: results[method][k] for k in ("conversion", "identical_to_trained", "logits_converted_vs_trained")}, indent=1), flush=True)
-    print(f"\n{'method':<6} {'rank':>5} {'probe diff':>10} {'logit diff':>10} {'same top':>8}  identical answers of {args.rows} (converted, llama.cpp, base)")
+        print(json.dumps({k: results[method][k] for k in ("conversion", "runtimes")}, indent=1), flush=True)
+    print(f"\n{'method':<6} {'rank':>5} {'probe diff':>10}  converted LoRA: identical, logit diff, same top  |  llama.cpp: the same")
     for method, r in results.items():
-        same = list(r["identical_to_trained"].values())
-        print(f"{method:<6} {r['conversion']['lora_rank']:>5} {r['conversion']['relative_logit_difference']:>10.2e} "
-              f"{r['logits_converted_vs_trained']['relative_logit_difference']:>10.2e} {r['logits_converted_vs_trained']['same_top_token']:>8.4f}  "
-              + ", ".join(map(str, same)))
+        cells = []
+        for prefix in ("LoRA ", "llama.cpp "):
+            figures, logits = runtime(r, prefix), runtime(r, prefix)["logits"] or {}
+            cells.append(f"{figures['identical']:>3}/{r['prompts']} {logits.get('relative_difference', float('nan')):>9.2e} "
+                         f"{logits.get('same_top_token', float('nan')):>8.4f}")
+        print(f"{method:<6} {r['conversion']['lora_rank']:>5} {r['conversion']['relative_logit_difference']:>10.2e}  " + "  |  ".join(cells))
     write_results(args.json, {"steps": args.steps, "batch_size": args.batch_size, "rank": args.rank, "max_new_tokens": args.max_new_tokens,
                               "llama_cpp_python": llama_cpp.__version__, "methods": results})
     print(f"wrote {args.json}")

@@ -119,19 +119,26 @@ def judge_pairwise(result: dict) -> str:
 
 
 def lora_conversion(result: dict) -> str:
-    lines = ["| method | LoRA rank | logit difference, converted vs trained | same top token | identical answers: converted (torch) | "
-             "llama.cpp (base GGUF + LoRA file) | base without adapter |", "|---|---|---|---|---|---|---|"]
+    """benchmarks/lora_conversion.py: per method, what `peftlab check` reported for the converted LoRA and its llama.cpp file."""
+    lines = ["| method | LoRA rank | converted LoRA (torch): identical answers | logit difference | same top token | "
+             "llama.cpp (base GGUF + LoRA file): identical answers | logit difference | same top token |", "|---|---|---|---|---|---|---|---|"]
     for method, r in result["methods"].items():
-        logits, identical = r["logits_converted_vs_trained"], r["identical_to_trained"]
-        llama = next(key for key in identical if key.startswith("llama.cpp"))
-        same = [identical["converted LoRA (torch)"], identical[llama], identical["base (no adapter)"]]
-        lines.append(f"| {method} | {r['conversion']['lora_rank']} | {logits['relative_logit_difference']:.2e} | "
-                     f"{100 * logits['same_top_token']:.2f}% | " + " | ".join(f"{n}/{r['prompts']}" for n in same) + " |")
+        cells = [method, str(r["conversion"]["lora_rank"])]
+        for prefix in ("LoRA ", "llama.cpp "):
+            figures = next(value for name, value in r["runtimes"].items() if name.startswith(prefix))
+            logits = figures["logits"]
+            cells += [f"{figures['identical']}/{r['prompts']}", f"{logits['relative_difference']:.2e}" if logits else "-",
+                      f"{100 * logits['same_top_token']:.2f}%" if logits else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    prompts = ", ".join(sorted({str(r["prompts"]) for r in result["methods"].values()}))
     lines.append("")
-    lines.append(f"Source: `benchmarks/results/lora_conversion.json` (`python benchmarks/lora_conversion.py`: each method trained "
-                 f"{result['steps']} steps x {result['batch_size']} rows on DialogSum, `--rank {result['rank']}`, the demo's test "
-                 f"prompts, greedy, {result['max_new_tokens']} new tokens; identical = the trained adapter's answer token for token). "
-                 + machine_line(result.get("machine", {})))
+    lines.append(f"Source: `benchmarks/results/lora_conversion.json` (`python benchmarks/lora_conversion.py --rows {prompts} "
+                 f"--max-new-tokens {result['max_new_tokens']}`: each method trained "
+                 f"{result['steps']} steps x {result['batch_size']} rows on DialogSum, exported with `--rank {result['rank']}`, then "
+                 f"`peftlab check ADAPTER --lora LORA --gguf-lora FILE` on {prompts} of the demo's test prompts, greedy, "
+                 f"{result['max_new_tokens']} new tokens; identical = the trained adapter's answer token for token; logits at the "
+                 "trained adapter's token choices: the largest relative difference over the prompts, and the share of choices "
+                 "with the same top token). " + machine_line(result.get("machine", {})))
     return "\n".join(lines) + "\n"
 
 

@@ -136,6 +136,24 @@ def export(b: Bench, *args: str, adapter: str | None = None, output: str | None 
     return ["export", adapter or b.lora, "--type", "f32", "--output", output or str(b.work / "model.gguf"), *args]
 
 
+def check(b: Bench, *args: str) -> list[str]:
+    return ["check", b.lora, "--data", b.rows(), "--max-new-tokens", "2", *args]
+
+
+def gguf_header(b: Bench, name: str, kind: str) -> str:
+    """A GGUF file of the tiny Llama's architecture holding only its header: general.type `kind` ("model", or "adapter"
+    for a llama.cpp LoRA file), no tensors; enough for what check reads before it runs llama.cpp."""
+    import gguf
+
+    writer = gguf.GGUFWriter(b.inputs / name, "llama")
+    writer.add_type(kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return str(b.inputs / name)
+
+
 def serve(b: Bench, *args: str) -> list[str]:
     return ["serve", "--model", b.llama, "--dtype", "fp32", "--port", str(b.free_port()), *args]
 
@@ -325,6 +343,8 @@ CASES = [
          ("v.csv line 3", "over the 1,048,576-byte limit", "data.max_row_bytes")),
     Case("train-jsonl-row-over-the-limit", lambda b: train(b, data=b.rows("v.jsonl", [TOY_ROWS[0], {"dialogue": "a" * 10_000_000, "summary": "x"}])),
          ("v.jsonl line 2", "10,000,032 bytes", "over the 1,048,576-byte limit", "--set data.max_row_bytes")),
+    Case("eval-metric-on-text-rows", lambda b: evaluate(b, "--metric", "exact", data=b.rows("t.jsonl", [{"text": "Hello there."}])),
+         ("t.jsonl", "text rows have no reference", "--metric exact", "drop --metric")),
     Case("eval-jsonl-row-over-the-limit", lambda b: evaluate(b, data=b.rows("v.jsonl", [{"dialogue": "a" * 10_000_000, "summary": "x"}])),
          ("v.jsonl line 1", "over the 1,048,576-byte limit")),
     Case("generate-jsonl-row-over-the-limit", lambda b: generate(b, "--data", b.rows("v.jsonl", [{"dialogue": "a" * 10_000_000}])),
@@ -402,6 +422,29 @@ CASES = [
     Case("export-ollama-lora-of-a-folder-base", lambda b: export(b, "--format", "ollama-lora", output=b.out),
          ("ollama-lora needs a base that came from a GGUF file", "--format ollama")),
     Case("export-output-exists", lambda b: export(b, output=b.file("model.gguf", "GGUF mine")), ("{inputs}/model.gguf already exists", "--overwrite")),
+    # check: a converted LoRA folder and a llama.cpp LoRA file compared with the adapter (issue 31)
+    Case("check-lora-is-not-a-lora", lambda b: check(b, "--lora", b.prompt_tuning),
+         ("--lora", "is a prompt-tuning adapter, not a LoRA one", "--format lora")),
+    Case("check-lora-missing", lambda b: check(b, "--lora", f"{b.inputs}/as-lora"),
+         ("--lora {inputs}/as-lora does not exist", "--format lora --output")),
+    Case("check-gguf-lora-not-gguf", lambda b: check(b, "--gguf-lora", b.file("lora.gguf", b"\x00junk, not a GGUF file\n" * 8)),
+         ("--gguf-lora {inputs}/lora.gguf is not a GGUF file",)),
+    Case("check-gguf-lora-damaged", lambda b: check(b, "--gguf-lora", b.file("lora.gguf", b"GGUF\x03\x00\x00\x00" + b"\xff" * 256)),
+         ("--gguf-lora {inputs}/lora.gguf is a damaged or truncated GGUF file", "export it again")),
+    Case("check-gguf-lora-without-a-base-gguf", lambda b: check(b, "--gguf-lora", gguf_header(b, "lora.gguf", "adapter")),
+         ("--gguf-lora {inputs}/lora.gguf needs the base as a GGUF file", "--base-gguf FILE")),
+    Case("check-gguf-lora-is-a-model", lambda b: check(b, "--gguf-lora", gguf_header(b, "model.gguf", "model")),
+         ("--gguf-lora {inputs}/model.gguf is a whole model, not a llama.cpp LoRA file", "--gguf {inputs}/model.gguf")),
+    Case("check-base-gguf-is-a-lora-file", lambda b: check(b, "--gguf-lora", gguf_header(b, "lora.gguf", "adapter"),
+                                                           "--base-gguf", gguf_header(b, "base.gguf", "adapter")),
+         ("--base-gguf {inputs}/base.gguf is a llama.cpp LoRA file, not the base model",)),
+    Case("check-base-gguf-not-gguf", lambda b: check(b, "--gguf-lora", gguf_header(b, "lora.gguf", "adapter"),
+                                                     "--base-gguf", b.file("base.gguf", "not a model\n")),
+         ("--base-gguf {inputs}/base.gguf is not a GGUF file",)),
+    Case("check-base-gguf-without-gguf-lora", lambda b: check(b, "--base-gguf", gguf_header(b, "base.gguf", "model")),
+         ("--base-gguf names the base file a --gguf-lora file is applied to", "--gguf-lora FILE")),
+    Case("check-gguf-is-a-lora-file", lambda b: check(b, "--gguf", gguf_header(b, "lora.gguf", "adapter")),
+         ("--gguf {inputs}/lora.gguf is a llama.cpp LoRA file, not a model", "--gguf-lora {inputs}/lora.gguf")),
     # trackers
     Case("train-tracker-unknown", lambda b: train(b, "--set", "train.report_to=neptune"), ("train.report_to 'neptune'", "tensorboard, mlflow")),
     Case("train-tracker-not-installed", lambda b: train(b, "--set", "train.report_to=tensorboard,wandb"),

@@ -110,7 +110,7 @@ def command_eval(args: argparse.Namespace) -> int:
     from peftlab.report.tables import samples_text
 
     config = eval_config(args.adapter, overrides(args), config_flags(args, NOT_TRAINING), args.max_samples, args.every)
-    metrics = metric_options(args)
+    metrics = metric_options(args) if args.metric else None  # None: the default, or held-out loss on text rows
     result = evaluate(config, args.data, args.output, args.adapter, generation_settings(args), not args.skip_base, say=_say,
                       overwrite=args.overwrite, metrics=metrics)
     _say("\n" + metric_tables(result))
@@ -201,7 +201,8 @@ def command_generate(args: argparse.Namespace) -> int:
     from peftlab.evaluate.generate import run_generate
     from peftlab.evaluate.settings import generate_config
 
-    config = generate_config(args.adapter, overrides(args), config_flags(args, NOT_TRAINING), args.max_samples)
+    config = generate_config(args.adapter, overrides(args), config_flags(args, NOT_TRAINING), args.max_samples,
+                             reads_rows=args.data is not None)
     records = run_generate(config, args.adapter, args.prompt, args.data, args.output, generation_settings(args),
                            say=lambda text: print(text, file=sys.stderr, flush=True), overwrite=args.overwrite)
     if args.output:
@@ -268,7 +269,7 @@ def command_check(args: argparse.Namespace) -> int:
         raise PeftlabError("--server-model names a model on a server: pass --server URL too")
     server = Server(args.server, args.server_model, os.environ.get("PEFTLAB_API_KEY")) if args.server else None
     parity = check_parity(config, args.adapter, scored_prompts(rows, config.data), settings, args.gguf,
-                          say=_say, server=server)
+                          say=_say, server=server, lora=args.lora, gguf_lora=args.gguf_lora, base_gguf=args.base_gguf)
     _say(table(parity))
     failures = [f"{runtime}: {100 * parity.agreement(runtime):.0f}% identical, below {100 * args.min_agreement:.0f}%"
                 for runtime in parity.answers if parity.agreement(runtime) < args.min_agreement] + parity.setup_problems

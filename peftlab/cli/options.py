@@ -196,11 +196,18 @@ def _add_use_commands(commands: Any) -> None:
     export.add_argument("--rank", default="32", help="lora (and vllm, for adapters converted to LoRA): the LoRA rank (e.g. 32), or an energy share in (0, 1] kept per layer "
                         "(e.g. 0.95: the smallest rank holding 95%% of each update's squared singular values); default 32")
 
-    check = commands.add_parser("check", help="parity: the adapter on its base, the merged model, a GGUF file in llama.cpp and a running server answer alike")
+    check = commands.add_parser("check", help="parity: the adapter on its base, the merged model, its LoRA conversion, GGUF files in "
+                                "llama.cpp and a running server answer alike")
     _shared(check, "--model", "--device", "--max-samples", max_samples={"help": "prompts to compare (default 24)"})
-    check.add_argument("adapter", help="adapter folder from `peftlab train`")
+    check.add_argument("adapter", help="adapter folder from `peftlab train`: the reference every other runtime is compared with")
     check.add_argument("--data", required=True, help="rows whose prompts are compared, built with the adapter's template")
     check.add_argument("--gguf", help="also run this exported GGUF file in llama.cpp (needs llama-cpp-python)")
+    check.add_argument("--lora", metavar="DIR", help="also run this LoRA adapter folder on the base, e.g. the adapter converted by "
+                       "`peftlab export ADAPTER --format lora`")
+    check.add_argument("--gguf-lora", metavar="FILE", help="also run this llama.cpp LoRA file (`peftlab export --format gguf-lora`) "
+                       "on --base-gguf in llama.cpp (needs llama-cpp-python)")
+    check.add_argument("--base-gguf", metavar="FILE", help="with --gguf-lora: the base's GGUF file (default: the file the base came "
+                       "from, as the embedded default did)")
     check.add_argument("--server", metavar="URL", help="also ask this running OpenAI-compatible server (peftlab serve, vLLM, "
                        "llama.cpp's server), e.g. http://127.0.0.1:8000; its key from $PEFTLAB_API_KEY")
     check.add_argument("--server-model", metavar="NAME", help="the name the server serves this adapter under "

@@ -25,7 +25,7 @@ def evaluate(config: RunConfig, data: str, output: str | None, adapter: str | No
     """Generate for every test row and score by `metrics` (default ROUGE); with an adapter, also the base (adapter disabled) unless told not to."""
     settings = settings or GenerationSettings()
     settings.check()
-    metrics = metrics or [ROUGE]
+    chosen, metrics = metrics, metrics or [ROUGE]
     if any(metric.name == "judge-pairwise" for metric in metrics) and not (adapter and (include_base or base_answers)):
         raise PeftlabError("--metric judge-pairwise compares the tuned answers with the base model's: give --adapter "
                            "and drop --skip-base")
@@ -34,6 +34,10 @@ def evaluate(config: RunConfig, data: str, output: str | None, adapter: str | No
         outputs.check_folder(output, overwrite, EVALUATION, sources)
     examples = eval_examples(read_rows(data, config.data.max_row_bytes), config.data)  # names a row without its reference column
     if held_out.is_text(examples):
+        if chosen:  # a metric the user named would silently not be computed
+            names = ",".join(metric.name for metric in chosen)
+            raise PeftlabError(f"{data}: text rows have no reference to score --metric {names} against (eval scores them by "
+                               "held-out loss and perplexity); drop --metric, or give prompt/completion or messages rows")
         return _evaluate_text(config, data, output, adapter, examples, include_base, say)
     check_references(metrics, [e.references for e in examples])
     model = config.model

@@ -14,6 +14,7 @@ from peftlab.errors import PeftlabError
 from peftlab.export.gguf import (TENSOR_TYPES, check_exportable, gguf_architecture, lora_layers, update_in_llama_cpp_layout,
                                  write_gguf, write_gguf_lora)
 from peftlab.export.merge import MERGE_INFO, PROBE_TEXT, merged_model, read_merge_info, relative_difference, within
+from peftlab.models.gguf_cache import base_gguf_file
 
 # max |GGUF logit - merged logit| / (1 + max |logit|) after the reload: the rounding of each file type
 RELOAD_TOLERANCE = {"f32": 1e-4, "f16": 2e-2, "bf16": 5e-2}  # quantized types are reported, not judged here
@@ -21,15 +22,6 @@ RELOAD_TOLERANCE = {"f32": 1e-4, "f16": 2e-2, "bf16": 5e-2}  # quantized types a
 LORA_TOLERANCE = {"f32": 1e-5, "f16": 1e-2}
 MODELFILE = "Modelfile"
 OLLAMA = outputs.OutputKind("Ollama model", (MODELFILE,), (MODELFILE, "model-*.gguf", "adapter-lora.gguf"))
-
-
-def base_gguf_file(model_spec: str | None) -> Path | None:
-    """The GGUF file the base came from (its tokenizer fields are copied), None for a transformers base."""
-    from peftlab.models.gguf_cache import default_gguf_path
-
-    if model_spec is None:
-        return default_gguf_path()
-    return Path(model_spec).expanduser() if model_spec.endswith(".gguf") else None
 
 
 def _merged_folder(folder: Path, say: Callable[[str], None]) -> tuple[Any, Any, dict[str, Any]]:
@@ -244,8 +236,21 @@ def export_gguf_lora(source: str, output: str, tensor_type: str = "f32", model: 
     say(f"export: {out} ({out.stat().st_size / 1e6:.2f} MB, {counts.get('F32', 0) + counts.get('F16', 0)} tensors); its updates "
         f"match the adapter's to {difference:.1e}; use it on the base's GGUF file: "
         f"llama-cli -m {base or 'BASE.gguf'} --lora {out}")
+    say(f"export: check its answers in llama.cpp with: {lora_file_check(folder, out, base)}")
     return {"file": str(out), "bytes": out.stat().st_size, "type": tensor_type, "tensor_types": counts, "base_gguf": str(base) if base else None,
             "relative_update_difference": difference}
+
+
+def lora_file_check(folder: Path, out: Path, base: Path | None) -> str:
+    """`peftlab check` of a LoRA file: against the adapter a converted LoRA came from (with the LoRA folder beside it),
+    else against the LoRA adapter itself."""
+    from peftlab.artifacts import read_run_info
+    from peftlab.export.parity import check_command
+
+    original = (read_run_info(folder) or {}).get("converted_from_adapter")
+    converted = ["--lora", str(folder)] if original and Path(original).is_dir() else []
+    return check_command(original if converted else folder, *converted, "--gguf-lora", str(out),
+                         *([] if base else ["--base-gguf", "BASE.gguf"]))
 
 
 def lora_file_difference(adapted: Any, path: Path) -> float:

@@ -17,6 +17,8 @@ from peftlab.artifacts import (CONVERTED_LORA, RUN_FILE, adapter_folder, read_ad
                                write_run_info)
 from peftlab.errors import PeftlabError
 from peftlab.export.merge import PROBE_TEXT, relative_difference
+from peftlab.export.parity import check_command
+
 
 def parse_rank(text: str) -> int | float:
     """`--rank 16` (a fixed rank) or `--rank 0.95` (the smallest rank holding that share of each update's energy)."""
@@ -87,12 +89,16 @@ def export_lora(source: str, output: str, rank: int | float, model: str | None =
             if (folder / RUN_FILE).is_file():
                 shutil.copyfile(folder / RUN_FILE, tmp / RUN_FILE)
             lora = read_adapter_config(tmp) or {}
-            info = {**(read_run_info(folder) or {}), "method": "lora", "converted_from": method.name, "rank": rank,
+            info = {**(read_run_info(folder) or {}), "method": "lora", "converted_from": method.name,
+                    "converted_from_adapter": str(folder.resolve()), "rank": rank,
                     "lora_rank": lora.get("r"), "rank_pattern": bool(lora.get("rank_pattern")),
                     "relative_logit_difference": difference}
             write_run_info(tmp, info)
     except OSError as error:
         raise PeftlabError(f"cannot write {out}: {error.strerror}; choose another --output") from None
+    # the probe prompt's logits are measured here, in seconds; answers on many prompts are `peftlab check`'s to measure
+    # (it needs rows to prompt with, takes minutes, and also runs the llama.cpp file --format gguf-lora writes from this)
     say(f"export: LoRA adapter in {out}; its logits differ from the {method.name} adapter's by {difference:.2e} (relative, "
-        f"probe prompt); compare answers with `peftlab check {out} --data FILE`; then --format gguf-lora reads it")
+        f"probe prompt); measure its answers and logits against the {method.name} adapter with: "
+        f"{check_command(source, '--lora', str(out))}; then --format gguf-lora reads it")
     return info

@@ -67,6 +67,14 @@ def converted_folder(gguf_path: Path) -> Path:
     return target
 
 
+def base_gguf_file(model_spec: str | None) -> Path | None:
+    """The GGUF file a base came from (export copies its tokenizer fields; llama.cpp applies LoRA files to it), None
+    for a transformers base."""
+    if model_spec is None:
+        return default_gguf_path()
+    return Path(model_spec).expanduser() if model_spec.endswith(".gguf") else None
+
+
 def check_gguf(path: Path) -> None:
     """A GGUF file starts with the bytes 'GGUF'; anything else is refused before it is hashed or converted."""
     with open(path, "rb") as handle:

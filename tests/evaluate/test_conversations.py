@@ -9,6 +9,7 @@ import pytest
 from peftlab import config as cfg
 from peftlab.evaluate.evaluation import evaluate
 from peftlab.evaluate.generate import run_generate
+from peftlab.evaluate.settings import eval_config
 from peftlab.generation import GenerationSettings
 from tests.conftest import write_jsonl
 from tests.data.chat_templates import save_tiny_chat_llama
@@ -81,7 +82,7 @@ def test_the_adapter_records_its_format_and_a_typed_prompt_is_a_user_turn(chat_a
     from peftlab.evaluate.settings import generate_config
 
     model, adapter = chat_adapter
-    config = generate_config(adapter, ["model.dtype=fp32"], {})
+    config = generate_config(adapter, ["model.dtype=fp32"], {}, reads_rows=False)
     assert config.data.format == "messages"
     [record] = run_generate(config, adapter, "And the colours?", None, None, GenerationSettings(max_new_tokens=8))
     assert record["input"] == [{"role": "user", "content": "And the colours?"}]
@@ -104,3 +105,29 @@ def test_check_answers_each_conversation_up_to_the_turn_eval_scores(chat_adapter
     assert prompt == record["input"] == HELD_OUT["messages"][:4]
     parity = check_parity(config, adapter, [prompt], GenerationSettings(max_new_tokens=8), None)
     assert parity.texts["adapter"] == [record["predictions"]["tuned"]]  # the same answer as eval's
+
+
+def test_a_chat_adapter_is_scored_on_prompt_completion_rows_as_on_the_same_conversation(chat_adapter, tmp_path):
+    """The adapter records `messages`, yet a test file is read in its own format: a prompt/completion row is wrapped in
+    the same chat template as the one-turn conversation it equals, so both get the same answer."""
+    model, adapter = chat_adapter
+    config = eval_config(adapter, ["model.dtype=fp32"], {})
+    user, answer = HELD_OUT["messages"][1]["content"], HELD_OUT["messages"][2]["content"]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": user, "completion": answer}])
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}])
+    settings = GenerationSettings(max_new_tokens=8)
+    [from_pairs] = evaluate(config, str(pairs), None, adapter, settings, include_base=False)["records"]
+    [from_chat] = evaluate(config, str(chat), None, adapter, settings, include_base=False)["records"]
+    assert from_pairs["references"] == [answer] and from_pairs["predictions"] == from_chat["predictions"]
+
+
+def test_a_plain_text_adapter_answers_prompt_completion_rows_without_the_chat_template(tmp_path):
+    """An adapter tuned on `text` rows never saw the chat template: eval on prompt/completion rows keeps prompts bare."""
+    model = save_tiny_chat_llama(tmp_path / "model")
+    train_tiny(model, write_jsonl(tmp_path / "text.jsonl", [{"text": "Hello there, how are you?"}] * 4), tmp_path / "run",
+               "train.max_steps=1")
+    adapter = str(tmp_path / "run" / "adapter")
+    config = eval_config(adapter, ["model.dtype=fp32"], {})
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "Hello there,", "completion": "how are you?"}])
+    result = evaluate(config, str(pairs), None, adapter, GenerationSettings(max_new_tokens=2), include_base=False)
+    assert result["chat_template"] is False and result["records"][0]["input"] == "Hello there,"

@@ -70,7 +70,7 @@ def exported(request, tmp_path_factory):
 
 def test_llama_cpp_answers_as_the_merged_model_from_the_merged_file_and_from_base_plus_lora_file(exported):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: pip install -c constraints.txt -e '.[test]' builds it")
-    from peftlab.export.parity import llama_cpp_answers
+    from peftlab.export.llama_cpp_runtime import llama_cpp_answers
 
     end = exported.tokenizer.eos_token_id
     assert all(len(prompt) > 8 for prompt in exported.prompts)  # past Gemma's window

@@ -37,14 +37,14 @@ def prompts_and_reference(adapter, tiny_llama):
 
 
 def test_llama_cpp_answers_as_the_merged_model_from_the_exported_file(adapter, tiny_llama, exported):
-    from peftlab.export.parity import llama_cpp_answers
+    from peftlab.export.llama_cpp_runtime import llama_cpp_answers
 
     _, prompts, reference = prompts_and_reference(adapter, tiny_llama)
     assert llama_cpp_answers(str(exported / "merged.gguf"), prompts, 8) == reference
 
 
 def test_llama_cpp_applies_the_lora_file_to_the_base_file_as_the_merge_does(adapter, tiny_llama, exported):
-    from peftlab.export.parity import llama_cpp_answers
+    from peftlab.export.llama_cpp_runtime import llama_cpp_answers
 
     _, prompts, reference = prompts_and_reference(adapter, tiny_llama)
     with_lora = llama_cpp_answers(str(exported / "base.gguf"), prompts, 8, lora=str(exported / "lora.gguf"))

@@ -29,7 +29,7 @@ def test_a_converted_adapter_is_a_lora_with_the_same_logits_at_full_rank(method,
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert main(["export", adapter, "--format", "lora", "--rank", "1.0", "--output", str(full)]) == 0  # all the energy: full rank
     assert main(["export", adapter, "--format", "lora", "--rank", "1", "--output", str(cut)]) == 0
-    assert "compare answers with `peftlab check" in capsys.readouterr().out
+    assert f"against the {method} adapter with: peftlab check {adapter} --data " in capsys.readouterr().out
 
     config = json.loads((full / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and saved_method(full).name == "lora"
