@@ -9,7 +9,10 @@ training rows (the index makes every row distinct). For each size:
 - **warm run**: the same command again, the data cache now filled: its time to the first step;
 - **the tokenizer's limit**, measured in this script between the runs: the fast tokenizer's own `encode_batch`
   over exactly the texts peftlab tokenizes (each prompt in its chat wrap, each completion), in batches of the
-  size peftlab uses, on the first `--limit-rows` rows; peftlab's share is its rows/s over this one;
+  size peftlab uses, on the first `--limit-rows` rows; peftlab's share is its rows/s over this one. Beside it the
+  tokenizer's **ceiling** on this machine: its rate on one core (a child process held to one tokenizer thread with
+  RAYON_NUM_THREADS=1, in rows per CPU second, which other work on a loaded machine does not lower much) times the
+  cores: no way of spreading the tokenizer over the cores (its own threads, `datasets.map(num_proc=...)`) beats it;
 - **peftlab's own work**: the CPU seconds of `prepared_set` on those rows with the tokenizer's answers recorded
   beforehand and replayed, so the tokenizer's work is left out (reading, the chat wrap, labels, Arrow, the cache).
 
@@ -66,7 +69,23 @@ def train_once(data: Path, cache: Path, out: Path) -> dict:
 
 
 def tokenizer_limit(data: Path, rows: int) -> dict:
-    """Rows/s of the fast tokenizer's own encode_batch over the texts peftlab tokenizes for the first `rows` rows."""
+    """Rows/s of the fast tokenizer's own encode_batch over the texts peftlab tokenizes for the first `rows` rows, on
+    every core; and its ceiling: one core's rate (measured alone, in a process held to one tokenizer thread, in CPU
+    seconds so that other work on the machine does not count) times the cores."""
+    count, seconds, cpu_seconds = encode_texts(data, rows)
+    one_core = json.loads(subprocess.run(
+        [sys.executable, __file__, "--one-core-rate", str(data), str(rows)], check=True, capture_output=True, text=True,
+        env={**os.environ, "RAYON_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}).stdout.strip().splitlines()[-1])
+    cores = os.cpu_count()
+    return {"rows": count, "seconds": seconds, "rows_per_second": count / seconds, "cpu_seconds": cpu_seconds,
+            "threads": os.environ.get("RAYON_NUM_THREADS", f"all ({cores} cores)"),
+            "one_core_rows_per_cpu_second": one_core["rows_per_cpu_second"],
+            "ceiling_rows_per_second": one_core["rows_per_cpu_second"] * cores}
+
+
+def encode_texts(data: Path, rows: int) -> tuple[int, float, float]:
+    """(rows, wall seconds, process CPU seconds) of encode_batch over the first `rows` rows' prompts (in their chat
+    wrap) and completions, in batches of the size peftlab uses; the wrap is peftlab's work and is not timed."""
     from peftlab.data import prepare
     from peftlab.data.tokenize import chat_prompt_texts, uses_chat_template
     from peftlab.models.loading import load_tokenizer, resolve_source
@@ -76,18 +95,18 @@ def tokenizer_limit(data: Path, rows: int) -> dict:
     chat = uses_chat_template(tokenizer, "auto", False)
     with data.open(encoding="utf-8") as lines:
         pairs = [json.loads(line) for _, line in zip(range(rows), lines)]
-    backend, seconds = tokenizer.backend_tokenizer, 0.0
+    backend, seconds, cpu_seconds = tokenizer.backend_tokenizer, 0.0, 0.0
     for start in range(0, len(pairs), prepare.BATCH_ROWS):
         batch = pairs[start:start + prepare.BATCH_ROWS]
         prompts = [pair["prompt"] for pair in batch]
-        prompts = chat_prompt_texts(tokenizer, prompts) if chat else prompts  # the wrap is peftlab's work, not timed
+        prompts = chat_prompt_texts(tokenizer, prompts) if chat else prompts
         completions = [pair["completion"] for pair in batch]
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         backend.encode_batch(prompts, add_special_tokens=not chat)
         backend.encode_batch(completions, add_special_tokens=False)
         seconds += time.perf_counter() - began
-    return {"rows": len(pairs), "seconds": seconds, "rows_per_second": len(pairs) / seconds,
-            "threads": os.environ.get("RAYON_NUM_THREADS", f"all ({os.cpu_count()} cores)")}
+        cpu_seconds += time.process_time() - began_cpu
+    return len(pairs), seconds, cpu_seconds
 
 
 class ReplayedBackend:
@@ -169,10 +188,11 @@ def measure(count: int, work: Path, dialogsum: Path, limit_rows: int) -> dict:
 
 
 def print_table(results: list[dict]) -> None:
-    print(f"{'rows':>9} {'prep rows/s':>11} {'tokenizer rows/s':>16} {'share':>6} {'own CPU s/1k':>12} {'peak GiB':>9} "
-          f"{'1st step s (cold)':>17} {'1st step s (warm)':>17}")
+    print(f"{'rows':>9} {'prep rows/s':>11} {'tokenizer rows/s':>16} {'ceiling rows/s':>14} {'share':>6} {'own CPU s/1k':>12} "
+          f"{'peak GiB':>9} {'1st step s (cold)':>17} {'1st step s (warm)':>17}")
     for r in results:
         print(f"{r['rows']:>9,} {r['cold']['rows_per_second']:>11,.0f} {r['tokenizer']['rows_per_second']:>16,.0f} "
+              f"{r['tokenizer']['ceiling_rows_per_second']:>14,.0f} "
               f"{r['peftlab_share_of_tokenizer_limit']:>6.0%} {r['peftlab_own_work']['cpu_seconds_per_1k_rows']:>12.3f} "
               f"{r['cold']['peak_rss_bytes'] / 2**30:>9.2f} "
               f"{r['cold']['time_to_first_step_seconds']:>17.1f} {r['warm']['time_to_first_step_seconds']:>17.1f}")
@@ -185,7 +205,12 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--note", help="a sentence kept in the JSON and under the docs' table (e.g. the machine was not quiet)")
     parser.add_argument("--dialogsum", type=Path, default=DIALOGSUM, help="DialogSum's train.jsonl")
+    parser.add_argument("--one-core-rate", nargs=2, metavar=("DATA", "ROWS"), help=argparse.SUPPRESS)  # tokenizer_limit's child
     args = parser.parse_args()
+    if args.one_core_rate:
+        count, _, cpu_seconds = encode_texts(Path(args.one_core_rate[0]), int(args.one_core_rate[1]))
+        print(json.dumps({"rows": count, "cpu_seconds": cpu_seconds, "rows_per_cpu_second": count / cpu_seconds}))
+        return
     if not args.dialogsum.is_file():
         raise SystemExit(f"DialogSum not found at {args.dialogsum}; pass --dialogsum PATH")
     with tempfile.TemporaryDirectory() as folder:

@@ -72,10 +72,13 @@ def topic_accuracy(result: dict) -> str:
 
 
 def data_prep(result: dict) -> str:
-    lines = ["| rows | preparation rows/s | tokenizer alone rows/s | share | peftlab's own CPU s per 1k rows | peak RSS GiB | "
-             "first step s, empty cache | first step s, cache filled |", "|---|---|---|---|---|---|---|---|"]
+    ceiling = any("ceiling_rows_per_second" in r["tokenizer"] for r in result["results"])  # older files lack it
+    lines = ["| rows | preparation rows/s | tokenizer alone rows/s | " + ("tokenizer ceiling rows/s | " if ceiling else "")
+             + "share | peftlab's own CPU s per 1k rows | peak RSS GiB | first step s, empty cache | first step s, cache filled |",
+             "|---|---|---|---|---|---|---|---|" + ("---|" if ceiling else "")]
     for r in result["results"]:
-        lines.append(f"| {r['rows']:,} | {r['cold']['rows_per_second']:,.0f} | {r['tokenizer']['rows_per_second']:,.0f} | "
+        limit = f"{r['tokenizer']['ceiling_rows_per_second']:,.0f} | " if ceiling else ""
+        lines.append(f"| {r['rows']:,} | {r['cold']['rows_per_second']:,.0f} | {r['tokenizer']['rows_per_second']:,.0f} | {limit}"
                      f"{100 * r['peftlab_share_of_tokenizer_limit']:.0f}% | {r['peftlab_own_work']['cpu_seconds_per_1k_rows']:.3f} | "
                      f"{r['cold']['peak_rss_bytes'] / 2**30:.2f} | "
                      f"{r['cold']['time_to_first_step_seconds']:.1f} | {r['warm']['time_to_first_step_seconds']:.1f} |")

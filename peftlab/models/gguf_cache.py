@@ -92,9 +92,11 @@ def conversion_code_versions() -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """The file's SHA-256, remembered under the cache per (path, inode, size, mtime): hashing 100 MB costs ~0.3 s a load."""
+    """The file's SHA-256, remembered under the cache per (path, device, inode, size, mtime, ctime): hashing 100 MB
+    costs ~0.3 s a load. ctime moves on every write and every change of mtime (`touch -d`, `cp -p` set mtime, not ctime)."""
     stat = path.stat()
-    stamp = hashlib.sha256(f"{path.resolve()}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    stamp = hashlib.sha256(f"{path.resolve()}|{stat.st_dev}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
+                           .encode()).hexdigest()[:16]
     remembered = cache_root() / "hashes" / stamp
     if remembered.is_file():
         return remembered.read_text(encoding="utf-8").strip()

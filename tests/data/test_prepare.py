@@ -42,6 +42,28 @@ def test_prepared_rows_equal_row_by_row_tokens_and_come_back_from_the_cache(tiny
     assert len(list(cache.glob("*.arrow"))) == 3
 
 
+def test_an_unchanged_file_is_not_read_again_for_its_key_and_a_same_size_rewrite_is(tiny_llama, tmp_path, cache, monkeypatch):
+    """The second run reads the data file's hash from the cache instead of the file (a 900 MB file cost seconds); a
+    rewrite of the same size with its old mtime put back still changes the key (its ctime moved)."""
+    import os
+
+    from peftlab.models import gguf_cache
+
+    tokenizer = load_tokenizer(tiny_llama)
+    path = write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS)
+    first = prepare.cache_key(str(path), DataConfig(), tokenizer, False, False)
+    opened = []
+    monkeypatch.setattr(gguf_cache, "open", lambda *args, **kwargs: opened.append(args) or open(*args, **kwargs), raising=False)
+    assert prepare.cache_key(str(path), DataConfig(), tokenizer, False, False) == first and opened == []
+    before = path.stat()
+    text = path.read_text()
+    path.write_text(text.replace("greet", "GREET"))  # other bytes, the same size
+    assert path.stat().st_size == before.st_size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `touch -r` or `cp -p` would leave it
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+    assert prepare.cache_key(str(path), DataConfig(), tokenizer, False, False) != first and opened
+
+
 def test_a_bad_row_leaves_no_cache_file(tiny_llama, tmp_path, cache):
     path = write_jsonl(tmp_path / "bad.jsonl", TOY_ROWS * 2 + [{"dialogue": ["a list"], "summary": "x"}])
     with pytest.raises(PeftlabError, match="bad.jsonl line 9: column 'dialogue' holds a list"):
@@ -72,3 +94,15 @@ def test_rows_cut_to_their_prompt_are_dropped_and_counted_in_the_batched_path(ti
     kept = tokenize(examples, tokenizer, prompt_length, False, chat=False)
     assert (len(kept.features), kept.no_labels, kept.first_dropped, kept.truncated) == (1, 1, "f line 1", 1)
     assert tokenize(examples, tokenizer, prompt_length + 1, False, chat=False).no_labels == 0
+
+
+def test_seq2seq_rows_keep_labels_of_their_own_length_in_the_arrow_file(tiny_t5, tmp_path, cache):
+    """A T5 row's labels are the target, not as long as its input_ids (the source): each column needs its own offsets
+    (sharing the input_ids' offsets failed every seq2seq run with 'iterator too short')."""
+    tokenizer = load_tokenizer(tiny_t5)
+    data = DataConfig(max_length=24)
+    path = write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS * 2)
+    want = tokenize(build_examples(read_rows(str(path)), data), tokenizer, 24, True, chat=False)
+    prepared = prepare.prepared_set(str(path), data, tokenizer, True, False)
+    assert [dict(row) for row in prepared.features] == [{**f, "length": len(f["input_ids"])} for f in want.features]
+    assert any(len(f["labels"]) != len(f["input_ids"]) for f in want.features)

@@ -3,6 +3,7 @@ exactly as the whole batch would; the mask-free attention for right-padded rows 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from peftlab.data.tokenize import IGNORE
@@ -97,3 +98,31 @@ def _whole_slices_only(getitem):
         assert isinstance(key, slice), "the sampler indexed the column row by row"
         return getitem(self, key)
     return checked
+
+
+def _python_length_grouped_order(lengths, batch_size, seed, window=64):
+    """The order as the sampler made it row by row in Python before it moved to NumPy (kept here as the reference)."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    size = window * batch_size
+    full, short = [], []
+    for start in range(0, len(order), size):
+        ordered = sorted(order[start:start + size], key=lambda i: lengths[i], reverse=True)
+        for cut in range(0, len(ordered), batch_size):
+            batch = ordered[cut:cut + batch_size]
+            (full if len(batch) == batch_size else short).append(batch)
+    return [i for batch in [full[i] for i in torch.randperm(len(full), generator=generator).tolist()] + short for i in batch]
+
+
+@pytest.mark.parametrize("rows, batch_size, window", [(5000, 8, 64), (1003, 4, 3), (7, 8, 64), (600, 1, 5), (0, 8, 64)])
+def test_the_length_grouped_order_is_the_one_python_sorting_gave(rows, batch_size, window):
+    """The NumPy order equals the Python one, so training sees the same batches: many equal lengths (ties keep their
+    shuffled order), a short last batch, fewer rows than a batch, an empty set, and a second epoch."""
+    from peftlab.train.trainer import LengthGroupedOrder
+
+    lengths = [(i * 7919) % 13 + 1 for i in range(rows)]
+    sampler = LengthGroupedOrder(lengths, batch_size=batch_size, seed=11, window=window)
+    assert list(sampler) == _python_length_grouped_order(lengths, batch_size, 11, window)
+    sampler.set_epoch(1)
+    assert list(sampler) == _python_length_grouped_order(lengths, batch_size, 12, window)
+    assert all(type(i) is int for i in sampler)  # plain ints, as the DataLoader's fetch expects
