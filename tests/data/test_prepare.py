@@ -23,13 +23,19 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache" / "data"
 
 
-def test_prepared_rows_equal_row_by_row_tokens_and_come_back_from_the_cache(tiny_llama, tmp_path, cache):
-    tokenizer = load_tokenizer(tiny_llama)
+def prepared_as_row_by_row(model: str, tmp_path, is_seq2seq: bool):
+    """The toy rows prepared into the Arrow set, checked equal to tokenizing them one by one; returns both."""
+    tokenizer = load_tokenizer(model)
     data = DataConfig(max_length=24)
     path = write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS * 2)
-    want = tokenize(build_examples(read_rows(str(path)), data), tokenizer, 24, False, chat=False)
-    first = prepare.prepared_set(str(path), data, tokenizer, False, False)
-    assert [dict(row) for row in first.features] == [{**f, "length": len(f["input_ids"])} for f in want.features]
+    want = tokenize(build_examples(read_rows(str(path)), data), tokenizer, 24, is_seq2seq, chat=False)
+    prepared = prepare.prepared_set(str(path), data, tokenizer, is_seq2seq, False)
+    assert [dict(row) for row in prepared.features] == [{**f, "length": len(f["input_ids"])} for f in want.features]
+    return prepared, want, path, data, tokenizer
+
+
+def test_prepared_rows_equal_row_by_row_tokens_and_come_back_from_the_cache(tiny_llama, tmp_path, cache):
+    first, want, path, data, tokenizer = prepared_as_row_by_row(tiny_llama, tmp_path, False)
     assert (first.rows, first.truncated, first.format) == (8, want.truncated, "template") and want.truncated > 0
     [arrow] = cache.glob("*.arrow")
     said = []
@@ -99,10 +105,5 @@ def test_rows_cut_to_their_prompt_are_dropped_and_counted_in_the_batched_path(ti
 def test_seq2seq_rows_keep_labels_of_their_own_length_in_the_arrow_file(tiny_t5, tmp_path, cache):
     """A T5 row's labels are the target, not as long as its input_ids (the source): each column needs its own offsets
     (sharing the input_ids' offsets failed every seq2seq run with 'iterator too short')."""
-    tokenizer = load_tokenizer(tiny_t5)
-    data = DataConfig(max_length=24)
-    path = write_jsonl(tmp_path / "toy.jsonl", TOY_ROWS * 2)
-    want = tokenize(build_examples(read_rows(str(path)), data), tokenizer, 24, True, chat=False)
-    prepared = prepare.prepared_set(str(path), data, tokenizer, True, False)
-    assert [dict(row) for row in prepared.features] == [{**f, "length": len(f["input_ids"])} for f in want.features]
+    prepared, want, *_ = prepared_as_row_by_row(tiny_t5, tmp_path, True)
     assert any(len(f["labels"]) != len(f["input_ids"]) for f in want.features)
